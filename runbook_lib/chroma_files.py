@@ -1,0 +1,113 @@
+"""Files of a ChromaDB persistent directory: consistent copies and sha256 manifests.
+
+The SQLite database is copied with SQLite's online backup API (a consistent snapshot even while
+the app has it open); the other files (the HNSW segment folders) are copied byte for byte.
+SQLite's transient ``-wal``/``-shm``/``-journal`` files are never copied: the backup API already
+reads through them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+from runbook_lib.errors import BackupError
+
+SQLITE_NAME = "chroma.sqlite3"
+_TRANSIENT_SUFFIXES = ("-wal", "-shm", "-journal")
+_CHUNK = 1 << 20
+
+
+def iter_files(root: Path) -> Iterator[Path]:
+    """Every regular file under ``root`` worth copying, in a stable order."""
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.name.endswith(_TRANSIENT_SUFFIXES):
+            yield path
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def checksum_tree(root: Path) -> dict[str, dict[str, object]]:
+    """relative path -> {"sha256", "size"} for every file under ``root``."""
+    return {
+        p.relative_to(root).as_posix(): {"sha256": sha256_file(p), "size": p.stat().st_size} for p in iter_files(root)
+    }
+
+
+def tree_size(root: Path) -> int:
+    return sum(p.stat().st_size for p in iter_files(root))
+
+
+def compare_checksums(expected: dict[str, dict[str, object]], root: Path) -> list[str]:
+    """Problems found when checking ``root`` against ``expected`` (empty list: identical)."""
+    problems: list[str] = []
+    actual_files = {p.relative_to(root).as_posix() for p in iter_files(root)} if root.is_dir() else set()
+    for rel, meta in sorted(expected.items()):
+        path = root / rel
+        if not path.is_file():
+            problems.append(f"{rel}: missing")
+        elif sha256_file(path) != meta["sha256"]:
+            problems.append(f"{rel}: checksum differs")
+    for rel in sorted(actual_files - set(expected)):
+        problems.append(f"{rel}: not in the manifest")
+    return problems
+
+
+def sqlite_backup(src: Path, dst: Path) -> None:
+    """Copy a SQLite database with the online backup API (read-only on the source)."""
+    source = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
+    try:
+        target = sqlite3.connect(dst)
+        try:
+            source.backup(target)
+        finally:
+            target.close()
+    finally:
+        source.close()
+
+
+def sqlite_integrity(path: Path) -> str:
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return str(con.execute("PRAGMA integrity_check").fetchone()[0])
+    finally:
+        con.close()
+
+
+def ensure_free_space(dest: Path, needed: int, what: str) -> None:
+    """Fail before copying anything when the disk holding ``dest`` has no room for ``needed`` bytes."""
+    probe = dest
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    margin = max(needed // 10, 16 << 20)
+    if free < needed + margin:
+        raise BackupError(
+            f"Not enough disk space for {what}: {needed / 1e6:.1f} MB needed (plus {margin / 1e6:.0f} MB margin) "
+            f"but only {free / 1e6:.1f} MB free on the disk holding {probe}; free some space or move "
+            "CHROMA_PERSIST_DIR's backup location.",
+            needed=needed,
+            free=free,
+        )
+
+
+def copy_chroma_dir(src: Path, dst: Path, *, consistent_sqlite: bool = True) -> None:
+    """Copy a ChromaDB directory to ``dst`` (which must not exist yet)."""
+    dst.mkdir(parents=True, exist_ok=False)
+    for path in iter_files(src):
+        rel = path.relative_to(src)
+        out = dst / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if consistent_sqlite and rel.as_posix() == SQLITE_NAME:
+            sqlite_backup(path, out)
+        else:
+            shutil.copy2(path, out)
