@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from runbook_lib.errors import ConfigError, RunbookError, VerificationFailed
 from runbook_lib.evidence import Run, utc_now
-from runbook_lib.params import PARAMS
+from runbook_lib.params import params_model
 from runbook_lib.settings import Settings, load_settings
 
 log = logging.getLogger("runbook")
@@ -161,7 +161,7 @@ def begin(step: str, **raw_params: Any) -> Step:
     """Validate parameters and settings, open (or create) the run folder, and record the step as running."""
     _install_clean_errors()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    model = PARAMS.get(step)
+    model = params_model(step)
     if model is None:
         raise ConfigError(f"Unknown step {step!r}.")
     secret_like = [k for k in raw_params if any(s in k.lower() for s in ("api_key", "token", "password", "secret"))]

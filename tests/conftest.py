@@ -1,0 +1,176 @@
+"""Shared fixtures: real ChromaDB (persistent directory and a `chroma run` server), real Qdrant local mode.
+
+Every test gets its own CHROMA_PERSIST_DIR / QDRANT_PATH / RUNBOOK_OUTPUTS under tmp_path through the
+``runbook_env`` fixture; nothing touches the project's data/ or outputs/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import chromadb
+import numpy as np
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def make_small_db(path: Path, *, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """A small persistent ChromaDB: cosine (metadata), l2 (configuration), ip, and an empty collection."""
+    client = chromadb.PersistentClient(path=str(path))
+    rng = np.random.default_rng(seed)
+    spec: dict[str, dict[str, Any]] = {}
+    for name, space, declared, dim, n in [
+        ("alpha_docs", "cosine", "metadata", 16, 700),
+        ("beta_docs", "l2", "configuration", 8, 300),
+        ("gamma_docs", "ip", "metadata", 4, 120),
+        ("empty_docs", "cosine", "metadata", 4, 0),
+    ]:
+        kwargs: dict[str, Any] = (
+            {"metadata": {"hnsw:space": space}}
+            if declared == "metadata"
+            else {"configuration": {"hnsw": {"space": space}}}
+        )
+        col = client.create_collection(name, embedding_function=None, **kwargs)
+        ids = [f"{name[:1]}-{i:04d}" for i in range(n)]
+        if n:
+            col.add(
+                ids=ids,
+                embeddings=rng.normal(size=(n, dim)).astype(np.float32).tolist(),
+                documents=[None if i % 17 == 0 else f"document {i} of {name} — café ✓" for i in range(n)],
+                metadatas=[None if i % 23 == 0 else {"i": i, "half": i / 2, "even": i % 2 == 0, "tag": f"t{i % 5}"}
+                           for i in range(n)],
+                uris=[f"s3://bucket/{name}/{i}.txt" if i % 3 == 0 else None for i in range(n)],
+            )
+        spec[name] = {"space": space, "dim": dim, "count": n, "ids": ids}
+    _close(client)
+    return spec
+
+
+def _close(client: Any) -> None:
+    close = getattr(client, "close", None)
+    if callable(close):
+        close()
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    SharedSystemClient.clear_system_cache()
+
+
+@pytest.fixture
+def runbook_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """Environment for one test: its own source dir, Qdrant path and outputs; no secrets, no server."""
+    for var in ("CHROMA_HOST", "CHROMA_PORT", "CHROMA_SSL", "CHROMA_TENANT", "CHROMA_DATABASE", "CHROMA_AUTH_TOKEN",
+                "QDRANT_URL", "QDRANT_API_KEY", "VECTOR_DB", "RUNBOOK_HEADLESS"):
+        monkeypatch.delenv(var, raising=False)
+    paths = {
+        "chroma": tmp_path / "chroma_db",
+        "qdrant": tmp_path / "qdrant",
+        "outputs": tmp_path / "outputs",
+    }
+    monkeypatch.setenv("CHROMA_PERSIST_DIR", str(paths["chroma"]))
+    monkeypatch.setenv("QDRANT_PATH", str(paths["qdrant"]))
+    monkeypatch.setenv("RUNBOOK_OUTPUTS", str(paths["outputs"]))
+    monkeypatch.setenv("RUNBOOK_PROGRESS", "off")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    return paths
+
+
+@pytest.fixture
+def small_source(runbook_env: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """``runbook_env`` with the small database written to its CHROMA_PERSIST_DIR."""
+    return make_small_db(runbook_env["chroma"])
+
+
+def run_step_inprocess(step: str, fn: Any, **params: Any) -> Any:
+    """Run a step's library function the way its notebook does, without a kernel (fast tests)."""
+    from runbook_lib.step import begin
+
+    s = begin(step, **params)
+    return s, s.execute(fn)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A real Chroma server (`chroma run` from the installed wheel) on a free loopback port."""
+    exe = shutil.which("chroma", path=str(BIN)) or shutil.which("chroma")
+    if exe is None:
+        pytest.fail("the `chroma` command of the installed chromadb wheel is missing")
+    data = tmp_path_factory.mktemp("chroma_server")
+    port = free_port()
+    log = (data / "server.log").open("w")
+    proc = subprocess.Popen(
+        [exe, "run", "--path", str(data / "db"), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                chromadb.HttpClient(host="127.0.0.1", port=port).heartbeat()
+                break
+            except Exception:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.flush()
+                    pytest.fail(f"chroma run did not start: {(data / 'server.log').read_text()[-2000:]}")
+                time.sleep(0.3)
+        yield {"host": "127.0.0.1", "port": port, "process": proc}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def fill_server(host: str, port: int, *, database: str | None = None, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Write the small dataset into a Chroma server (into a fresh database so tests do not collide)."""
+    admin = chromadb.AdminClient(chromadb.config.Settings(
+        chroma_api_impl="chromadb.api.fastapi.FastAPI", chroma_server_host=host, chroma_server_http_port=port))
+    db = database or f"db_{os.urandom(4).hex()}"
+    admin.create_database(db)
+    client = chromadb.HttpClient(host=host, port=port, database=db)
+    rng = np.random.default_rng(seed)
+    spec: dict[str, dict[str, Any]] = {}
+    for name, space, dim, n in [("srv_cosine", "cosine", 12, 250), ("srv_l2", "l2", 6, 90)]:
+        col = client.create_collection(name, metadata={"hnsw:space": space}, embedding_function=None)
+        ids = [f"s{i}" for i in range(n)]
+        col.add(ids=ids, embeddings=rng.normal(size=(n, dim)).tolist(),
+                documents=[f"server doc {i}" for i in range(n)], metadatas=[{"n": i, "ok": True} for i in range(n)])
+        spec[name] = {"space": space, "dim": dim, "count": n, "ids": ids}
+    return {"database": db, "collections": spec}
+
+
+@pytest.fixture
+def server_env(chroma_server: dict[str, Any], runbook_env: dict[str, Path],
+               monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """``runbook_env`` whose source is the Chroma server, in a fresh database filled with test data."""
+    filled = fill_server(chroma_server["host"], chroma_server["port"])
+    monkeypatch.setenv("CHROMA_HOST", chroma_server["host"])
+    monkeypatch.setenv("CHROMA_PORT", str(chroma_server["port"]))
+    monkeypatch.setenv("CHROMA_DATABASE", filled["database"])
+    return {**filled, **runbook_env}
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    """The real `runbook` command in a subprocess (papermill, real kernel)."""
+    return subprocess.run(
+        [str(BIN / "runbook"), *args], capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
