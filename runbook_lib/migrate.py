@@ -31,7 +31,7 @@ from runbook_lib.errors import (
     SourceError,
     TargetError,
 )
-from runbook_lib.mapping import build_payload, point_id
+from runbook_lib.mapping import build_payload, normalise_rows, point_id
 from runbook_lib.plan import PlanEntry, plan_collection
 from runbook_lib.qdrant_target import QdrantTarget
 from runbook_lib.step import Step, progress
@@ -51,11 +51,14 @@ class Points:
     payloads: list[dict[str, Any]]
 
 
-def to_points(index: int, batch: RecordBatch) -> Points:
+def to_points(index: int, batch: RecordBatch, *, normalise: bool = False) -> Points:
+    """Map a batch to points. ``normalise`` (Cosine collections) writes unit vectors, as a Qdrant server
+    stores them; qdrant-client's local mode would otherwise persist the raw vector to disk."""
+    vectors = normalise_rows(batch.embeddings) if normalise else batch.embeddings
     return Points(
         index=index,
         ids=[point_id(i) for i in batch.ids],
-        vectors=batch.embeddings.tolist(),
+        vectors=vectors.tolist(),
         payloads=[
             build_payload(i, d, m, u)
             for i, d, m, u in zip(batch.ids, batch.documents, batch.metadatas, batch.uris, strict=True)
@@ -112,7 +115,7 @@ def copy_collection(
                 if stop.is_set():
                     return
                 batch = source.fetch(entry.source, ids[s : s + batch_size], expected_dim=entry.dimension)
-                item = to_points(index, batch)
+                item = to_points(index, batch, normalise=entry.distance == "Cosine")
                 while not stop.is_set():
                     try:
                         q.put(item, timeout=0.2)

@@ -70,7 +70,7 @@ def _log_retry(state: RetryCallState) -> None:
 retry_transient = retry(
     retry=retry_if_exception(is_transient),
     stop=stop_after_attempt(6),
-    wait=wait_exponential_jitter(initial=0.5, max=20),
+    wait=wait_exponential_jitter(multiplier=0.5, max=20, jitter=1),
     before_sleep=_log_retry,
     reraise=True,
 )

@@ -174,3 +174,61 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -
         [str(BIN / "runbook"), *args], capture_output=True, text=True, timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+def read_qdrant(path: Path, name: str) -> dict[str, Any]:
+    """Every point of a local-mode collection: point id -> (vector, payload). Closes the client."""
+    from qdrant_client import QdrantClient
+
+    client = QdrantClient(path=str(path))
+    try:
+        points: dict[str, Any] = {}
+        offset = None
+        while True:
+            records, offset = client.scroll(name, limit=500, offset=offset, with_payload=True, with_vectors=True)
+            for r in records:
+                points[str(r.id)] = (np.asarray(r.vector, dtype=np.float32), r.payload)
+            if offset is None:
+                break
+        info = client.get_collection(name).config.params.vectors
+        return {"points": points, "size": info.size, "distance": info.distance.value}
+    finally:
+        client.close()
+
+
+def assert_exact_copy(chroma_dir: Path, qdrant_path: Path, names: list[str] | None = None) -> int:
+    """Assert Qdrant holds exactly the Chroma records: ids, vectors, documents, metadata (types too), uris."""
+    from runbook_lib.chroma_source import ChromaSource
+    from runbook_lib.mapping import CHROMA_TO_QDRANT_DISTANCE, normalise_rows, point_id
+    from runbook_lib.settings import ChromaSettings
+
+    checked = 0
+    with ChromaSource.open(ChromaSettings(persist_dir=chroma_dir)) as src:
+        for name in names or src.collection_names():
+            ids = src.snapshot_ids(name)
+            if not ids:
+                continue
+            batch = src.fetch(name, ids)
+            target = read_qdrant(qdrant_path, name)
+            space = src.space(name)
+            assert target["distance"] == CHROMA_TO_QDRANT_DISTANCE[space], name
+            assert target["size"] == batch.embeddings.shape[1], name
+            assert len(target["points"]) == len(ids), name
+            expected = normalise_rows(batch.embeddings) if space == "cosine" else batch.embeddings
+            for k, cid in enumerate(ids):
+                vec, payload = target["points"][point_id(cid)]
+                assert payload["chroma_id"] == cid
+                got = normalise_rows(vec[None, :])[0] if space == "cosine" else vec
+                assert np.allclose(got, expected[k], atol=1e-6), (name, cid)
+                assert payload["document"] == batch.documents[k], (name, cid)
+                meta = batch.metadatas[k] or {}
+                assert payload["metadata"] == meta, (name, cid)
+                for key, value in meta.items():  # 1 is not 1.0 is not True
+                    assert type(payload["metadata"][key]) is type(value), (name, cid, key)
+                if batch.uris[k] is None:
+                    assert "uri" not in payload, (name, cid)
+                else:
+                    assert payload["uri"] == batch.uris[k], (name, cid)
+                assert set(payload) <= {"chroma_id", "document", "metadata", "uri"}
+                checked += 1
+    return checked

@@ -1,0 +1,54 @@
+# The two commands: `make run` (sample data -> dry-run, migrate, verify, monitor) and `make test`.
+# Each target creates .venv itself when it is missing; nothing is assumed installed but Python 3.11.
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+# Extra arguments for `runbook all` in `make run` (the sample re-runs cleanly into the same embedded Qdrant).
+RUN_ARGS ?= -p on_existing resume
+
+.PHONY: run test lab lint format clean-venv bench
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (found %d.%d): set PYTHON=/path/to/python3.11" % sys.version_info[:2])'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed-base: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@ $(VENV)/.installed-base
+
+$(VENV)/.installed-lab: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[lab]'
+	@touch $@ $(VENV)/.installed-base
+
+run: $(VENV)/.installed-base
+	$(BIN)/runbook sample-data --if-missing
+	$(BIN)/runbook all $(RUN_ARGS)
+	$(BIN)/runbook runs
+
+test: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lab: $(VENV)/.installed-lab
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (runbook)" >/dev/null
+	$(BIN)/jupyter lab notebooks/
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/migrate_bench.py
+	$(BIN)/python benchmarks/verify_bench.py
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check runbook_lib tests benchmarks tools
+
+format: $(VENV)/.installed-test
+	$(BIN)/ruff format runbook_lib tests benchmarks tools
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,42 @@
+"""Packaging: one source of truth for dependencies, committed notebooks clean and parameterized."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import papermill
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_environment_yml_matches_pyproject() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = set(project["dependencies"]) | set(project["optional-dependencies"]["test"])
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    assert set(pip_section) == wanted
+    assert "python=3.11" in env["dependencies"]
+
+
+def test_notebooks_have_no_outputs_and_a_parameters_cell() -> None:
+    notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    assert [p.name[:2] for p in notebooks][:2] == ["01", "02"]
+    for path in notebooks:
+        nb = json.loads(path.read_text())
+        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+        assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), path.name
+        tagged = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
+        assert len(tagged) == 1, path.name
+        params = papermill.inspect_notebook(str(path))
+        assert "run_id" in params, path.name
+        assert all(p["help"] for p in params.values()), f"{path.name}: every parameter has a help comment"
+        assert not any(s in name for name in params for s in ("key", "token", "secret", "password")), path.name
+
+
+def test_ci_calls_make_test() -> None:
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert "make run" in readme and "make test" in readme
