@@ -80,9 +80,11 @@ def _install_clean_errors() -> None:
     shell = get_ipython()
 
     def handler(self: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None) -> list[str]:
-        text = f"{etype.__name__}: {value}"
-        print(text)
-        return [text]
+        # IPython discards what a custom handler returns; publish the error output ourselves so
+        # papermill and the runner see the exception's name and message.
+        stb = [f"\x1b[1;31m{etype.__name__}\x1b[0m: {value}"]
+        self._showtraceback(etype, value, stb)
+        return stb
 
     shell.set_custom_exc((RunbookError,), handler)
 

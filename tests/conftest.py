@@ -46,8 +46,10 @@ def make_small_db(path: Path, *, seed: int = 0) -> dict[str, dict[str, Any]]:
                 ids=ids,
                 embeddings=rng.normal(size=(n, dim)).astype(np.float32).tolist(),
                 documents=[None if i % 17 == 0 else f"document {i} of {name} — café ✓" for i in range(n)],
-                metadatas=[None if i % 23 == 0 else {"i": i, "half": i / 2, "even": i % 2 == 0, "tag": f"t{i % 5}"}
-                           for i in range(n)],
+                metadatas=[
+                    None if i % 23 == 0 else {"i": i, "half": i / 2, "even": i % 2 == 0, "tag": f"t{i % 5}"}
+                    for i in range(n)
+                ],
                 uris=[f"s3://bucket/{name}/{i}.txt" if i % 3 == 0 else None for i in range(n)],
             )
         spec[name] = {"space": space, "dim": dim, "count": n, "ids": ids}
@@ -67,8 +69,18 @@ def _close(client: Any) -> None:
 @pytest.fixture
 def runbook_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     """Environment for one test: its own source dir, Qdrant path and outputs; no secrets, no server."""
-    for var in ("CHROMA_HOST", "CHROMA_PORT", "CHROMA_SSL", "CHROMA_TENANT", "CHROMA_DATABASE", "CHROMA_AUTH_TOKEN",
-                "QDRANT_URL", "QDRANT_API_KEY", "VECTOR_DB", "RUNBOOK_HEADLESS"):
+    for var in (
+        "CHROMA_HOST",
+        "CHROMA_PORT",
+        "CHROMA_SSL",
+        "CHROMA_TENANT",
+        "CHROMA_DATABASE",
+        "CHROMA_AUTH_TOKEN",
+        "QDRANT_URL",
+        "QDRANT_API_KEY",
+        "VECTOR_DB",
+        "RUNBOOK_HEADLESS",
+    ):
         monkeypatch.delenv(var, raising=False)
     paths = {
         "chroma": tmp_path / "chroma_db",
@@ -141,8 +153,11 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
 
 def fill_server(host: str, port: int, *, database: str | None = None, seed: int = 0) -> dict[str, dict[str, Any]]:
     """Write the small dataset into a Chroma server (into a fresh database so tests do not collide)."""
-    admin = chromadb.AdminClient(chromadb.config.Settings(
-        chroma_api_impl="chromadb.api.fastapi.FastAPI", chroma_server_host=host, chroma_server_http_port=port))
+    admin = chromadb.AdminClient(
+        chromadb.config.Settings(
+            chroma_api_impl="chromadb.api.fastapi.FastAPI", chroma_server_host=host, chroma_server_http_port=port
+        )
+    )
     db = database or f"db_{os.urandom(4).hex()}"
     admin.create_database(db)
     client = chromadb.HttpClient(host=host, port=port, database=db)
@@ -151,15 +166,20 @@ def fill_server(host: str, port: int, *, database: str | None = None, seed: int 
     for name, space, dim, n in [("srv_cosine", "cosine", 12, 250), ("srv_l2", "l2", 6, 90)]:
         col = client.create_collection(name, metadata={"hnsw:space": space}, embedding_function=None)
         ids = [f"s{i}" for i in range(n)]
-        col.add(ids=ids, embeddings=rng.normal(size=(n, dim)).tolist(),
-                documents=[f"server doc {i}" for i in range(n)], metadatas=[{"n": i, "ok": True} for i in range(n)])
+        col.add(
+            ids=ids,
+            embeddings=rng.normal(size=(n, dim)).tolist(),
+            documents=[f"server doc {i}" for i in range(n)],
+            metadatas=[{"n": i, "ok": True} for i in range(n)],
+        )
         spec[name] = {"space": space, "dim": dim, "count": n, "ids": ids}
     return {"database": db, "collections": spec}
 
 
 @pytest.fixture
-def server_env(chroma_server: dict[str, Any], runbook_env: dict[str, Path],
-               monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+def server_env(
+    chroma_server: dict[str, Any], runbook_env: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
     """``runbook_env`` whose source is the Chroma server, in a fresh database filled with test data."""
     filled = fill_server(chroma_server["host"], chroma_server["port"])
     monkeypatch.setenv("CHROMA_HOST", chroma_server["host"])
@@ -171,7 +191,10 @@ def server_env(chroma_server: dict[str, Any], runbook_env: dict[str, Path],
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess[str]:
     """The real `runbook` command in a subprocess (papermill, real kernel)."""
     return subprocess.run(
-        [str(BIN / "runbook"), *args], capture_output=True, text=True, timeout=timeout,
+        [str(BIN / "runbook"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
     )
 

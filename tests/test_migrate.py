@@ -113,8 +113,12 @@ def _big_source(path: Path, n: int = 4000, dim: int = 64) -> None:
         col = client.create_collection(name, metadata={"hnsw:space": "l2"}, embedding_function=None)
         for start in range(0, n, 2000):
             ids = [f"{name}-{i}" for i in range(start, start + 2000)]
-            col.add(ids=ids, embeddings=rng.normal(size=(2000, dim)).tolist(),
-                    documents=[f"doc {i}" for i in ids], metadatas=[{"n": i} for i in range(start, start + 2000)])
+            col.add(
+                ids=ids,
+                embeddings=rng.normal(size=(2000, dim)).tolist(),
+                documents=[f"doc {i}" for i in ids],
+                metadatas=[{"n": i} for i in range(start, start + 2000)],
+            )
     client.close()
 
 
@@ -124,7 +128,10 @@ def test_killed_run_resumes_to_an_exact_copy(runbook_env: dict[str, Path]) -> No
     env = {**os.environ}
     proc = subprocess.Popen(
         [str(BIN / "runbook"), "migrate", "-p", "batch_size", "50"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 240
     checkpoint = None
@@ -149,8 +156,13 @@ def test_killed_run_resumes_to_an_exact_copy(runbook_env: dict[str, Path]) -> No
     run_id = checkpoint.parent.parent.name
     manifest = json.loads((checkpoint.parent.parent / "manifest.json").read_text())
     assert manifest["steps"]["migrate"]["status"] == "running"  # the record shows the kill
-    again = subprocess.run([str(BIN / "runbook"), "migrate", "--run-id", run_id, "-p", "batch_size", "50"],
-                           env=env, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(
+        [str(BIN / "runbook"), "migrate", "--run-id", run_id, "-p", "batch_size", "50"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert assert_exact_copy(runbook_env["chroma"], runbook_env["qdrant"]) == 8000
     state = json.loads(checkpoint.read_text())
@@ -163,8 +175,9 @@ def test_server_source_migrates_exactly(server_env: dict[str, Any]) -> None:
     _, result = run_step_inprocess("migrate", migrate, batch_size=64)
     assert result.ok, result.errors
     assert result.backup is None
-    client = chromadb.HttpClient(host=os.environ["CHROMA_HOST"], port=int(os.environ["CHROMA_PORT"]),
-                                 database=server_env["database"])
+    client = chromadb.HttpClient(
+        host=os.environ["CHROMA_HOST"], port=int(os.environ["CHROMA_PORT"]), database=server_env["database"]
+    )
     for name, spec in server_env["collections"].items():
         col = client.get_collection(name)
         got = col.get(include=["embeddings", "documents", "metadatas"])
@@ -181,8 +194,9 @@ def test_server_source_migrates_exactly(server_env: dict[str, Any]) -> None:
             assert payload == {"chroma_id": cid, "document": got["documents"][k], "metadata": got["metadatas"][k]}
 
 
-def test_pipeline_parallel_writer_path_keeps_order_bookkeeping(small_source: dict[str, Any],
-                                                               runbook_env: dict[str, Path]) -> None:
+def test_pipeline_parallel_writer_path_keeps_order_bookkeeping(
+    small_source: dict[str, Any], runbook_env: dict[str, Path]
+) -> None:
     """workers > 1 on local mode falls back to one writer; the checkpoint watermark still ends at the count."""
     step, result = run_step_inprocess("migrate", migrate, workers=4, batch_size=33)
     assert result.ok
