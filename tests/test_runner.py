@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from conftest import BIN, assert_exact_copy, free_port, run_cli
 from runbook_lib.chroma_files import checksum_tree
+
+from conftest import BIN, assert_exact_copy, free_port, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
