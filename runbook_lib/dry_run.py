@@ -72,10 +72,9 @@ class DryRunResult:
         return pd.DataFrame(self.plan).set_index("source") if self.plan else pd.DataFrame()
 
 
-def inventory(source: ChromaSource, name: str, batch_size: int) -> dict[str, Any]:
+def inventory(source: ChromaSource, name: str, ids: list[str], batch_size: int) -> dict[str, Any]:
     """Scan one collection once: dimensions, zero vectors, metadata keys and types, documents, uris, sizes."""
     info = source.info(name)
-    ids = source.snapshot_ids(name)
     dims: Counter[int] = Counter()
     key_types: dict[str, set[str]] = {}
     zero_vectors = documents = uris = no_metadata = 0
@@ -164,10 +163,11 @@ def dry_run(step: Step) -> DryRunResult:
                 "and run again to migrate it."
             )
         for name in progress(names, desc="collections", unit="col"):
-            inv = inventory(source, name, p.batch_size)
+            ids = source.snapshot_ids(name)
+            inv = inventory(source, name, ids, p.batch_size)
             result.collections.append(inv)
             result.warnings.extend(inv["warnings"])
-            entry = plan_collection(source, name, run_id="<run_id>", cutover="plain")
+            entry = plan_collection(source, name, run_id="<run_id>", cutover="plain", ids=ids)
             plan = entry.to_dict()
             dim = entry.dimension or 0
             rate = ESTIMATED_POINTS_PER_S["server" if settings.qdrant.is_server else "local"] * 1536 / max(dim, 64)

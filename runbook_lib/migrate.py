@@ -301,10 +301,10 @@ def migrate(step: Step) -> MigrationResult:
     try:
         with QdrantTarget(step.settings.qdrant) as target:
             names = source.resolve_collections(p.collections)
-            plans = [plan_collection(source, n, run_id=step.run.run_id, cutover=p.cutover) for n in names]
-            total = sum(e.count for e in plans)
-            overall = progress(total=total, desc="all collections", unit="rec")
-            for entry in plans:
+            overall = progress(total=sum(source.count(n) for n in names), desc="all collections", unit="rec")
+            for name in names:
+                ids = source.snapshot_ids(name)
+                entry = plan_collection(source, name, run_id=step.run.run_id, cutover=p.cutover, ids=ids)
                 state = checkpoint.entry(entry.source)
                 state.update(
                     target=entry.target,
@@ -313,7 +313,7 @@ def migrate(step: Step) -> MigrationResult:
                     dimension=entry.dimension,
                     distance=entry.distance,
                 )
-                row = _migrate_one(source, target, entry, state, checkpoint, p, overall, result)
+                row = _migrate_one(source, target, entry, ids, state, checkpoint, p, overall, result)
                 result.rows.append(row)
                 result.total_records += row["records"] if row["status"] == "done" else 0
             overall.close()
@@ -329,6 +329,7 @@ def _migrate_one(
     source: ChromaSource,
     target: QdrantTarget,
     entry: PlanEntry,
+    ids: list[str],
     state: dict[str, Any],
     checkpoint: Checkpoint,
     p: Any,
@@ -359,7 +360,6 @@ def _migrate_one(
         _ensure_target(target, entry, state, p.on_existing, p)
         checkpoint.save()
         if state.get("status") != "done":
-            ids = source.snapshot_ids(entry.source)
             start = int(state.get("records_done", 0)) if state.get("status") == "copying" else 0
             state["status"] = "copying"
             overall.update(start)
@@ -423,10 +423,6 @@ def _charts(step: Step, result: MigrationResult) -> list[str]:
     rows = [r for r in result.rows if r["status"] == "done" and r["records_per_s"]]
     if not rows:
         return []
-    import matplotlib
-
-    if not os.environ.get("MPLBACKEND") and not _in_ipython():
-        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, max(3.0, 0.35 * len(rows) + 1.5)))
@@ -441,11 +437,3 @@ def _charts(step: Step, result: MigrationResult) -> list[str]:
     fig.tight_layout()
     return [step.save_figure(fig, "migrate_throughput")]
 
-
-def _in_ipython() -> bool:
-    try:
-        from IPython import get_ipython
-
-        return get_ipython() is not None
-    except ImportError:  # pragma: no cover
-        return False

@@ -43,7 +43,10 @@ def target_names(source: str, run_id: str, cutover: str) -> tuple[str, str | Non
     return source, None
 
 
-def plan_collection(source: ChromaSource, name: str, *, run_id: str, cutover: str = "plain") -> PlanEntry:
+def plan_collection(
+    source: ChromaSource, name: str, *, run_id: str, cutover: str = "plain", ids: list[str] | None = None
+) -> PlanEntry:
+    """The plan for one collection; ``ids`` is the collection's id snapshot when the caller already has it."""
     space = source.space(name)
     target, alias = target_names(name, run_id, cutover)
     if len(target.encode()) > MAX_QDRANT_NAME:
@@ -51,7 +54,8 @@ def plan_collection(source: ChromaSource, name: str, *, run_id: str, cutover: st
             f"Collection name {name!r} is too long for Qdrant ({len(target.encode())} bytes, the limit is "
             f"{MAX_QDRANT_NAME}): rename it in ChromaDB or leave it out with the `collections` parameter."
         )
-    ids = source.snapshot_ids(name)
+    if ids is None:
+        ids = source.snapshot_ids(name)
     return PlanEntry(
         source=name,
         count=len(ids),
