@@ -22,7 +22,7 @@ from runbook_lib.step import Step, progress
 
 #: Write rates used for the time estimate (points/s for 1536-d points), measured with
 #: benchmarks/migrate_bench.py; the estimate scales them by dimension.
-ESTIMATED_POINTS_PER_S = {"local": 2500.0, "server": 3000.0}
+ESTIMATED_POINTS_PER_S = {"local": 300.0, "server": 1500.0}
 
 
 @dataclass
@@ -117,7 +117,7 @@ def inventory(source: ChromaSource, name: str, ids: list[str], batch_size: int) 
             f"{name}: {zero_vectors} zero vector(s) in a cosine collection; they have no direction, so they are "
             "copied as zeros and never rank in cosine search."
         )
-    if info.embedding_function and info.embedding_function not in ("default", "None"):
+    if info.embedding_function and info.embedding_function not in ("default", "legacy", "None"):
         warnings.append(
             f"{name}: embedding function {info.embedding_function!r} is Chroma-side configuration; Qdrant stores "
             "vectors only, so the app must keep computing query embeddings itself."
