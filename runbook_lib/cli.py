@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from runbook_lib import cleanup
 from runbook_lib.errors import ConfigError, RunbookError
 from runbook_lib.evidence import STEPS, Run, list_runs, write_json
 from runbook_lib.settings import load_settings
@@ -49,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     sd.add_argument("--scale", type=float, default=1.0, help="record-count multiplier (default 1)")
     sd.add_argument("--seed", type=int, default=42)
     sd.add_argument("--if-missing", action="store_true", help="do nothing when the directory already exists")
+    cleanup.add_parser(sub)
     return parser
 
 
@@ -93,6 +95,10 @@ def _run_steps(steps: Sequence[str], args: argparse.Namespace) -> int:
             raise ConfigError(f"Unknown parameter {unknown[0]!r}: no step of `runbook all` declares it.")
     if "rollback" not in steps and not settings.chroma.is_server:
         settings.chroma.require_persist_dir()
+    if "rollback" in steps and not args.run_id:
+        raise ConfigError(
+            "Pass the run id of the migration to undo: runbook rollback --run-id ID (`runbook runs` lists them)."
+        )
     run = Run.open(settings.outputs, args.run_id) if args.run_id else Run.create(settings.outputs)
     print(f"runbook: run {run.run_id} in {run.dir}", file=sys.stderr)
     for step in steps:
@@ -149,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _runs()
         if args.command == "sample-data":
             return _sample_data(args)
+        if args.command == "cleanup":
+            return cleanup.run(args)
         steps = ALL_STEPS if args.command == "all" else (args.command,)
         return _run_steps(steps, args)
     except RunbookError as exc:

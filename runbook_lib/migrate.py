@@ -259,6 +259,7 @@ def _ensure_target(target: QdrantTarget, entry: PlanEntry, state: dict[str, Any]
             _check_shape(target, entry)
             state["created_by_run"] = False
             return
+        state["replaced_existing"] = True
         target.delete_collection(entry.target)
     assert entry.dimension is not None
     target.create_collection(
@@ -289,6 +290,7 @@ def migrate(step: Step) -> MigrationResult:
     p = step.params
     t0 = time.perf_counter()
     checkpoint = Checkpoint(step.run.state_dir / CHECKPOINT)
+    checkpoint.data.setdefault("target", step.settings.qdrant.describe())
     source, backup = _prepare_source(step, checkpoint)
     result = MigrationResult(ok=True, backup=backup.summary() if backup else None)
     if source.upgraded_on_open:
@@ -301,6 +303,16 @@ def migrate(step: Step) -> MigrationResult:
     try:
         with QdrantTarget(step.settings.qdrant) as target:
             names = source.resolve_collections(p.collections)
+            if p.cutover == "alias":
+                existing = set(target.collection_names())
+                clash = [n for n in names if n in existing]
+                if clash:
+                    raise ExistingCollectionError(
+                        f"Qdrant has a collection named {clash[0]!r}, so cutover=alias cannot create an alias of "
+                        "that name: delete or rename that collection, or migrate with cutover=plain and "
+                        "on_existing=resume or recreate.",
+                        collection=clash[0],
+                    )
             overall = progress(total=sum(source.count(n) for n in names), desc="all collections", unit="rec")
             for name in names:
                 ids = source.snapshot_ids(name)
@@ -396,6 +408,7 @@ def _migrate_one(
         if entry.alias:
             before = target.aliases().get(entry.alias)
             state.setdefault("alias_previous", before)
+            checkpoint.save()
             target.set_alias(entry.alias, entry.target)
             state["alias_set"] = True
         state["status"] = "done"
@@ -436,4 +449,3 @@ def _charts(step: Step, result: MigrationResult) -> list[str]:
     ax2.set_yticklabels([])
     fig.tight_layout()
     return [step.save_figure(fig, "migrate_throughput")]
-

@@ -33,7 +33,7 @@ def test_notebooks_have_no_outputs_and_a_parameters_cell() -> None:
         params = papermill.inspect_notebook(str(path))
         assert "run_id" in params, path.name
         assert all(p["help"] for p in params.values()), f"{path.name}: every parameter has a help comment"
-        assert not any(s in name for name in params for s in ("key", "token", "secret", "password")), path.name
+        assert not any(s in name for name in params for s in ("api_key", "token", "secret", "password")), path.name
 
 
 def test_ci_calls_make_test() -> None:

@@ -1,0 +1,485 @@
+"""Rollback (``05_rollback.ipynb``) and backup cleanup on real components.
+
+Real persistent ChromaDB directories, real qdrant-client local mode, real papermill through the
+``runbook`` command. Local-mode Qdrant allows one client per path, so every helper closes its client
+before a step runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import chromadb
+import numpy as np
+import pytest
+from qdrant_client import QdrantClient, models
+
+from runbook_lib import cleanup
+from runbook_lib.backup import backup_root, create_backup, load_backup
+from runbook_lib.errors import BackupError, ConfigError, ExistingCollectionError
+from runbook_lib.migrate import CHECKPOINT, migrate
+from runbook_lib.rollback import rollback
+from runbook_lib.step import begin
+
+from conftest import _close as close_chroma
+from conftest import run_cli, run_step_inprocess
+
+MIGRATED = ("alpha_docs", "beta_docs", "gamma_docs")  # empty_docs is skipped (no dimension)
+
+
+# --- helpers -------------------------------------------------------------------------------------------
+def tree_digest(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root`` (all of them, transient SQLite files included)."""
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def siblings(path: Path) -> list[str]:
+    """What sits next to the ChromaDB directory (backups, .old-*, .restore-* ...)."""
+    return sorted(p.name for p in path.parent.iterdir() if p.name.startswith(path.name))
+
+
+def qdrant_state(path: Path) -> dict[str, Any]:
+    client = QdrantClient(path=str(path))
+    try:
+        return {
+            "collections": sorted(c.name for c in client.get_collections().collections),
+            "aliases": {a.alias_name: a.collection_name for a in client.get_aliases().aliases},
+            "counts": {c.name: client.count(c.name, exact=True).count for c in client.get_collections().collections},
+        }
+    finally:
+        client.close()
+
+
+def seed_qdrant(path: Path, *, aliases: dict[str, str]) -> None:
+    """A collection the migration has nothing to do with, and aliases that exist before the run."""
+    client = QdrantClient(path=str(path))
+    try:
+        client.create_collection(
+            "legacy_notes", vectors_config=models.VectorParams(size=3, distance=models.Distance.DOT)
+        )
+        client.upsert(
+            "legacy_notes",
+            points=models.Batch(ids=[1, 2], vectors=[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], payloads=[{"n": 1}, {"n": 2}]),
+        )
+        ops = [
+            models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=c, alias_name=a))
+            for a, c in aliases.items()
+        ]
+        if ops:
+            client.update_collection_aliases(change_aliases_operations=ops)
+    finally:
+        client.close()
+
+
+def add_chroma_record(persist_dir: Path, collection: str = "alpha_docs", dim: int = 16) -> None:
+    """The app writing to the live ChromaDB after the backup (changes the directory's bytes)."""
+    client = chromadb.PersistentClient(path=str(persist_dir))
+    try:
+        col = client.get_collection(collection, embedding_function=None)
+        col.add(ids=["written-after-backup"], embeddings=np.ones((1, dim), dtype=np.float32), documents=["late"])
+    finally:
+        close_chroma(client)
+
+
+def chroma_counts(persist_dir: Path) -> dict[str, int]:
+    """Counts read from a scratch copy (never open the directory under test in place)."""
+    from runbook_lib.chroma_source import ChromaSource
+    from runbook_lib.settings import ChromaSettings
+
+    with ChromaSource.open(ChromaSettings(persist_dir=persist_dir)) as source:
+        return {n: source.count(n) for n in source.collection_names()}
+
+
+def migrate_ok(**params: Any) -> str:
+    step, result = run_step_inprocess("migrate", migrate, **params)
+    assert result.ok, result.errors
+    return str(step.run.run_id)
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            out[key] = value
+    return out
+
+
+# --- the full cycle ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("cutover", ["plain", "alias"])
+def test_full_cycle_restores_everything_as_it_was(
+    small_source: dict[str, Any], runbook_env: dict[str, Path], cutover: str
+) -> None:
+    chroma_dir, qdrant = runbook_env["chroma"], runbook_env["qdrant"]
+    # before the run: an unrelated collection, an unrelated alias, and (alias cutover) the alias the app queries
+    pre_aliases = {"notes_live": "legacy_notes"}
+    if cutover == "alias":
+        pre_aliases["alpha_docs"] = "legacy_notes"
+    seed_qdrant(qdrant, aliases=pre_aliases)
+    chroma_before = tree_digest(chroma_dir)
+    qdrant_before = qdrant_state(qdrant)
+
+    rid = migrate_ok(cutover=cutover)
+    during = qdrant_state(qdrant)
+    assert len(during["collections"]) == len(qdrant_before["collections"]) + len(MIGRATED)
+    if cutover == "alias":
+        assert during["aliases"]["alpha_docs"] == f"alpha_docs__{rid}"
+
+    step, result = run_step_inprocess("rollback", rollback, run_id=rid, confirm=True)
+
+    assert result.ok, result.errors
+    assert tree_digest(chroma_dir) == chroma_before  # byte-identical to the pre-migration directory
+    assert qdrant_state(qdrant) == qdrant_before  # exactly what was there before, the legacy collection included
+    assert [n for n in siblings(chroma_dir) if ".old-" in n or ".restore-" in n] == []
+    assert {r["collection"]: r["restored_count"] for r in result.counts} == {
+        n: s["count"] for n, s in small_source.items()
+    }
+    assert all(r["match"] for r in result.counts)
+    ops = {(a.op, a.name): a.status for a in result.actions}
+    if cutover == "alias":
+        assert ops[("put back alias", "alpha_docs")] == "done"
+        assert ops[("delete alias", "beta_docs")] == "done"
+    else:
+        assert ops[("delete collection", "alpha_docs")] == "done"
+    assert ("leave untouched", "legacy_notes") not in ops  # not the run's: not even considered
+    env = read_env_file(Path(result.env_file or ""))
+    assert env == {"VECTOR_DB": "chroma", "CHROMA_PERSIST_DIR": str(chroma_dir)}
+    filed = json.loads((step.run.dir / "05_rollback.json").read_text())
+    assert filed["ok"] is True and filed["status"] == "ok" and filed["confirmed"] is True
+    assert filed["qdrant_after"]["aliases"] == pre_aliases
+
+
+@pytest.mark.slow
+def test_full_cycle_through_the_runner(small_source: dict[str, Any], runbook_env: dict[str, Path]) -> None:
+    chroma_dir, qdrant = runbook_env["chroma"], runbook_env["qdrant"]
+    seed_qdrant(qdrant, aliases={"notes_live": "legacy_notes"})
+    chroma_before = tree_digest(chroma_dir)
+    qdrant_before = qdrant_state(qdrant)
+    rid = migrate_ok(cutover="alias")
+
+    proc = run_cli("rollback", "--run-id", rid, "-p", "confirm", "true")
+
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = runbook_env["outputs"] / rid
+    for name in ("05_rollback.ipynb", "05_rollback.html", "05_rollback.json", "rollback.env"):
+        assert (run_dir / name).is_file(), name
+    filed = json.loads((run_dir / "05_rollback.json").read_text())
+    assert filed["ok"] is True and filed["confirmed"] is True
+    assert json.loads((run_dir / "manifest.json").read_text())["steps"]["rollback"]["status"] == "ok"
+    assert "Rolled back run" in proc.stderr
+    assert tree_digest(chroma_dir) == chroma_before
+    assert qdrant_state(qdrant) == qdrant_before
+    nb = (run_dir / "05_rollback.ipynb").read_text()
+    assert "Rolled back run" in nb and "delete collection" in nb and "VECTOR_DB=chroma" in nb
+
+
+def test_restore_replaces_a_changed_directory_and_keeps_the_old_one(
+    small_source: dict[str, Any], runbook_env: dict[str, Path]
+) -> None:
+    chroma_dir = runbook_env["chroma"]
+    rid = migrate_ok()
+    backup = load_backup(backup_root(chroma_dir) / rid)
+    add_chroma_record(chroma_dir)  # the app kept writing to ChromaDB after the backup
+    changed = tree_digest(chroma_dir)
+
+    _, plan = run_step_inprocess("rollback", rollback, run_id=rid)
+    assert plan.ok and plan.actions[0].op == "restore directory"
+    assert any("changed since the backup" in w for w in plan.warnings)
+    assert tree_digest(chroma_dir) == changed  # plan only: untouched
+
+    _, result = run_step_inprocess("rollback", rollback, run_id=rid, confirm=True)
+
+    assert result.ok, result.errors
+    assert result.actions[0].status == "done"
+    restored = tree_digest(chroma_dir)
+    assert restored == {k: v["sha256"] for k, v in backup.manifest["files"].items()}  # exactly the verified backup
+    assert chroma_counts(chroma_dir)["alpha_docs"] == small_source["alpha_docs"]["count"]
+    old = Path(result.kept_old_dir or "")
+    assert old.name.startswith("chroma_db.old-") and tree_digest(old) == changed  # kept, never deleted
+    assert [n for n in siblings(chroma_dir) if ".restore-" in n] == []
+    assert {r["collection"]: r["backup_count"] for r in result.counts}["alpha_docs"] == 700
+
+    # running it again finds the directory already restored: no second swap, nothing else set aside
+    _, again = run_step_inprocess("rollback", rollback, run_id=rid, confirm=True)
+    assert again.ok and again.chroma["mode"] == "unchanged" and "restored earlier" in again.chroma["note"]
+    assert tree_digest(chroma_dir) == restored
+    assert len([n for n in siblings(chroma_dir) if ".old-" in n]) == 1
+
+
+def test_restore_recreates_a_deleted_directory(small_source: dict[str, Any], runbook_env: dict[str, Path]) -> None:
+    chroma_dir = runbook_env["chroma"]
+    rid = migrate_ok()
+    shutil.rmtree(chroma_dir)
+
+    _, result = run_step_inprocess("rollback", rollback, run_id=rid, confirm=True)
+
+    assert result.ok, result.errors
+    assert result.kept_old_dir is None
+    assert chroma_counts(chroma_dir) == {n: s["count"] for n, s in small_source.items()}
+
+
+# --- without confirm -------------------------------------------------------------------------------------
+def test_without_confirm_nothing_changes(small_source: dict[str, Any], runbook_env: dict[str, Path]) -> None:
+    chroma_dir, qdrant = runbook_env["chroma"], runbook_env["qdrant"]
+    rid = migrate_ok(cutover="alias")
+    add_chroma_record(chroma_dir)  # so a restore *would* be needed
+    chroma_before = tree_digest(chroma_dir)
+    qdrant_before = qdrant_state(qdrant)
+    siblings_before = siblings(chroma_dir)
+
+    step, result = run_step_inprocess("rollback", rollback, run_id=rid)
+
+    assert result.ok and not result.confirmed
+    assert "nothing changed" in result.verdict and "confirm=True" in result.verdict
+    assert tree_digest(chroma_dir) == chroma_before
+    assert qdrant_state(qdrant) == qdrant_before
+    assert siblings(chroma_dir) == siblings_before
+    assert not (step.run.dir / "rollback.env").exists()
+    planned = [a for a in result.actions if a.is_change]
+    assert len(planned) == 1 + 2 * len(MIGRATED)  # restore + an alias and a collection per migrated collection
+    assert all(a.status == "not done (confirm=False)" for a in planned)
+    assert result.plan_table().shape[0] == len(result.actions)
+
+
+# --- a run that failed halfway ---------------------------------------------------------------------------
+def test_rollback_of_a_run_that_failed_halfway(small_source: dict[str, Any], runbook_env: dict[str, Path]) -> None:
+    chroma_dir, qdrant = runbook_env["chroma"], runbook_env["qdrant"]
+    # gamma_docs already exists in Qdrant: the migration (on_existing=fail) stops when it reaches it
+    client = QdrantClient(path=str(qdrant))
+    client.create_collection("gamma_docs", vectors_config=models.VectorParams(size=4, distance=models.Distance.DOT))
+    client.upsert("gamma_docs", points=models.Batch(ids=[7], vectors=[[0.1, 0.2, 0.3, 0.4]], payloads=[{"own": 1}]))
+    client.close()
+    chroma_before = tree_digest(chroma_dir)
+    qdrant_before = qdrant_state(qdrant)
+
+    step = begin("migrate")
+    with pytest.raises(ExistingCollectionError):
+        step.execute(migrate)
+    rid = step.run.run_id
+    # and beta_docs was killed while copying: checkpoint says "copying" at record 128, Qdrant holds part of it
+    path = step.run.state_dir / CHECKPOINT
+    state = json.loads(path.read_text())
+    assert state["collections"]["alpha_docs"]["status"] == "done"
+    state["collections"]["beta_docs"].update(status="copying", records_done=128)
+    path.write_text(json.dumps(state))
+    client = QdrantClient(path=str(qdrant))
+    client.delete(
+        "beta_docs",
+        points_selector=models.FilterSelector(
+            filter=models.Filter(must=[models.FieldCondition(key="metadata.i", range=models.Range(gte=128))])
+        ),
+    )
+    assert client.count("beta_docs", exact=True).count < 300
+    client.close()
+    statuses = {n: s.get("status") for n, s in state["collections"].items()}
+    assert statuses["beta_docs"] == "copying" and statuses.get("gamma_docs") in (None, "pending")
+
+    _, result = run_step_inprocess("rollback", rollback, run_id=rid, confirm=True)
+
+    assert result.ok, result.errors
+    assert tree_digest(chroma_dir) == chroma_before
+    after = qdrant_state(qdrant)
+    assert after == qdrant_before  # alpha and beta gone, the pre-existing gamma_docs untouched (1 point)
+    assert after["counts"]["gamma_docs"] == 1
+    done = {a.name for a in result.actions if a.op == "delete collection" and a.status == "done"}
+    assert done == {"alpha_docs", "beta_docs"}
+
+
+# --- a bad backup stops it before anything changes --------------------------------------------------------
+def _flip_one_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.slow
+def test_tampered_backup_is_refused_through_the_runner(
+    small_source: dict[str, Any], runbook_env: dict[str, Path]
+) -> None:
+    chroma_dir, qdrant = runbook_env["chroma"], runbook_env["qdrant"]
+    rid = migrate_ok(cutover="alias")
+    data = backup_root(chroma_dir) / rid / "data"
+    victim = next(p for p in sorted(data.rglob("data_level0.bin")))
+    _flip_one_byte(victim)
+    chroma_before = tree_digest(chroma_dir)
+    qdrant_before = qdrant_state(qdrant)
+    siblings_before = siblings(chroma_dir)
+
+    proc = run_cli("rollback", "--run-id", rid, "-p", "confirm", "true")
+
+    assert proc.returncode in (1, 2), proc.stderr[-3000:]
+    assert "BackupError" in proc.stderr and "stopped before changing anything" in proc.stderr
+    assert f"{victim.relative_to(data).as_posix()}: checksum differs" in proc.stderr
+    assert tree_digest(chroma_dir) == chroma_before
+    assert qdrant_state(qdrant) == qdrant_before
+    assert siblings(chroma_dir) == siblings_before
+    run_dir = runbook_env["outputs"] / rid
+    assert not (run_dir / "rollback.env").exists()
+    filed = json.loads((run_dir / "05_rollback.json").read_text())
+    assert filed["ok"] is False and "checksum" in filed["error"]
+    assert (run_dir / "05_rollback.ipynb").is_file()  # the failed notebook is filed with its error cell
+
+
+def test_missing_backup_is_refused(small_source: dict[str, Any], runbook_env: dict[str, Path]) -> None:
+    chroma_dir, qdrant = runbook_env["chroma"], runbook_env["qdrant"]
+    rid = migrate_ok()
+    shutil.rmtree(backup_root(chroma_dir) / rid)
+    qdrant_before = qdrant_state(qdrant)
+
+    with pytest.raises(BackupError) as err:
+        run_step_inprocess("rollback", rollback, run_id=rid, confirm=True)
+
+    message = str(err.value)
+    assert "stopped before changing anything" in message and "missing" in message
+    assert message.count(". ") == 0  # one sentence
+    assert qdrant_state(qdrant) == qdrant_before
+
+
+def test_restore_chroma_false_skips_the_backup_and_still_cleans_qdrant(
+    small_source: dict[str, Any], runbook_env: dict[str, Path]
+) -> None:
+    chroma_dir, qdrant = runbook_env["chroma"], runbook_env["qdrant"]
+    rid = migrate_ok()
+    _flip_one_byte(backup_root(chroma_dir) / rid / "data" / "chroma.sqlite3")
+    before = tree_digest(chroma_dir)
+
+    _, result = run_step_inprocess("rollback", rollback, run_id=rid, confirm=True, restore_chroma=False)
+
+    assert result.ok, result.errors
+    assert result.chroma["mode"] == "skipped"
+    assert tree_digest(chroma_dir) == before
+    assert qdrant_state(qdrant)["collections"] == []
+
+
+# --- settings that do not fit -------------------------------------------------------------------------
+def test_rollback_needs_a_run_id(runbook_env: dict[str, Path]) -> None:
+    with pytest.raises(ConfigError, match="pass the run id of the migration to undo"):
+        begin("rollback", run_id="", confirm=True)
+    assert not runbook_env["outputs"].exists() or list(runbook_env["outputs"].iterdir()) == []
+
+
+def test_rollback_of_a_run_without_migration(small_source: dict[str, Any], runbook_env: dict[str, Path]) -> None:
+    from runbook_lib.dry_run import dry_run
+
+    step, _ = run_step_inprocess("dry-run", dry_run)
+    with pytest.raises(ConfigError, match="no migrate step"):
+        run_step_inprocess("rollback", rollback, run_id=step.run.run_id, confirm=True)
+
+
+def test_rollback_refuses_another_qdrant(
+    small_source: dict[str, Any], runbook_env: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    rid = migrate_ok()
+    monkeypatch.setenv("QDRANT_PATH", str(tmp_path / "another_qdrant"))
+    with pytest.raises(ConfigError, match="migrated into"):
+        run_step_inprocess("rollback", rollback, run_id=rid, confirm=True)
+    assert qdrant_state(runbook_env["qdrant"])["collections"] == list(MIGRATED)
+
+
+# --- a Chroma server source: no file backup ---------------------------------------------------------------
+@pytest.mark.server
+def test_rollback_of_a_server_migration(server_env: dict[str, Any]) -> None:
+    qdrant = server_env["qdrant"]
+    rid = migrate_ok()
+    assert qdrant_state(qdrant)["collections"] == ["srv_cosine", "srv_l2"]
+
+    step, result = run_step_inprocess("rollback", rollback, run_id=rid, confirm=True)
+
+    assert result.ok, result.errors
+    assert result.chroma["mode"] == "skipped" and "Chroma server" in result.chroma["note"]
+    assert result.actions[0].status == "skipped"
+    assert qdrant_state(qdrant)["collections"] == []
+    assert result.health is not None and result.health["ok"]
+    assert {n: c["count"] for n, c in result.health["collections"].items()} == {"srv_cosine": 250, "srv_l2": 90}
+    env = read_env_file(step.run.dir / "rollback.env")
+    assert env["VECTOR_DB"] == "chroma" and env["CHROMA_HOST"] == "127.0.0.1"
+    assert env["CHROMA_DATABASE"] == server_env["database"] and "CHROMA_PERSIST_DIR" not in env
+    assert not any("TOKEN" in k or "KEY" in k for k in env)
+
+
+# --- cleanup of old backups ---------------------------------------------------------------------------
+def _make_backup(persist_dir: Path, run_id: str, age: timedelta) -> Path:
+    backup = create_backup(persist_dir, run_id)
+    manifest = json.loads((backup.path / "manifest.json").read_text())
+    manifest["created_at"] = (datetime.now(UTC) - age).isoformat(timespec="seconds")
+    (backup.path / "manifest.json").write_text(json.dumps(manifest))
+    return backup.path
+
+
+def _cleanup(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="runbook")
+    sub = parser.add_subparsers(dest="command", required=True)
+    cleanup.add_parser(sub)
+    return cleanup.run(parser.parse_args(["cleanup", *argv]))
+
+
+def test_cleanup_lists_then_deletes_old_backups(
+    small_source: dict[str, Any], runbook_env: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    chroma_dir = runbook_env["chroma"]
+    old1 = _make_backup(chroma_dir, "run-old-1", timedelta(days=10))
+    old2 = _make_backup(chroma_dir, "run-old-2", timedelta(days=8))
+    new = _make_backup(chroma_dir, "run-new", timedelta(hours=1))
+    partial = backup_root(chroma_dir) / "run-killed.partial"
+    (partial / "data").mkdir(parents=True)
+    (partial / "data" / "chroma.sqlite3").write_bytes(b"half")
+    stamp = (datetime.now(UTC) - timedelta(days=9)).timestamp()
+    os.utime(partial, (stamp, stamp))
+
+    assert _cleanup("--older-than", "7d") == 0
+    out = capsys.readouterr().out
+    assert "run-old-1" in out and "run-old-2" in out and "run-killed.partial" in out
+    assert "3 backup(s)" in out and "--yes" in out
+    assert old1.exists() and old2.exists() and partial.exists()  # listing deletes nothing
+
+    assert _cleanup("--older-than", "7d", "--yes") == 0
+    assert not old1.exists() and not old2.exists() and not partial.exists()
+    assert new.exists()
+    assert "Deleted 3 backup(s)" in capsys.readouterr().out
+
+
+def test_cleanup_keeps_the_newest_verified_backup_unless_forced(
+    small_source: dict[str, Any], runbook_env: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    chroma_dir = runbook_env["chroma"]
+    oldest = _make_backup(chroma_dir, "run-a", timedelta(days=12))
+    verified = _make_backup(chroma_dir, "run-b", timedelta(days=10))
+    corrupt = _make_backup(chroma_dir, "run-c", timedelta(days=9))  # the newest, but it fails verification
+    _flip_one_byte(corrupt / "data" / "chroma.sqlite3")
+
+    assert _cleanup("--older-than", "7d", "--yes") == 0
+    out = capsys.readouterr().out
+    assert "newest verified backup" in out and "corrupt" in out
+    assert not oldest.exists() and not corrupt.exists()
+    assert verified.exists()  # every backup is older than 7d, yet the newest verified one stays
+
+    assert _cleanup("--older-than", "7d") == 0
+    assert "Nothing to delete" in capsys.readouterr().out
+    assert _cleanup("--older-than", "7d", "--yes", "--force") == 0
+    assert not verified.exists()
+
+
+def test_cleanup_durations(runbook_env: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    assert cleanup.parse_duration("7d") == timedelta(days=7)
+    assert cleanup.parse_duration("12h") == timedelta(hours=12)
+    assert cleanup.parse_duration("30m") == timedelta(minutes=30)
+    with pytest.raises(SystemExit) as exc:
+        _cleanup("--older-than", "7 days")
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "'7 days' is not a duration" in err and "7d, 12h or 30m" in err
+    assert cleanup.run(argparse.Namespace(older_than="soon", yes=True, force=False)) == 2
+    assert "not a duration" in capsys.readouterr().err
+    assert cleanup.run(argparse.Namespace(older_than="7d", yes=False, force=False)) == 0
+    assert "No backups under" in capsys.readouterr().out
