@@ -151,11 +151,11 @@ class Step:
 
         path = self.run.figures_dir / f"{name}.png"
         fig.savefig(path, dpi=110, bbox_inches="tight")
-        if in_notebook():
-            from IPython.display import display
-
-            display(fig)
         plt.close(fig)
+        if in_notebook():  # show the saved PNG: the same picture whatever matplotlib backend is active
+            from IPython.display import Image, display
+
+            display(Image(filename=str(path)))
         return str(path.relative_to(self.run.dir))
 
 
