@@ -105,7 +105,11 @@ def test_api_key_rules() -> None:
     with pytest.raises(ConfigError, match="Refusing to send QDRANT_API_KEY over plain http"):
         load_settings({"QDRANT_URL": "http://10.1.2.3:6333", "QDRANT_API_KEY": "k"})
     ok = load_settings(
-        {"QDRANT_URL": "http://10.1.2.3:6333", "QDRANT_API_KEY": "key-xyz-789", "RUNBOOK_ALLOW_INSECURE_API_KEY": "true"}
+        {
+            "QDRANT_URL": "http://10.1.2.3:6333",
+            "QDRANT_API_KEY": "key-xyz-789",
+            "RUNBOOK_ALLOW_INSECURE_API_KEY": "true",
+        }
     )
     assert ok.qdrant.api_key == "key-xyz-789" and "key-xyz-789" not in repr(ok)
     assert load_settings({"QDRANT_URL": "http://127.0.0.1:6333", "QDRANT_API_KEY": "k"}).qdrant.is_server
