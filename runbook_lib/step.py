@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -162,7 +163,12 @@ class Step:
 def begin(step: str, **raw_params: Any) -> Step:
     """Validate parameters and settings, open (or create) the run folder, and record the step as running."""
     _install_clean_errors()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # In a notebook, log lines are part of the record: plain output, not red stderr boxes.
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stdout if in_notebook() else sys.stderr,
+    )
     model = params_model(step)
     if model is None:
         raise ConfigError(f"Unknown step {step!r}.")
