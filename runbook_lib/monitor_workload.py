@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,9 +25,10 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from qdrant_client import models
 
+from runbook_lib.chroma_filter import to_qdrant_filter
 from runbook_lib.chroma_source import ChromaSource
 from runbook_lib.errors import ConfigError
-from runbook_lib.mapping import PAYLOAD_ID_KEY, PAYLOAD_METADATA_KEY
+from runbook_lib.mapping import PAYLOAD_ID_KEY
 from runbook_lib.qdrant_target import QdrantTarget
 
 log = logging.getLogger(__name__)
@@ -246,41 +246,10 @@ def _is_filter_scalar(value: Any) -> bool:
     return isinstance(value, str | bool | int)
 
 
-_UNQUOTED_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def _payload_path(key: str) -> str:
-    """``metadata.<key>``, quoted when the key holds characters Qdrant's path syntax would read."""
-    if _UNQUOTED_KEY.match(key):
-        return f"{PAYLOAD_METADATA_KEY}.{key}"
-    if '"' in key or "\\" in key:
-        raise ConfigError(
-            f"filter_key {key!r} cannot be addressed in a Qdrant filter (it holds a double quote or a "
-            "backslash): choose another metadata key."
-        )
-    return f'{PAYLOAD_METADATA_KEY}."{key}"'
-
-
 def equality_filter(key: str, value: Scalar) -> models.Filter:
-    """The Qdrant filter that selects what Chroma's ``where={key: value}`` selects.
-
-    Chroma compares numbers by value (``3`` equals ``3.0``), keeps booleans apart from numbers, and
-    its scalar equality ignores list-valued metadata. Qdrant's exact match keeps ints and floats apart
-    and flattens arrays, so numbers match by a one-point range and list elements (``metadata.key[]``)
-    are excluded.
-    """
-    path = _payload_path(key)
-    condition: models.FieldCondition
-    if isinstance(value, bool | str):
-        condition = models.FieldCondition(key=path, match=models.MatchValue(value=value))
-    else:
-        condition = models.FieldCondition(key=path, range=models.Range(gte=value, lte=value))
-    twin: models.FieldCondition
-    if isinstance(value, bool | str):
-        twin = models.FieldCondition(key=f"{path}[]", match=models.MatchValue(value=value))
-    else:
-        twin = models.FieldCondition(key=f"{path}[]", range=models.Range(gte=value, lte=value))
-    return models.Filter(must=[condition], must_not=[twin])
+    """The Qdrant filter that selects what Chroma's ``where={key: value}`` selects (the app wrapper's
+    translation, so the monitor and the app filter the same way)."""
+    return to_qdrant_filter({key: value})
 
 
 # --- the stores ----------------------------------------------------------------------------------
