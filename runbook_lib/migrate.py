@@ -10,9 +10,7 @@ point ids are deterministic, so re-written batches overwrite and never duplicate
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import queue
 import threading
 import time
@@ -22,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from runbook_lib.backup import Backup, create_backup, load_backup, verify_backup
+from runbook_lib.checkpoint import CHECKPOINT, Checkpoint
 from runbook_lib.chroma_source import ChromaSource, RecordBatch
 from runbook_lib.errors import (
     DimensionMismatchError,
@@ -37,8 +36,6 @@ from runbook_lib.qdrant_target import QdrantTarget
 from runbook_lib.step import Step, progress
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT = "migrate_checkpoint.json"
 
 
 @dataclass
@@ -64,25 +61,6 @@ def to_points(index: int, batch: RecordBatch, *, normalise: bool = False) -> Poi
             for i, d, m, u in zip(batch.ids, batch.documents, batch.metadatas, batch.uris, strict=True)
         ],
     )
-
-
-# --- checkpoint ------------------------------------------------------------------------------------
-class Checkpoint:
-    """The migration's state in ``state/migrate_checkpoint.json``, written atomically after each batch."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.data: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {"collections": {}}
-        self._lock = threading.Lock()
-
-    def save(self) -> None:
-        with self._lock:
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text(json.dumps(self.data, indent=2))
-            os.replace(tmp, self.path)
-
-    def entry(self, name: str) -> dict[str, Any]:
-        return self.data["collections"].setdefault(name, {"status": "pending", "records_done": 0})
 
 
 # --- copying one collection ------------------------------------------------------------------------

@@ -31,8 +31,8 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
+from runbook_lib.checkpoint import read_checkpoint
 from runbook_lib.chroma_source import ChromaSource
-from runbook_lib.migrate import CHECKPOINT
 from runbook_lib.monitor_charts import concurrency_sweep, latency_cdf, percentiles_per_collection, watch_over_time
 from runbook_lib.monitor_measure import (
     LevelResult,
@@ -59,7 +59,6 @@ from runbook_lib.monitor_workload import (
     Store,
     build_queries,
     monitored_collections,
-    read_checkpoint,
 )
 from runbook_lib.params import CollectionsParams
 from runbook_lib.qdrant_target import QdrantTarget
@@ -576,7 +575,8 @@ def monitor(step: Step, *, hook: MonitorHook | None = None) -> MonitorResult:
         "returned_fields": RETURNED_FIELDS,
         "query_kinds": "even-numbered: a stored vector; odd-numbered: that vector plus Gaussian noise",
     }
-    checkpoint = read_checkpoint(step.run.state_dir / CHECKPOINT)
+    state = read_checkpoint(step.run)
+    checkpoint = state["collections"] if state else None
     if checkpoint is None:
         result.warnings.append(
             "This run has no migrate checkpoint: every source collection is queried in Qdrant under its own name."

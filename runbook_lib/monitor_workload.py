@@ -12,14 +12,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import metadata as importlib_metadata
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -27,7 +25,6 @@ from qdrant_client import models
 
 from runbook_lib.chroma_filter import to_qdrant_filter
 from runbook_lib.chroma_source import ChromaSource
-from runbook_lib.errors import ConfigError
 from runbook_lib.mapping import PAYLOAD_ID_KEY
 from runbook_lib.qdrant_target import QdrantTarget
 
@@ -70,20 +67,6 @@ class MonitoredCollection:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def read_checkpoint(path: Path) -> dict[str, dict[str, Any]] | None:
-    """The migration checkpoint's ``collections`` mapping, or None when the run has none."""
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except ValueError as exc:
-        raise ConfigError(f"The migration checkpoint {path} is not valid JSON ({exc}): it cannot be read.") from None
-    collections = data.get("collections") if isinstance(data, dict) else None
-    if not isinstance(collections, dict):
-        raise ConfigError(f"The migration checkpoint {path} has no 'collections' mapping: it cannot be read.")
-    return {str(k): v if isinstance(v, dict) else {} for k, v in collections.items()}
 
 
 def monitored_collections(
@@ -419,6 +402,5 @@ __all__ = [
     "build_queries",
     "equality_filter",
     "monitored_collections",
-    "read_checkpoint",
     "short_error",
 ]

@@ -22,7 +22,6 @@ Only with ``confirm=True`` is the plan carried out; the step then ends with a he
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shlex
@@ -37,10 +36,10 @@ from pydantic import model_validator
 
 from runbook_lib import chroma_files
 from runbook_lib.backup import Backup, load_backup, verify_backup
+from runbook_lib.checkpoint import read_checkpoint
 from runbook_lib.chroma_source import ChromaSource
 from runbook_lib.errors import BackupError, ConfigError, RunbookError
 from runbook_lib.evidence import Run, utc_now, write_text_scrubbed
-from runbook_lib.migrate import CHECKPOINT
 from runbook_lib.params import StepParams
 from runbook_lib.plan import target_names
 from runbook_lib.qdrant_target import QdrantTarget
@@ -220,19 +219,11 @@ class RollbackResult:
 
 
 # --- reading what the run did ----------------------------------------------------------------------
-def read_checkpoint(run: Run) -> dict[str, Any]:
+def read_run_checkpoint(run: Run) -> dict[str, Any]:
     """The migrate step's checkpoint of ``run``; :class:`ConfigError` when the run has no migration."""
-    path = run.dir / "state" / CHECKPOINT
-    if path.is_file():
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise ConfigError(
-                f"The migration state {path} of run {run.run_id} cannot be read ({exc}): without it the rollback "
-                "cannot tell what the run created."
-            ) from exc
-        data.setdefault("collections", {})
-        return data  # type: ignore[no-any-return]
+    data = read_checkpoint(run)
+    if data is not None:
+        return data
     if "migrate" not in run.manifest().get("steps", {}):
         raise ConfigError(
             f"Run {run.run_id} has no migrate step, so there is nothing to roll back: pass the run id of the "
@@ -641,7 +632,7 @@ def rollback(step: Step) -> RollbackResult:
     p: RollbackParams = step.p
     run_id = step.run.run_id
     result = RollbackResult(ok=True, run_id=run_id, confirmed=bool(p.confirm))
-    checkpoint = read_checkpoint(step.run)
+    checkpoint = read_run_checkpoint(step.run)
     if not checkpoint.get("collections") and not checkpoint.get("backup_path"):
         result.warnings.append(f"Run {run_id} recorded no migration work (it stopped before the backup).")
 

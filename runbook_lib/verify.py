@@ -43,7 +43,6 @@ checkpoint (migrated by another tool) reads the live source and expects each col
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -61,6 +60,7 @@ from pydantic import Field, field_validator
 from qdrant_client import models
 
 from runbook_lib.backup import Backup, load_backup, source_unchanged, verify_backup
+from runbook_lib.checkpoint import read_checkpoint
 from runbook_lib.chroma_source import ChromaSource, RecordBatch
 from runbook_lib.errors import ConfigError, RunbookError
 from runbook_lib.evidence import Run
@@ -82,8 +82,6 @@ from runbook_lib.step import Step, progress
 
 log = logging.getLogger(__name__)
 
-#: Written by runbook_lib.migrate (``migrate.CHECKPOINT``); read here without importing the migration.
-CHECKPOINT = "migrate_checkpoint.json"
 
 #: Scores vs exact distances: ``|a - b| <= SCORE_RTOL * max(1, |a|, |b|)``. Qdrant computes in float32
 #: (about 7 significant digits; a dot product over 1536 dimensions accumulates a few 1e-7 relative), the
@@ -672,18 +670,6 @@ class Planned:
     migrate_status: str | None
 
 
-def _read_checkpoint(run: Run) -> dict[str, Any] | None:
-    path = run.dir / "state" / CHECKPOINT
-    if not path.is_file():
-        return None
-    try:
-        return dict(json.loads(path.read_text()))
-    except ValueError as exc:
-        raise ConfigError(
-            f"The migration checkpoint {path} cannot be read ({exc}): the run folder is damaged."
-        ) from exc
-
-
 def _plan(source: ChromaSource, checkpoint: dict[str, Any] | None, requested: list[str], run_id: str) -> list[Planned]:
     if checkpoint is None:
         out = []
@@ -1197,7 +1183,7 @@ def verify(step: Step) -> VerifyResult:
     """The verify step (``03_verify.ipynb``)."""
     p: VerifyParams = step.params  # type: ignore[assignment]
     t0 = time.perf_counter()
-    checkpoint = _read_checkpoint(step.run)
+    checkpoint = read_checkpoint(step.run)
     source, backup, source_read = _open_source(step, checkpoint)
     result = VerifyResult(
         ok=False,
