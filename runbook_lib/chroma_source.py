@@ -256,6 +256,15 @@ class ChromaSource:
         for start in range(0, len(all_ids), batch_size):
             yield self.fetch(name, all_ids[start : start + batch_size], expected_dim=expected_dim)
 
+    def query_ids(self, name: str, queries: np.ndarray, k: int) -> list[list[str]] | str:
+        """Ids of the ``k`` nearest records per query from Chroma's approximate index, or why they are
+        unavailable (``"unavailable: ..."``). Never raises: the answers are information only."""
+        try:
+            res = self.collection(name).query(query_embeddings=queries, n_results=k, include=["distances"])
+            return [list(r) for r in res["ids"]]
+        except Exception as exc:  # an index problem here is reported, never fatal
+            return f"unavailable: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
+
 
 def _stack_embeddings(name: str, parts: list[dict[str, Any]], ids: list[str], expected_dim: int | None) -> np.ndarray:
     rows: list[Any] = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ from tenacity import (
 )
 
 from runbook_lib.errors import ConfigError, TargetError
+from runbook_lib.mapping import PAYLOAD_ID_KEY
 from runbook_lib.settings import QdrantSettings
 
 log = logging.getLogger(__name__)
@@ -250,6 +251,24 @@ class QdrantTarget:
             with_payload=True,
             with_vectors=with_vectors,
         )
+
+    def iter_chroma_ids(self, name: str, *, page: int) -> Iterator[tuple[str, Any]]:
+        """(point id, payload ``chroma_id`` or None) for every point, ``page`` points per request.
+
+        Reads only the ``chroma_id`` payload key and no vectors. Each page is retried on transient errors;
+        any other error propagates as qdrant-client raised it.
+        """
+        offset: Any = None
+        selector = models.PayloadSelectorInclude(include=[PAYLOAD_ID_KEY])
+        scroll = retry_transient(self.client.scroll)
+        while True:
+            points, offset = scroll(
+                collection_name=name, limit=page, offset=offset, with_payload=selector, with_vectors=False
+            )
+            for p in points:
+                yield str(p.id), (p.payload or {}).get(PAYLOAD_ID_KEY)
+            if offset is None:
+                return
 
     def query(
         self,

@@ -20,8 +20,8 @@ A matching count is where most migration tools stop; this step compares every re
     for ``sample_queries`` queries (stored vectors and perturbed ones, fixed seed), Qdrant's exact top-k
     equals the exact top-k computed with numpy from the source vectors (recall 1.0, ties at the k-th
     distance count as hits), and Qdrant's scores converted to Chroma distances equal the exact distances
-    within :data:`SCORE_RTOL`. Agreement of Chroma's and Qdrant's approximate indexes is measured and
-    reported as information only.
+    within :data:`runbook_lib.verify_compare.SCORE_RTOL`. Agreement of Chroma's and Qdrant's approximate
+    indexes is measured and reported as information only.
 
 Run-wide, ``source unchanged``: when the run has a backup, the live ChromaDB directory still matches the
 checksums taken when the backup was made.
@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import queue
 import threading
 import time
@@ -57,7 +56,6 @@ from typing import Any
 
 import numpy as np
 from pydantic import Field, field_validator
-from qdrant_client import models
 
 from runbook_lib.backup import Backup, load_backup, source_unchanged, verify_backup
 from runbook_lib.checkpoint import read_checkpoint
@@ -65,10 +63,7 @@ from runbook_lib.chroma_source import ChromaSource, RecordBatch
 from runbook_lib.errors import ConfigError, RunbookError
 from runbook_lib.evidence import Run
 from runbook_lib.mapping import (
-    PAYLOAD_DOCUMENT_KEY,
     PAYLOAD_ID_KEY,
-    PAYLOAD_METADATA_KEY,
-    PAYLOAD_URI_KEY,
     chroma_distances,
     normalise_rows,
     point_id,
@@ -77,17 +72,20 @@ from runbook_lib.mapping import (
 )
 from runbook_lib.params import CollectionsParams
 from runbook_lib.plan import target_names
-from runbook_lib.qdrant_target import QdrantTarget, retry_transient
+from runbook_lib.qdrant_target import QdrantTarget
 from runbook_lib.step import Step, progress
+from runbook_lib.verify_compare import (
+    ABSENT,
+    SCORE_RTOL,
+    RunningTopK,
+    distances_close,
+    payload_differences,
+    strict_equal,
+)
 
 log = logging.getLogger(__name__)
 
 
-#: Scores vs exact distances: ``|a - b| <= SCORE_RTOL * max(1, |a|, |b|)``. Qdrant computes in float32
-#: (about 7 significant digits; a dot product over 1536 dimensions accumulates a few 1e-7 relative), the
-#: reference in float64 from the same float32 vectors, so 1e-4 relative (absolute below 1) leaves two
-#: orders of magnitude of headroom and still catches a wrong distance or a changed vector.
-SCORE_RTOL = 1e-4
 #: How many ids / differences are listed per check (totals are always complete).
 MAX_LISTED = 20
 #: Query selection is deterministic: seeded by this and the collection name.
@@ -98,12 +96,10 @@ PERTURBATION = 0.05
 CHECKS = ("config", "count", "identity", "vectors", "payload", "search")
 SOURCE_CHECK = "source unchanged"
 PASS, FAIL, SKIPPED, NOT_RUN = "pass", "FAIL", "skipped", "not run"
-ABSENT = "<absent>"
 
 #: Histogram of the max absolute difference per vector: two bins per decade from 1e-12 to 10, plus an
 #: underflow bin (below 1e-12, exact zeros included) and an overflow bin (10 and above, NaN included).
 HIST_EDGES = np.logspace(-12, 1, 27)
-_LAYOUT_KEYS = frozenset({PAYLOAD_ID_KEY, PAYLOAD_DOCUMENT_KEY, PAYLOAD_METADATA_KEY})
 
 
 # --- parameters -------------------------------------------------------------------------------------
@@ -139,98 +135,6 @@ class VerifyParams(CollectionsParams):
     def vector_sample(self) -> int | None:
         """None: compare every vector; else how many vectors per collection."""
         return None if self.vector_check == "all" else int(self.vector_check)
-
-
-# --- type-strict comparison ---------------------------------------------------------------------------
-def strict_equal(a: Any, b: Any) -> bool:
-    """Equality that also requires equal types, recursively: ``1``, ``1.0`` and ``True`` all differ.
-
-    Lists and tuples are both sequences (JSON has one array type); their elements compare strictly.
-    Two NaN floats are equal (the same value stored twice).
-    """
-    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        return len(a) == len(b) and all(strict_equal(x, y) for x, y in zip(a, b, strict=True))
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(strict_equal(a[key], b[key]) for key in a)
-    if isinstance(a, float) and math.isnan(a) and math.isnan(b):
-        return True
-    return bool(a == b)
-
-
-def value_differences(path: str, source: Any, target: Any) -> list[tuple[str, Any, Any, str]]:
-    """``(field, source, target, detail)`` for every place ``target`` differs from ``source`` (type-strict).
-
-    Dicts are compared key by key (``path.key``), equal-length sequences element by element (``path[i]``).
-    """
-    if isinstance(source, dict) and isinstance(target, dict):
-        out: list[tuple[str, Any, Any, str]] = []
-        for key in sorted(set(source) | set(target), key=str):
-            sub = f"{path}.{key}" if path else str(key)
-            if key not in target:
-                out.append((sub, source[key], ABSENT, "key missing in Qdrant"))
-            elif key not in source:
-                out.append((sub, ABSENT, target[key], "key not in the source"))
-            else:
-                out.extend(value_differences(sub, source[key], target[key]))
-        return out
-    seqs = isinstance(source, list | tuple) and isinstance(target, list | tuple)
-    if seqs and len(source) == len(target):
-        out = []
-        for i, (x, y) in enumerate(zip(source, target, strict=True)):
-            out.extend(value_differences(f"{path}[{i}]", x, y))
-        return out
-    if strict_equal(source, target):
-        return []
-    if seqs:
-        return [(path, source, target, f"length {len(source)} vs {len(target)}")]
-    if isinstance(target, str) and target == ABSENT:
-        detail = "absent in Qdrant"
-    elif isinstance(source, str) and source == ABSENT:
-        detail = "not in the source"
-    elif type(source) is not type(target):
-        detail = f"type {type(source).__name__} vs {type(target).__name__}"
-    else:
-        detail = "value differs"
-    return [(path, source, target, detail)]
-
-
-def payload_differences(
-    chroma_id: str,
-    document: str | None,
-    metadata: dict[str, Any] | None,
-    uri: str | None,
-    payload: dict[str, Any],
-) -> list[tuple[str, Any, Any, str]]:
-    """How a point's payload differs from the SPEC layout of the source record (empty: identical)."""
-    out: list[tuple[str, Any, Any, str]] = []
-    expected_keys = set(_LAYOUT_KEYS) | ({PAYLOAD_URI_KEY} if uri is not None else set())
-    unexpected = sorted(set(payload) - _LAYOUT_KEYS - {PAYLOAD_URI_KEY})
-    missing = sorted(_LAYOUT_KEYS - set(payload))
-    if unexpected or missing:
-        detail = "; ".join(
-            part
-            for part in (
-                f"unexpected keys {unexpected}" if unexpected else "",
-                f"missing keys {missing}" if missing else "",
-            )
-            if part
-        )
-        out.append(("payload keys", sorted(expected_keys), sorted(payload), detail))
-    if PAYLOAD_ID_KEY in payload and not strict_equal(payload[PAYLOAD_ID_KEY], chroma_id):
-        out.append(("chroma_id", chroma_id, payload[PAYLOAD_ID_KEY], "payload chroma_id is another record's"))
-    if PAYLOAD_DOCUMENT_KEY in payload:
-        out.extend(value_differences("document", document, payload[PAYLOAD_DOCUMENT_KEY]))
-    if PAYLOAD_METADATA_KEY in payload:
-        expected_meta = dict(metadata) if metadata else {}
-        found = payload[PAYLOAD_METADATA_KEY]
-        if isinstance(found, dict):
-            out.extend(value_differences("metadata", expected_meta, found))
-        else:
-            out.append(("metadata", expected_meta, found, f"metadata is a {type(found).__name__}, not an object"))
-    out.extend(value_differences("uri", uri if uri is not None else ABSENT, payload.get(PAYLOAD_URI_KEY, ABSENT)))
-    return out
 
 
 # --- results --------------------------------------------------------------------------------------------
@@ -519,44 +423,7 @@ def load_result(run: Run) -> VerifyResult:
     return VerifyResult.from_dict(data)
 
 
-# --- streaming exact top-k -------------------------------------------------------------------------------
-class RunningTopK:
-    """Exact top-k of each query over vectors seen batch by batch (memory: queries x k)."""
-
-    def __init__(self, queries: np.ndarray, k: int, space: str) -> None:
-        self.queries = np.asarray(queries, dtype=np.float32)
-        self.k = k
-        self.space = space
-        n = len(self.queries)
-        self.distances: list[np.ndarray] = [np.empty(0, dtype=np.float64) for _ in range(n)]
-        self.ids: list[np.ndarray] = [np.empty(0, dtype=object) for _ in range(n)]
-
-    def update(self, vectors: np.ndarray, ids: Sequence[str]) -> None:
-        if len(ids) == 0:
-            return
-        id_array = np.asarray(list(ids), dtype=object)
-        vectors64 = np.asarray(vectors, dtype=np.float64)  # converted once, not once per query
-        for j, q in enumerate(self.queries):
-            d = np.concatenate([self.distances[j], chroma_distances(q, vectors64, self.space)])
-            i = np.concatenate([self.ids[j], id_array])
-            if len(d) > self.k:
-                keep = np.argpartition(d, self.k - 1)[: self.k]
-                d, i = d[keep], i[keep]
-            order = np.lexsort((i.astype(str), d))
-            self.distances[j], self.ids[j] = d[order], i[order]
-
-    def result(self, j: int) -> tuple[list[str], np.ndarray]:
-        """(ids, distances) of query ``j``, nearest first."""
-        return [str(x) for x in self.ids[j]], self.distances[j]
-
-
-def distances_close(a: float, b: float, rtol: float = SCORE_RTOL) -> bool:
-    """``|a - b| <= rtol * max(1, |a|, |b|)``: relative for distances above 1, absolute below."""
-    if not (math.isfinite(a) and math.isfinite(b)):
-        return False
-    return abs(a - b) <= rtol * max(1.0, abs(a), abs(b))
-
-
+# --- search queries ----------------------------------------------------------------------------------------
 @dataclass
 class Query:
     label: str
@@ -595,25 +462,7 @@ def pick_queries(source: ChromaSource, name: str, ids: Sequence[str], count: int
     return queries
 
 
-# --- helpers that read Qdrant / Chroma beyond the classes' current API --------------------------------------
-def _scroll_chroma_ids(target: QdrantTarget, name: str, page: int) -> Iterator[tuple[str, Any]]:
-    """(point id, payload chroma_id or None) for every point, reading only that payload key.
-
-    Candidate for ``QdrantTarget.iter_point_ids``.
-    """
-    offset: Any = None
-    selector = models.PayloadSelectorInclude(include=[PAYLOAD_ID_KEY])
-    scroll = retry_transient(target.client.scroll)
-    while True:
-        points, offset = scroll(
-            collection_name=name, limit=page, offset=offset, with_payload=selector, with_vectors=False
-        )
-        for p in points:
-            yield str(p.id), (p.payload or {}).get(PAYLOAD_ID_KEY)
-        if offset is None:
-            return
-
-
+# --- reading the source ahead ------------------------------------------------------------------------------
 def _prefetch(batches: Iterator[RecordBatch], depth: int = 2) -> Iterator[RecordBatch]:
     """Read the next source batches in a thread while the caller compares the current one."""
     q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
@@ -650,15 +499,6 @@ def _prefetch(batches: Iterator[RecordBatch], depth: int = 2) -> Iterator[Record
     finally:
         stop.set()
         thread.join(timeout=30)
-
-
-def _chroma_approximate(source: ChromaSource, name: str, queries: np.ndarray, k: int) -> list[list[str]] | str:
-    """Chroma's approximate-index answers, or why they are unavailable (information only)."""
-    try:
-        res = source.collection(name).query(query_embeddings=queries, n_results=k, include=["distances"])
-        return [list(r) for r in res["ids"]]
-    except Exception as exc:  # an index problem here is reported, never fatal
-        return f"unavailable: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
 
 
 # --- planning what to verify ---------------------------------------------------------------------------------
@@ -967,7 +807,7 @@ def _identity(
     no_chroma_id: list[str] = []
     wrong_pid: list[tuple[str, str]] = []
     scanned = 0
-    for pid, cid in _scroll_chroma_ids(target, rep.target, max(page, 256)):
+    for pid, cid in target.iter_chroma_ids(rep.target, page=max(page, 256)):
         scanned += 1
         if not isinstance(cid, str):
             no_chroma_id.append(pid)
@@ -1105,7 +945,7 @@ def _search(
         approx_qdrant.append([str((h.payload or {}).get(PAYLOAD_ID_KEY)) for h in approx])
     ok = min(recalls) == 1.0 and score_mismatches == 0
     matrix = np.stack([q.vector for q in queries])
-    chroma = _chroma_approximate(source, name, matrix, k)
+    chroma = source.query_ids(name, matrix, k)
     approx_info: dict[str, Any] = {"qdrant_recall": _mean_overlap(approx_qdrant, exact_sets, k)}
     if isinstance(chroma, str):
         approx_info["chroma"] = chroma
@@ -1235,100 +1075,8 @@ def verify(step: Step) -> VerifyResult:
     result.ok = all(c["ok"] for c in result.collections) and result.source_unchanged["result"] != FAIL
     if not result.collections:
         result.warnings.append("No collection to verify.")
-    result.figures = _charts(step, result)
+    from runbook_lib.verify_charts import verify_charts  # imported here: verify_charts imports this module
+
+    result.figures = verify_charts(step, result)
     log.info("%s", result.verdict)
     return result
-
-
-# --- charts ------------------------------------------------------------------------------------------------------
-def _charts(step: Step, result: VerifyResult) -> list[str]:
-    if not result.collections:
-        return []
-    import matplotlib
-
-    if not os.environ.get("MPLBACKEND") and not _in_ipython():
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
-
-    figures: list[str] = []
-    # 1. pass/fail heatmap: checks x collections
-    columns = [*CHECKS, SOURCE_CHECK]
-    names = [c["collection"] for c in result.collections]
-    codes = {FAIL: 0, SKIPPED: 1, NOT_RUN: 1, PASS: 2}
-    grid = np.array(
-        [
-            [codes.get(c["checks"][chk]["result"], 1) for chk in CHECKS]
-            + [codes.get(result.source_unchanged.get("result", SKIPPED), 1)]
-            for c in result.collections
-        ]
-    )
-    fig, ax = plt.subplots(figsize=(1.3 * len(columns) + 3, 0.45 * len(names) + 1.8))
-    ax.imshow(grid, cmap=ListedColormap(["#d62728", "#d9d9d9", "#2ca02c"]), vmin=0, vmax=2, aspect="auto")
-    labels = {0: "FAIL", 1: "–", 2: "pass"}
-    for (row, col), value in np.ndenumerate(grid):
-        text = labels[int(value)]
-        if value == 1:
-            text = result.collections[row]["checks"][columns[col]]["result"] if col < len(CHECKS) else "skipped"
-        ax.text(col, row, text, ha="center", va="center", fontsize=8, color="white" if value != 1 else "black")
-    ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
-    ax.set_yticks(range(len(names)), names)
-    ax.set_xlabel("check")
-    ax.set_ylabel("collection")
-    ax.set_title("Verification result per collection and check")
-    fig.tight_layout()
-    figures.append(step.save_figure(fig, "verify_checks"))
-
-    # 2. distribution of the max absolute difference per vector
-    counts = np.asarray(result.vector_histogram.get("counts", []), dtype=float)
-    if counts.sum() > 0:
-        edges = np.concatenate([[1e-13], HIST_EDGES, [1e2]])
-        fig, ax = plt.subplots(figsize=(8, 4))
-        ax.stairs(counts, edges, fill=True, color="#4c72b0", alpha=0.8, label="vectors")
-        tol = float(result.settings["tolerance"])
-        ax.axvline(tol, color="#d62728", linestyle="--", label=f"tolerance {tol:g}")
-        ax.set_xscale("log")
-        ax.set_yscale("log", nonpositive="clip")
-        ax.set_ylim(bottom=0.8)
-        ax.set_xlabel("max |source − Qdrant| per vector (log scale; leftmost bin: below 1e-12, exact zeros included)")
-        ax.set_ylabel("vectors (log scale)")
-        ax.set_title(f"Vector differences: {int(counts.sum()):,} vectors compared")
-        ax.legend(loc="upper right")
-        fig.tight_layout()
-        figures.append(step.save_figure(fig, "verify_vector_differences"))
-
-    # 3. approximate-index agreement (information only)
-    rows = [
-        (c["collection"], c["checks"]["search"]["numbers"].get("approximate", {}))
-        for c in result.collections
-        if c["checks"]["search"]["numbers"]
-    ]
-    if rows:
-        fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.8))
-        y = np.arange(len(rows))
-        series = [
-            ("Chroma index recall vs exact", "chroma_recall", "#dd8452"),
-            ("Qdrant index recall vs exact", "qdrant_recall", "#4c72b0"),
-            ("Chroma vs Qdrant agreement", "agreement", "#55a868"),
-        ]
-        for i, (label, key, colour) in enumerate(series):
-            values = [float(a.get(key) or 0.0) for _, a in rows]
-            ax.barh(y + (i - 1) * 0.27, values, height=0.26, label=label, color=colour)
-        ax.set_yticks(y, [r[0] for r in rows])
-        ax.set_xlim(0, 1.05)
-        ax.set_xlabel("mean overlap of the top-k (1.0 = identical)")
-        ax.set_ylabel("collection")
-        ax.set_title("Approximate search agreement (information, not a pass condition)")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-        fig.tight_layout()
-        figures.append(step.save_figure(fig, "verify_approximate_agreement"))
-    return figures
-
-
-def _in_ipython() -> bool:
-    try:
-        from IPython import get_ipython
-
-        return get_ipython() is not None
-    except ImportError:  # pragma: no cover
-        return False

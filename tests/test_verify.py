@@ -23,15 +23,13 @@ from qdrant_client import QdrantClient, models
 from runbook_lib.errors import ConfigError, VerificationFailed
 from runbook_lib.mapping import chroma_distances, point_id
 from runbook_lib.migrate import migrate
-from runbook_lib.verify import (
+from runbook_lib.verify import VerifyParams, load_result, verify
+from runbook_lib.verify_compare import (
     ABSENT,
     RunningTopK,
-    VerifyParams,
-    load_result,
     payload_differences,
     strict_equal,
     value_differences,
-    verify,
 )
 
 from conftest import make_small_db, run_cli, run_step_inprocess
