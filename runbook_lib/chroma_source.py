@@ -119,6 +119,20 @@ class ChromaSource:
             shutil.rmtree(self.scratch, ignore_errors=True)
             self.scratch = None
 
+    def release(self) -> None:
+        """Free chromadb's in-memory copy of the collections read so far (scratch copies only).
+
+        chromadb loads a collection's whole vector index on first access, even for ``count()``, and keeps
+        every collection it opened until its client closes: without this, memory grows with the database
+        instead of with the largest collection. A Chroma server holds its own memory."""
+        if self.scratch is None:
+            return
+        self._collections.clear()
+        self.client.close()  # type: ignore[attr-defined]  # refcounted: stops only this scratch copy's system
+        self.client = chromadb.PersistentClient(path=str(self.scratch / "chroma_db"))
+        if self.settings.tenant or self.settings.database:
+            _select_database(self.client, self.settings)
+
     def describe(self) -> str:
         return self.settings.describe()
 

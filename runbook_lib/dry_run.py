@@ -173,6 +173,7 @@ def dry_run(step: Step) -> DryRunResult:
             rate = ESTIMATED_POINTS_PER_S["server" if settings.qdrant.is_server else "local"] * 1536 / max(dim, 64)
             plan["estimated_s"] = round(entry.count / rate, 1)
             result.plan.append(plan)
+            source.release()
     result.total_records = sum(c["count"] for c in result.collections)
     result.estimated_seconds = sum(pl["estimated_s"] for pl in result.plan) + (time.perf_counter() - t0)
     result.existing_targets = _existing_targets(step, [pl["target"] for pl in result.plan])

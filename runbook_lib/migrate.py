@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from runbook_lib.backup import Backup, create_backup, load_backup, verify_backup
 from runbook_lib.checkpoint import CHECKPOINT, Checkpoint
 from runbook_lib.chroma_source import ChromaSource, RecordBatch
@@ -44,7 +46,7 @@ class Points:
 
     index: int
     ids: list[str]
-    vectors: list[list[float]]
+    vectors: np.ndarray  # (n, dim) float32; QdrantTarget.upsert converts it once, outside its retries
     payloads: list[dict[str, Any]]
 
 
@@ -55,7 +57,7 @@ def to_points(index: int, batch: RecordBatch, *, normalise: bool = False) -> Poi
     return Points(
         index=index,
         ids=[point_id(i) for i in batch.ids],
-        vectors=vectors.tolist(),
+        vectors=vectors,
         payloads=[
             build_payload(i, d, m, u)
             for i, d, m, u in zip(batch.ids, batch.documents, batch.metadatas, batch.uris, strict=True)
@@ -291,10 +293,12 @@ def migrate(step: Step) -> MigrationResult:
                         "on_existing=resume or recreate.",
                         collection=clash[0],
                     )
-            overall = progress(total=sum(source.count(n) for n in names), desc="all collections", unit="rec")
+            overall = progress(total=0, desc="all collections", unit="rec")
             for name in names:
                 ids = source.snapshot_ids(name)
                 entry = plan_collection(source, name, run_id=step.run.run_id, cutover=p.cutover, ids=ids)
+                overall.total += entry.count
+                overall.refresh()
                 state = checkpoint.entry(entry.source)
                 state.update(
                     target=entry.target,
@@ -306,6 +310,7 @@ def migrate(step: Step) -> MigrationResult:
                 row = _migrate_one(source, target, entry, ids, state, checkpoint, p, overall, result)
                 result.rows.append(row)
                 result.total_records += row["records"] if row["status"] == "done" else 0
+                source.release()  # memory follows the largest collection, not the database
             overall.close()
     finally:
         source.close()

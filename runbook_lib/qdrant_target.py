@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import numpy as np
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 from tenacity import (
@@ -212,15 +213,16 @@ class QdrantTarget:
         self,
         name: str,
         ids: Sequence[str],
-        vectors: Sequence[Sequence[float]],
+        vectors: np.ndarray | Sequence[Sequence[float]],
         payloads: Sequence[dict[str, Any]],
         *,
         batch_label: str = "",
     ) -> None:
         """Upsert one batch and wait for it to be applied. Transient errors are retried with backoff;
         a permanent error raises :class:`TargetError` naming the collection and the batch."""
+        rows = vectors.tolist() if isinstance(vectors, np.ndarray) else vectors
         try:
-            _upsert_with_retry(self.client, name, list(ids), vectors, list(payloads))
+            _upsert_with_retry(self.client, name, list(ids), rows, list(payloads))
         except Exception as exc:
             raise TargetError(
                 f"Qdrant refused {batch_label or 'a batch'} of collection {name!r} "

@@ -1061,9 +1061,12 @@ def verify(step: Step) -> VerifyResult:
                     result.warnings.append(
                         f"Not migrated by run {step.run.run_id}, hence not verified: {', '.join(others)}."
                     )
-            overall = progress(total=sum(source.count(pl.source) for pl in plans), desc="verify", unit="rec")
+            overall = progress(total=0, desc="verify", unit="rec")
             for pl in plans:
+                overall.total += source.count(pl.source)  # grows as it goes: one collection in memory at a time
+                overall.refresh()
                 rep = _verify_collection(source, target, pl, p, hist, overall)
+                source.release()
                 result.collections.append(rep.to_dict())
                 result.total_records += rep.records
             overall.close()
