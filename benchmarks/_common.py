@@ -227,6 +227,7 @@ def read_pipeline(source: Any, colls: list[Coll], batch_size: int, *, map_points
             if map_points:
                 map_batch(k, batch, coll)
             n += len(batch)
+        source.release()  # as migrate() does after each collection
     return n
 
 

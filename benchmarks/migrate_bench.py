@@ -218,6 +218,10 @@ def ids_bytes(ids: list[str]) -> int:
     return sys.getsizeof(ids) + sum(sys.getsizeof(i) for i in ids)
 
 
+def _release(source: Any) -> None:
+    source.release()
+
+
 def child_read_rss(db: Path, batch_size: int, reader_name: str) -> dict[str, Any]:
     """In a fresh process: peak RSS of opening the source and reading every collection into a sink.
 
@@ -225,12 +229,8 @@ def child_read_rss(db: Path, batch_size: int, reader_name: str) -> dict[str, Any
     ``peak_during_read`` restarts the high-water mark just before the read.
     """
     reader = all_readers()[reader_name]
-    releasing = "release" in reader_name
-    after_each = None
-    if releasing:
-        import _variants
-
-        after_each = _variants.release
+    # the library's reader frees each collection after use (ChromaSource.release); the bare loop does not
+    after_each = None if reader_name.startswith("bare") else _release
     with open_source(db) as source:
         colls = collections_of(source, after_each)
         biggest = max(colls, key=lambda c: c.count)
