@@ -22,6 +22,7 @@ from runbook_lib.settings import QdrantSettings, load_settings
 class _Stub(BaseHTTPRequestHandler):
     write_status = 503
     requests: list[tuple[str, str, str | None]] = []  # noqa: RUF012
+    bodies: list[dict[str, Any]] = []  # noqa: RUF012
 
     def _reply(self, status: int, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()
@@ -37,9 +38,13 @@ class _Stub(BaseHTTPRequestHandler):
 
     def do_PUT(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
-        self.rfile.read(length)
+        body = self.rfile.read(length)
         type(self).requests.append(("PUT", self.path, self.headers.get("api-key")))
         status = type(self).write_status
+        if status == 200:  # acknowledge the write the way a server does
+            type(self).bodies.append(json.loads(body))
+            self._reply(200, {"result": {"operation_id": 1, "status": "completed"}, "status": "ok", "time": 0.0})
+            return
         self._reply(status, {"status": {"error": f"stub says {status}"}, "time": 0.0})
 
     def log_message(self, *args: Any) -> None:
@@ -48,7 +53,7 @@ class _Stub(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def stub() -> Iterator[tuple[str, type[_Stub]]]:
-    handler = type("Stub", (_Stub,), {"requests": []})
+    handler = type("Stub", (_Stub,), {"requests": [], "bodies": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -116,3 +121,55 @@ def test_api_key_rules() -> None:
     assert load_settings({"QDRANT_URL": "https://x.cloud.qdrant.io", "QDRANT_API_KEY": "k"}).qdrant.is_server
     public = json.dumps(ok.public())
     assert "key-xyz-789" not in public and "qdrant_api_key_set" in public
+
+
+def test_parallel_writers_deliver_every_batch_once(
+    small_source: dict[str, Any], stub: tuple[str, type[_Stub]], no_backoff: None
+) -> None:
+    """The server path of the pipeline (several upserts in flight): every point arrives exactly once, with
+    its vector and payload, and the checkpoint watermark ends at the collection's size."""
+    import numpy as np
+
+    from runbook_lib.chroma_source import ChromaSource
+    from runbook_lib.mapping import normalise_rows, point_id
+    from runbook_lib.migrate import copy_collection
+    from runbook_lib.plan import plan_collection
+    from runbook_lib.settings import load_settings
+
+    url, handler = stub
+    handler.write_status = 200
+    settings = load_settings()
+    marks: list[int] = []
+    with (
+        ChromaSource.open(settings.chroma) as source,
+        QdrantTarget(
+            QdrantSettings(path=None, url=url, timeout_s=5)  # type: ignore[arg-type]
+        ) as target,
+    ):
+        assert not target.is_local
+        ids = source.snapshot_ids("alpha_docs")
+        entry = plan_collection(source, "alpha_docs", run_id="r", ids=ids)
+        copy_collection(
+            source,
+            target,
+            entry,
+            ids=ids,
+            start=0,
+            batch_size=37,
+            workers=4,
+            on_progress=lambda done, n: marks.append(done),
+        )
+        expected = source.fetch("alpha_docs", ids)
+    assert marks == sorted(marks) and marks[-1] == 700  # the watermark only moves forward, to the end
+    sent = [
+        (pid, vec, payload)
+        for b in (body["batch"] for body in handler.bodies)
+        for pid, vec, payload in zip(b["ids"], b["vectors"], b["payloads"], strict=True)
+    ]
+    assert len(sent) == 700 and len({pid for pid, _, _ in sent}) == 700
+    by_id = {pid: (vec, payload) for pid, vec, payload in sent}
+    vectors = normalise_rows(expected.embeddings)
+    for k, cid in enumerate(ids):
+        vec, payload = by_id[point_id(cid)]
+        assert np.allclose(vec, vectors[k], atol=1e-7)
+        assert payload["chroma_id"] == cid and payload["document"] == expected.documents[k]
