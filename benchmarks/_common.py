@@ -201,6 +201,19 @@ def upsert_batch(client: Any, name: str, p: Any) -> None:
     client.upsert(collection_name=name, points=points, wait=True)
 
 
+def floor_loop(client: Any, prepared: Sequence[Any]) -> float:
+    """The floor: create each collection and upsert its prepared batches, nothing else. Seconds taken."""
+    import gc
+
+    gc.collect()
+    started = time.perf_counter()
+    for p in prepared:
+        create_like(client, p.coll)
+        for batch in p.batches:
+            upsert_batch(client, p.coll.name, batch)
+    return time.perf_counter() - started
+
+
 #: A reader: (source, collections, batch size) -> records read. Points are built and discarded.
 Reader = Callable[[Any, list[Coll], int], int]
 

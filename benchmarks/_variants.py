@@ -27,14 +27,13 @@ from _common import (
     Reader,
     chunks,
     collections_of,
-    create_like,
     env,
+    floor_loop,
     local_env,
     open_source,
     patched,
     qdrant_client_at,
     replaced,
-    upsert_batch,
 )
 
 import runbook_lib.migrate as migrate_mod
@@ -300,13 +299,7 @@ def copy_all_process_reader(db: Path, work: Path, batch_size: int) -> dict[str, 
 def floor_run(prepared: list[Any], work: Path) -> dict[str, Any]:
     client = qdrant_client_at(work)
     try:
-        gc.collect()
-        started = time.perf_counter()
-        for p in prepared:
-            create_like(client, p.coll)
-            for batch in p.batches:
-                upsert_batch(client, p.coll.name, batch)
-        elapsed = time.perf_counter() - started
+        elapsed = floor_loop(client, prepared)
     finally:
         client.close()
     return {"seconds": elapsed, "writer_upsert_s": elapsed}

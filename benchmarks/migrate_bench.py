@@ -53,6 +53,7 @@ from _common import (
     create_like,
     env,
     fetch_only,
+    floor_loop,
     local_env,
     map_batch,
     mib,
@@ -174,13 +175,7 @@ def prepare_points(db: Path, batch_size: int) -> list[Prepared]:
 def measure_floor(prepared: list[Prepared], work: Path) -> dict[str, Any]:
     client = qdrant_client_at(work)
     try:
-        gc.collect()
-        started = time.perf_counter()
-        for p in prepared:
-            create_like(client, p.coll)
-            for batch in p.batches:
-                upsert_batch(client, p.coll.name, batch)
-        elapsed = time.perf_counter() - started
+        elapsed = floor_loop(client, prepared)
         n = sum(client.count(p.coll.name, exact=True).count for p in prepared)
     finally:
         client.close()

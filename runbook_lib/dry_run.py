@@ -18,7 +18,7 @@ from runbook_lib.chroma_source import ChromaSource
 from runbook_lib.errors import DimensionMismatchError, RunbookError
 from runbook_lib.plan import plan_collection
 from runbook_lib.qdrant_target import QdrantTarget
-from runbook_lib.step import Step, progress
+from runbook_lib.step import Step, progress, pyplot
 
 #: Write rates used for the time estimate (points/s for 1536-d points), measured with
 #: benchmarks/migrate_bench.py; the estimate scales them by dimension.
@@ -200,7 +200,7 @@ def _chart(step: Step, result: DryRunResult) -> list[str]:
     rows = [c for c in result.collections if c["count"]]
     if not rows:
         return []
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows.sort(key=lambda c: c["count"])
     colors = {"cosine": "#4c72b0", "l2": "#dd8452", "ip": "#55a868"}

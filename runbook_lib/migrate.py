@@ -35,7 +35,7 @@ from runbook_lib.errors import (
 from runbook_lib.mapping import build_payload, normalise_rows, point_id
 from runbook_lib.plan import PlanEntry, plan_collection
 from runbook_lib.qdrant_target import QdrantTarget
-from runbook_lib.step import Step, progress
+from runbook_lib.step import Step, progress, pyplot
 
 log = logging.getLogger(__name__)
 
@@ -419,7 +419,7 @@ def _charts(step: Step, result: MigrationResult) -> list[str]:
     rows = [r for r in result.rows if r["status"] == "done" and r["records_per_s"]]
     if not rows:
         return []
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, max(3.0, 0.35 * len(rows) + 1.5)))
     names = [r["collection"] for r in rows]

@@ -6,35 +6,16 @@ Each function returns a matplotlib figure (or None when there is nothing to draw
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from runbook_lib.monitor_workload import STORE_LABELS, STORES
+from runbook_lib.step import pyplot
 
 COLORS: dict[str, str] = {"chroma": "#dd8452", "qdrant": "#4c72b0"}
 MARKERS: dict[str, str] = {"chroma": "o", "qdrant": "s"}
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    if not os.environ.get("MPLBACKEND") and not _in_ipython():
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _in_ipython() -> bool:
-    try:
-        from IPython import get_ipython
-
-        return get_ipython() is not None
-    except ImportError:  # pragma: no cover
-        return False
 
 
 def _label(store: str, engines: Mapping[str, Mapping[str, Any]]) -> str:
@@ -53,7 +34,7 @@ def latency_cdf(
     """Cumulative distribution of sequential query latency, one line per store (log-scaled ms)."""
     if not any(len(v) for v in latencies.values()):
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for store in STORES:
         values = np.sort(np.asarray(latencies.get(store, []), dtype=float))
@@ -84,7 +65,7 @@ def percentiles_per_collection(
     names = [n for n, stats in per_collection.items() if any(stats.get(s, {}).get("p50_ms") for s in STORES)]
     if not names:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(14, max(3.0, 0.55 * len(names) + 1.8)), sharey=True)
     y = np.arange(len(names))
     height = 0.38
@@ -115,7 +96,7 @@ def concurrency_sweep(
     """Throughput, p95 latency and error rate against the number of concurrent callers."""
     if not rows:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4.5))
     levels = sorted({int(r["concurrency"]) for r in rows})
     for store in STORES:
@@ -169,7 +150,7 @@ def watch_over_time(
     """Watch mode: p50/p95 latency and error rate of each probe over time, unhealthy probes marked."""
     if not probes:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True)
     long_run = probes[-1]["t_s"] > 3 * 3600
     scale, unit = (3600.0, "h") if long_run else ((60.0, "min") if probes[-1]["t_s"] > 600 else (1.0, "s"))

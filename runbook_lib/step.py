@@ -59,6 +59,25 @@ def progress(iterable: Iterable[T] | None = None, **kwargs: Any) -> Any:
     return tqdm(iterable, **kwargs)
 
 
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` for the runbook's charts: the notebook's backend inside IPython, else the
+    non-interactive Agg backend (unless ``MPLBACKEND`` says otherwise), so charts never open windows."""
+    import matplotlib
+
+    if not os.environ.get("MPLBACKEND"):
+        try:
+            from IPython import get_ipython
+
+            interactive = get_ipython() is not None
+        except ImportError:  # pragma: no cover
+            interactive = False
+        if not interactive:
+            matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def show(obj: Any) -> None:
     """Display in a notebook; print elsewhere."""
     if in_notebook():
@@ -148,8 +167,7 @@ class Step:
 
     def save_figure(self, fig: Any, name: str) -> str:
         """Save a matplotlib figure to ``figures/<name>.png``, show it inline, close it."""
-        import matplotlib.pyplot as plt
-
+        plt = pyplot()
         path = self.run.figures_dir / f"{name}.png"
         fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)

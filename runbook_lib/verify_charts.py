@@ -8,11 +8,9 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
-from runbook_lib.step import Step
+from runbook_lib.step import Step, pyplot
 from runbook_lib.verify import CHECKS, FAIL, HIST_EDGES, NOT_RUN, PASS, SKIPPED, SOURCE_CHECK, VerifyResult
 
 
@@ -20,11 +18,7 @@ def verify_charts(step: Step, result: VerifyResult) -> list[str]:
     """Draw and save the charts of ``result``; their paths as saved (none when no collection was verified)."""
     if not result.collections:
         return []
-    import matplotlib
-
-    if not os.environ.get("MPLBACKEND") and not _in_ipython():
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.colors import ListedColormap
 
     figures: list[str] = []
@@ -99,12 +93,3 @@ def verify_charts(step: Step, result: VerifyResult) -> list[str]:
         fig.tight_layout()
         figures.append(step.save_figure(fig, "verify_approximate_agreement"))
     return figures
-
-
-def _in_ipython() -> bool:
-    try:
-        from IPython import get_ipython
-
-        return get_ipython() is not None
-    except ImportError:  # pragma: no cover
-        return False
