@@ -202,7 +202,7 @@ class MigrationResult:
     def table(self) -> Any:
         import pandas as pd
 
-        return pd.DataFrame(self.rows).set_index("collection") if self.rows else pd.DataFrame()
+        return pd.DataFrame(self.rows).set_index("collection").convert_dtypes() if self.rows else pd.DataFrame()
 
 
 def _prepare_source(step: Step, checkpoint: Checkpoint) -> tuple[ChromaSource, Backup | None]:

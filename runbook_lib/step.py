@@ -206,7 +206,7 @@ def begin(step: str, **raw_params: Any) -> Step:
         params = params.model_copy(update={"run_id": run.run_id})
     run.update_manifest(settings=settings.public())
     run.update_step(step, status="running", started_at=utc_now(), parameters=params.model_dump(mode="json"))
-    log.info(
+    log.debug(
         "%s: run %s, source %s, target %s", step, run.run_id, settings.chroma.describe(), settings.qdrant.describe()
     )
     return Step(name=step, params=params, settings=settings, run=run)
