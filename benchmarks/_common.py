@@ -36,7 +36,7 @@ def sample_db(scale: float, seed: int, dim: int, *, progress: bool = False) -> t
     half-built cache entry never exists. Treat the cached directory as read-only: copy it before
     pointing ``CHROMA_PERSIST_DIR`` at it (the migration writes its backup next to the source).
     """
-    from runbook_lib.sample_data import create_sample_db
+    from runbook_fixtures.sample_data import create_sample_db
 
     path = CACHE_ROOT / f"chroma-scale{scale:g}-seed{seed}-dim{dim}"
     if path.is_dir() and any(path.iterdir()):
@@ -89,8 +89,8 @@ def local_env(persist_dir: Path, qdrant_path: Path, outputs: Path) -> dict[str, 
 
 def open_source(persist_dir: Path) -> Any:
     """A :class:`ChromaSource` reading a scratch copy of ``persist_dir`` (the directory is never opened)."""
-    from runbook_lib.chroma_source import ChromaSource
-    from runbook_lib.settings import load_settings
+    from runbook_lib.config.settings import load_settings
+    from runbook_lib.source.chroma import ChromaSource
 
     with env(**{k: None for k in SERVER_VARIABLES}, CHROMA_PERSIST_DIR=str(persist_dir)):
         settings = load_settings()
@@ -157,7 +157,7 @@ class Coll:
 def collections_of(source: Any, after_each: Callable[[Any], None] | None = None) -> list[Coll]:
     """Every non-empty collection (name, dimension, Qdrant distance, count); ``after_each(source)`` runs
     after each one is inspected (the ``release`` prototype frees it there)."""
-    from runbook_lib.mapping import qdrant_distance
+    from runbook_lib.core.mapping import qdrant_distance
 
     out = []
     for name in source.collection_names():
@@ -223,7 +223,7 @@ def map_batch(index: int, batch: Any, coll: Coll) -> Any:
     library's ``to_points`` has that option)."""
     import inspect
 
-    from runbook_lib.migrate import to_points
+    from runbook_lib.steps.migrate import to_points
 
     if "normalise" in inspect.signature(to_points).parameters:
         return to_points(index, batch, normalise=coll.distance == "Cosine")
@@ -250,7 +250,7 @@ def fetch_only(source: Any, colls: list[Coll], batch_size: int) -> int:
 
 def bare_read(source: Any, colls: list[Coll], batch_size: int) -> int:
     """The least a reader can do: list the ids, then ``get`` them by id in the same chunks."""
-    from runbook_lib.chroma_source import INCLUDE_ALL
+    from runbook_lib.source.chroma import INCLUDE_ALL
 
     n = 0
     for coll in colls:

@@ -36,13 +36,13 @@ from _common import (
     replaced,
 )
 
-import runbook_lib.migrate as migrate_mod
-from runbook_lib.chroma_source import ChromaSource, RecordBatch
-from runbook_lib.mapping import build_payload, normalise_rows, point_id
-from runbook_lib.migrate import Checkpoint, Points, copy_collection, to_points
-from runbook_lib.plan import plan_collection
-from runbook_lib.qdrant_target import QdrantTarget
-from runbook_lib.settings import load_settings
+import runbook_lib.steps.migrate as migrate_mod
+from runbook_lib.config.settings import load_settings
+from runbook_lib.core.mapping import build_payload, normalise_rows, point_id
+from runbook_lib.core.plan import plan_collection
+from runbook_lib.source.chroma import ChromaSource, RecordBatch
+from runbook_lib.steps.migrate import Checkpoint, Points, copy_collection, to_points
+from runbook_lib.target.qdrant import QdrantTarget
 
 
 # ------------------------------------------------------------------------------------------ prototypes
@@ -207,7 +207,7 @@ def _process_reader(db: str, names: list[str], batch_size: int, q: Any, stop: An
 
     It uses its own scratch copy of the source (chromadb is not built for two processes on one directory)
     and frees each collection after reading it."""
-    from runbook_lib.mapping import qdrant_distance
+    from runbook_lib.core.mapping import qdrant_distance
 
     try:
         with open_source(Path(db)) as source:

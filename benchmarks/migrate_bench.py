@@ -68,10 +68,10 @@ from _common import (
     upsert_batch,
 )
 
-import runbook_lib.migrate as migrate_mod
-from runbook_lib.chroma_source import ChromaSource
-from runbook_lib.migrate import Checkpoint, Points
-from runbook_lib.qdrant_target import QdrantTarget
+import runbook_lib.steps.migrate as migrate_mod
+from runbook_lib.source.chroma import ChromaSource
+from runbook_lib.steps.migrate import Checkpoint, Points
+from runbook_lib.target.qdrant import QdrantTarget
 
 #: Context quoted next to our rate: the seed migration guide and Qdrant's own migration tool.
 GUIDE_RECORDS = 14_365
@@ -94,8 +94,8 @@ def all_readers() -> dict[str, Reader]:
 # ------------------------------------------------------------------------------ 1. the real migration
 def measure_migration(db: Path, batch_size: int, work: Path) -> dict[str, Any]:
     """Run the migrate step exactly as the notebook does, on a private copy of the sample."""
-    from runbook_lib.migrate import migrate
-    from runbook_lib.step import begin
+    from runbook_lib.runtime.step import begin
+    from runbook_lib.steps.migrate import migrate
 
     work.mkdir(parents=True)
     persist = copy_tree(db, work / "chroma_db")  # untimed: the step backs up and scratch-copies it itself

@@ -4,7 +4,7 @@ Run from the project root::
 
     .venv/bin/python benchmarks/verify_bench.py [--scale 1] [--batch-size 512] [--json out.json]
 
-On the sample ChromaDB (``runbook_lib.sample_data.create_sample_db``, cached under
+On the sample ChromaDB (``runbook_fixtures.sample_data.create_sample_db``, cached under
 ``$TMPDIR/runbook-bench-cache`` and copied into a temp dir) it runs, in one run folder, the migrate step
 and then the verify step with every vector compared (``vector_check="all"``), each as its notebook calls
 it (``begin(...)`` + ``step.execute(...)``), into qdrant-client's local mode. It prints:
@@ -47,13 +47,13 @@ def child(step_name: str, run_id: str, params: dict[str, Any]) -> dict[str, Any]
     import logging
 
     logging.disable(logging.INFO)
-    from runbook_lib.migrate import migrate
-    from runbook_lib.step import Step, begin
-    from runbook_lib.verify import verify
+    from runbook_lib.runtime.step import Step, begin
+    from runbook_lib.steps.migrate import migrate
+    from runbook_lib.steps.verify.engine import verify
 
     if step_name == "qdrant-open":  # what qdrant-client's local mode alone holds for the migrated points
-        from runbook_lib.qdrant_target import QdrantTarget
-        from runbook_lib.settings import load_settings
+        from runbook_lib.config.settings import load_settings
+        from runbook_lib.target.qdrant import QdrantTarget
 
         baseline = rss_bytes()
         with QdrantTarget(load_settings().qdrant):

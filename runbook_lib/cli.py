@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from runbook_lib import cleanup
+from runbook_lib.config.settings import load_settings
 from runbook_lib.errors import ConfigError, RunbookError
-from runbook_lib.evidence import STEPS, Run, list_runs, write_json
-from runbook_lib.settings import load_settings
+from runbook_lib.state.run import STEPS, Run, list_runs, write_json
+from runbook_lib.steps import cleanup
 
 ALL_STEPS = ("dry-run", "migrate", "verify", "monitor")
 
@@ -78,7 +78,7 @@ def _load_params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run_steps(steps: Sequence[str], args: argparse.Namespace) -> int:
-    from runbook_lib.runner import coerce_parameters, execute_step
+    from runbook_lib.runtime.runner import coerce_parameters, execute_step
 
     settings = load_settings()
     raw = _load_params(args)
@@ -133,7 +133,7 @@ def _runs() -> int:
 
 
 def _sample_data(args: argparse.Namespace) -> int:
-    from runbook_lib.sample_data import create_sample_db
+    from runbook_fixtures.sample_data import create_sample_db
 
     path = args.path
     if path is None:

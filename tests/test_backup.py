@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from runbook_lib.backup import backup_root, create_backup, load_backup, source_unchanged, verify_backup
-from runbook_lib.chroma_files import checksum_tree, ensure_free_space
 from runbook_lib.errors import BackupError
+from runbook_lib.source.backup import backup_root, create_backup, load_backup, source_unchanged, verify_backup
+from runbook_lib.source.chroma_files import checksum_tree, ensure_free_space
 
 
 def test_backup_is_checksummed_and_verified(small_source: dict[str, Any], runbook_env: dict[str, Path]) -> None:

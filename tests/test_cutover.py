@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from qdrant_client import QdrantClient
 
-from runbook_lib.migrate import CHECKPOINT, migrate
-from runbook_lib.rollback import rollback
+from runbook_lib.steps.migrate import CHECKPOINT, migrate
+from runbook_lib.steps.rollback import rollback
 
 from conftest import run_step_inprocess
 

@@ -7,8 +7,7 @@ import uuid
 import numpy as np
 import pytest
 
-from runbook_lib.errors import ConfigError
-from runbook_lib.mapping import (
+from runbook_lib.core.mapping import (
     build_payload,
     chroma_distances,
     chroma_space,
@@ -18,6 +17,7 @@ from runbook_lib.mapping import (
     qdrant_distance,
     qdrant_score_to_chroma_distance,
 )
+from runbook_lib.errors import ConfigError
 
 CANON = "123e4567-e89b-12d3-a456-426614174000"
 

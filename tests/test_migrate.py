@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient, models
 
-from runbook_lib.chroma_files import checksum_tree
 from runbook_lib.errors import DimensionMismatchError, ExistingCollectionError
-from runbook_lib.migrate import CHECKPOINT, migrate
+from runbook_lib.source.chroma_files import checksum_tree
+from runbook_lib.steps.migrate import CHECKPOINT, migrate
 
 from conftest import BIN, assert_exact_copy, read_qdrant, run_step_inprocess
 from data_builders import create_awkward_db
@@ -182,7 +182,7 @@ def test_server_source_migrates_exactly(server_env: dict[str, Any]) -> None:
         got = col.get(include=["embeddings", "documents", "metadatas"])
         target = read_qdrant(server_env["qdrant"], name)
         assert len(target["points"]) == spec["count"]
-        from runbook_lib.mapping import normalise_rows, point_id
+        from runbook_lib.core.mapping import normalise_rows, point_id
 
         vecs = np.asarray(got["embeddings"], dtype=np.float32)
         if spec["space"] == "cosine":

@@ -1,4 +1,4 @@
-"""The monitor step (runbook_lib.monitor, notebooks/04_monitor.ipynb) on small real data.
+"""The monitor step (runbook_lib.steps.monitor.engine, notebooks/04_monitor.ipynb) on small real data.
 
 Real chromadb (persistent directory and `chroma run` server), real qdrant-client local mode, real papermill.
 Query counts and sweep levels are tiny so the file stays quick; nothing asserts on timings beyond "it finished".
@@ -22,11 +22,11 @@ import pytest
 from pydantic import ValidationError
 from qdrant_client import QdrantClient, models
 
+from runbook_fixtures.sample_data import create_sample_db
 from runbook_lib.errors import ConfigError, VerificationFailed
-from runbook_lib.migrate import migrate
-from runbook_lib.monitor import MonitorContext, MonitorParams, MonitorResult, monitor
-from runbook_lib.monitor_workload import LOCAL_MODE_DISCLAIMER, equality_filter
-from runbook_lib.sample_data import create_sample_db
+from runbook_lib.steps.migrate import migrate
+from runbook_lib.steps.monitor.engine import MonitorContext, MonitorParams, MonitorResult, monitor
+from runbook_lib.steps.monitor.workload import LOCAL_MODE_DISCLAIMER, equality_filter
 
 from conftest import make_small_db, run_cli, run_step_inprocess
 
@@ -112,7 +112,7 @@ def test_params_parse_and_validate_concurrency() -> None:
 
 
 def test_bad_parameter_is_one_config_error(runbook_env: dict[str, Path]) -> None:
-    from runbook_lib.step import begin
+    from runbook_lib.runtime.step import begin
 
     with pytest.raises(ConfigError, match="concurrency"):
         begin("monitor", concurrency="1,two")

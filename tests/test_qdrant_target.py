@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from tenacity import wait_none
 
-from runbook_lib import qdrant_target
+from runbook_lib.config.settings import QdrantSettings, load_settings
 from runbook_lib.errors import ConfigError, TargetError
-from runbook_lib.qdrant_target import QdrantTarget
-from runbook_lib.settings import QdrantSettings, load_settings
+from runbook_lib.target import qdrant as qdrant_target
+from runbook_lib.target.qdrant import QdrantTarget
 
 
 class _Stub(BaseHTTPRequestHandler):
@@ -130,11 +130,11 @@ def test_parallel_writers_deliver_every_batch_once(
     its vector and payload, and the checkpoint watermark ends at the collection's size."""
     import numpy as np
 
-    from runbook_lib.chroma_source import ChromaSource
-    from runbook_lib.mapping import normalise_rows, point_id
-    from runbook_lib.migrate import copy_collection
-    from runbook_lib.plan import plan_collection
-    from runbook_lib.settings import load_settings
+    from runbook_lib.config.settings import load_settings
+    from runbook_lib.core.mapping import normalise_rows, point_id
+    from runbook_lib.core.plan import plan_collection
+    from runbook_lib.source.chroma import ChromaSource
+    from runbook_lib.steps.migrate import copy_collection
 
     url, handler = stub
     handler.write_status = 200

@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient, models
 
-from runbook_lib import cleanup
-from runbook_lib.backup import backup_root, create_backup, load_backup
 from runbook_lib.errors import BackupError, ConfigError, ExistingCollectionError
-from runbook_lib.migrate import CHECKPOINT, migrate
-from runbook_lib.rollback import rollback
-from runbook_lib.step import begin
+from runbook_lib.runtime.step import begin
+from runbook_lib.source.backup import backup_root, create_backup, load_backup
+from runbook_lib.steps import cleanup
+from runbook_lib.steps.migrate import CHECKPOINT, migrate
+from runbook_lib.steps.rollback import rollback
 
 from conftest import _close as close_chroma
 from conftest import run_cli, run_step_inprocess
@@ -94,8 +94,8 @@ def add_chroma_record(persist_dir: Path, collection: str = "alpha_docs", dim: in
 
 def chroma_counts(persist_dir: Path) -> dict[str, int]:
     """Counts read from a scratch copy (never open the directory under test in place)."""
-    from runbook_lib.chroma_source import ChromaSource
-    from runbook_lib.settings import ChromaSettings
+    from runbook_lib.config.settings import ChromaSettings
+    from runbook_lib.source.chroma import ChromaSource
 
     with ChromaSource.open(ChromaSettings(persist_dir=persist_dir)) as source:
         return {n: source.count(n) for n in source.collection_names()}
@@ -370,7 +370,7 @@ def test_rollback_needs_a_run_id(runbook_env: dict[str, Path]) -> None:
 
 
 def test_rollback_of_a_run_without_migration(small_source: dict[str, Any], runbook_env: dict[str, Path]) -> None:
-    from runbook_lib.dry_run import dry_run
+    from runbook_lib.steps.dry_run import dry_run
 
     step, _ = run_step_inprocess("dry-run", dry_run)
     with pytest.raises(ConfigError, match="no migrate step"):

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from runbook_lib.chroma_files import checksum_tree
+from runbook_lib.source.chroma_files import checksum_tree
 
 from conftest import BIN, assert_exact_copy, free_port, run_cli
 
@@ -97,7 +97,7 @@ def test_headless_papermill_cli_from_another_directory(
 
 
 def test_relative_paths_resolve_against_the_project_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from runbook_lib.settings import load_settings
+    from runbook_lib.config.settings import load_settings
 
     monkeypatch.chdir(tmp_path)
     s = load_settings({"CHROMA_PERSIST_DIR": "data/chroma_db", "RUNBOOK_OUTPUTS": "outputs"})

@@ -1,4 +1,4 @@
-"""The sample ChromaDB (runbook_lib.sample_data) and the awkward test data (tests/data_builders.py)."""
+"""The sample ChromaDB (runbook_fixtures.sample_data) and the awkward test data (tests/data_builders.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from chromadb.config import Settings
 
+from runbook_fixtures.sample_data import SAMPLE_COLLECTIONS, SAMPLE_TOTAL, create_sample_db, main, scaled_counts
 from runbook_lib.errors import ConfigError
-from runbook_lib.sample_data import SAMPLE_COLLECTIONS, SAMPLE_TOTAL, create_sample_db, main, scaled_counts
 
 try:
     from tests.data_builders import LIST_METADATA, LONG_ID, SHADOW_KEYS, UUID_SPELLINGS, create_awkward_db

@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient, models
 
-from runbook_lib.chroma_filter import payload_path, to_qdrant_filter
+from runbook_lib.app.client import SearchResult, UnknownCollectionError, VectorDBClient
+from runbook_lib.core.filters import payload_path, to_qdrant_filter
+from runbook_lib.core.mapping import build_payload, point_id, qdrant_distance
 from runbook_lib.errors import ConfigError, DimensionMismatchError, RunbookError
-from runbook_lib.mapping import build_payload, point_id, qdrant_distance
-from runbook_lib.vector_db import SearchResult, UnknownCollectionError, VectorDBClient
 
 DIM = 8
 N = 60

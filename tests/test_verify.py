@@ -20,17 +20,17 @@ import pytest
 from pydantic import ValidationError
 from qdrant_client import QdrantClient, models
 
-from runbook_lib.errors import ConfigError, VerificationFailed
-from runbook_lib.mapping import chroma_distances, point_id
-from runbook_lib.migrate import migrate
-from runbook_lib.verify import VerifyParams, load_result, verify
-from runbook_lib.verify_compare import (
+from runbook_lib.core.compare import (
     ABSENT,
     RunningTopK,
     payload_differences,
     strict_equal,
     value_differences,
 )
+from runbook_lib.core.mapping import chroma_distances, point_id
+from runbook_lib.errors import ConfigError, VerificationFailed
+from runbook_lib.steps.migrate import migrate
+from runbook_lib.steps.verify.engine import VerifyParams, load_result, verify
 
 from conftest import make_small_db, run_cli, run_step_inprocess
 from data_builders import create_awkward_db
@@ -336,7 +336,7 @@ def test_numbers_name_what_differs(small_copy: dict[str, Any]) -> None:
     assert mdiff["target"] == 20.0 and isinstance(mdiff["target"], float)
     assert "int vs float" in mdiff["detail"]
     # the notebook reads the same numbers back from the filed JSON
-    from runbook_lib.evidence import Run
+    from runbook_lib.state.run import Run
 
     loaded = load_result(Run.open(small_copy["outputs"], small_copy["run_id"]))
     table = loaded.differences_table()

@@ -1,0 +1,216 @@
+"""Execute a step's notebook with papermill and file it as evidence under ``outputs/<run_id>/``.
+
+The kernel is the interpreter running this code (not whatever ``python3`` kernel a machine has
+registered): a private kernelspec pointing at ``sys.executable`` is put first on ``JUPYTER_PATH``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from runbook_lib import errors
+from runbook_lib.config.paths import notebooks_dir, project_root
+from runbook_lib.errors import ConfigError
+from runbook_lib.state.run import Run, current_secrets, scrub, step_stem, utc_now
+
+log = logging.getLogger("runbook.runner")
+
+KERNEL_NAME = "python3"
+
+
+@dataclass
+class StepOutcome:
+    step: str
+    exit_code: int
+    message: str
+    notebook: Path | None
+    html: Path | None
+
+
+def notebook_for(step: str) -> Path:
+    path = notebooks_dir() / f"{step_stem(step)}.ipynb"
+    if not path.is_file():
+        raise ConfigError(f"The notebook for step {step!r} is missing: expected {path}.")
+    return path
+
+
+def notebook_parameters(step: str) -> dict[str, dict[str, Any]]:
+    """name -> {"type", "default", "help"} from the notebook's parameters cell (papermill's inspection)."""
+    import papermill
+
+    found = papermill.inspect_notebook(str(notebook_for(step)))
+    return {
+        name: {"type": p["inferred_type_name"], "default": p["default"], "help": p["help"]} for name, p in found.items()
+    }
+
+
+_BOOL = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def coerce_parameters(step: str, raw: dict[str, Any], *, strict: bool = True) -> dict[str, Any]:
+    """Check names against the notebook's parameters cell and convert CLI strings to the declared types."""
+    declared = notebook_parameters(step)
+    out: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name not in declared:
+            if strict:
+                raise ConfigError(
+                    f"Unknown parameter {name!r} for step {step}: its parameters are {', '.join(declared)}."
+                )
+            continue
+        kind = declared[name]["type"].replace("Optional[", "").rstrip("]")
+        out[name] = _coerce(name, value, kind)
+    return out
+
+
+def _coerce(name: str, value: Any, kind: str) -> Any:
+    if not isinstance(value, str):
+        if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        ok = {"int": int, "float": float, "bool": bool, "str": str}.get(kind)
+        if ok is None or (isinstance(value, ok) and not (kind == "int" and isinstance(value, bool))):
+            return value
+        raise ConfigError(f"Parameter {name} expects {kind}, got {value!r} ({type(value).__name__}).")
+    try:
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "bool":
+            return _BOOL[value.strip().lower()]
+    except (ValueError, KeyError):
+        raise ConfigError(f"Parameter {name} expects {kind}, got {value!r}.") from None
+    return value
+
+
+def _kernel_dir() -> Path:
+    """A JUPYTER_PATH entry whose ``python3`` kernel is this interpreter."""
+    root = Path(tempfile.mkdtemp(prefix="runbook-kernel-"))
+    spec = root / "kernels" / KERNEL_NAME
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-Xfrozen_modules=off", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "Python 3 (runbook)",
+                "language": "python",
+                "metadata": {"debugger": False},
+            }
+        )
+    )
+    return root
+
+
+def _set_aside(path: Path) -> None:
+    """Keep an earlier attempt of the same step in ``attempts/`` instead of overwriting it."""
+    if path.exists():
+        stamp = datetime.fromtimestamp(path.stat().st_mtime, UTC).strftime("%Y%m%dT%H%M%SZ")
+        attempts = path.parent / "attempts"
+        attempts.mkdir(exist_ok=True)
+        shutil.move(str(path), attempts / f"{path.stem}.{stamp}{path.suffix}")
+
+
+def export_html(notebook: Path) -> Path:
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(notebook, as_version=4)
+    body, _ = HTMLExporter().from_notebook_node(nb)
+    html = notebook.with_suffix(".html")
+    html.write_text(scrub(body, current_secrets()), encoding="utf-8")
+    return html
+
+
+def scrub_run_folder(run: Run) -> list[str]:
+    """Replace any secret value found in a text file of the run folder; return the files changed."""
+    secrets = current_secrets()
+    changed: list[str] = []
+    if not secrets:
+        return changed
+    for path in run.dir.rglob("*"):
+        if not path.is_file() or path.suffix not in (".ipynb", ".html", ".json", ".log", ".txt", ".md", ".csv"):
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        clean = scrub(text, secrets)
+        if clean != text:
+            path.write_text(clean, encoding="utf-8")
+            changed.append(str(path.relative_to(run.dir)))
+    return changed
+
+
+def execute_step(step: str, run: Run, parameters: dict[str, Any]) -> StepOutcome:
+    """Run one step's notebook into the run folder. Never raises for a failing notebook: returns its exit code."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    source = notebook_for(step)
+    stem = step_stem(step)
+    output = run.dir / f"{stem}.ipynb"
+    _set_aside(output)
+    _set_aside(output.with_suffix(".html"))
+    params = {**parameters, "run_id": run.run_id}
+    kernel_root = _kernel_dir()
+    old_env = {k: os.environ.get(k) for k in ("JUPYTER_PATH", "RUNBOOK_HEADLESS", "PYDEVD_DISABLE_FILE_VALIDATION")}
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(kernel_root), old_env["JUPYTER_PATH"]]))
+    os.environ["RUNBOOK_HEADLESS"] = "1"
+    os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
+    os.environ.setdefault("RUNBOOK_HOME", str(project_root()))
+    exit_code, message = 0, "ok"
+    started = utc_now()
+    try:
+        papermill.execute_notebook(
+            str(source),
+            str(output),
+            parameters=params,
+            kernel_name=KERNEL_NAME,
+            progress_bar=False,
+            log_output=True,
+            cwd=str(notebooks_dir()),
+        )
+        message = _verdict(run, step) or "ok"
+    except PapermillExecutionError as exc:
+        cls = getattr(errors, exc.ename, None)
+        exit_code = cls.exit_code if isinstance(cls, type) and issubclass(cls, errors.RunbookError) else 1
+        message = f"{exc.ename}: {exc.evalue}"
+    except Exception as exc:  # kernel died, notebook unreadable, ...
+        exit_code = 1
+        message = f"{type(exc).__name__}: {exc}"
+    finally:
+        for key, value in old_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        shutil.rmtree(kernel_root, ignore_errors=True)
+    html = None
+    if output.is_file():
+        try:
+            html = export_html(output)
+        except Exception as exc:  # pragma: no cover - an HTML failure must not hide the step's result
+            log.warning("HTML export of %s failed: %s", output.name, exc)
+    status = "ok" if exit_code == 0 else "failed"
+    run.update_step(
+        step,
+        status=status,
+        exit_code=exit_code,
+        notebook=output.name if output.is_file() else None,
+        html=html.name if html else None,
+        runner_started_at=started,
+        message=scrub(message, current_secrets()),
+    )
+    scrub_run_folder(run)
+    return StepOutcome(step, exit_code, scrub(message, current_secrets()), output if output.is_file() else None, html)
+
+
+def _verdict(run: Run, step: str) -> str | None:
+    result = run.read_result(step)
+    return result.get("verdict") if result else None

@@ -1,0 +1,378 @@
+"""The ChromaDB source: a persistent directory (read from a scratch copy) or a Chroma server.
+
+Reads only. Collections are looked up, never created, so a typo fails instead of migrating an empty
+collection. Records stream without offset paging: the ids are snapshotted once (``include=[]``),
+then fetched by id in chunks that keep each request under SQLite's variable limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import chromadb
+import numpy as np
+from chromadb.api import ClientAPI
+from chromadb.api.models.Collection import Collection
+
+from runbook_lib.config.settings import ChromaSettings
+from runbook_lib.core.mapping import chroma_space
+from runbook_lib.errors import ConfigError, DimensionMismatchError, SourceError
+from runbook_lib.source import chroma_files
+
+log = logging.getLogger(__name__)
+
+#: SQLite allows 32,766 host parameters per statement; stay well below it per ``get(ids=...)``.
+MAX_IDS_PER_REQUEST = 10_000
+INCLUDE_ALL = ["embeddings", "documents", "metadatas", "uris"]
+
+
+@dataclass
+class RecordBatch:
+    """Records of one collection, aligned by position."""
+
+    ids: list[str]
+    embeddings: np.ndarray  # (n, dim) float32
+    documents: list[str | None]
+    metadatas: list[dict[str, Any] | None]
+    uris: list[str | None]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class CollectionInfo:
+    """What the dry run reports about one source collection."""
+
+    name: str
+    count: int
+    space: str
+    dimension: int | None
+    metadata: dict[str, Any]
+    configuration: dict[str, Any]
+    embedding_function: str | None
+    warnings: list[str] = field(default_factory=list)
+
+
+class ChromaSource:
+    """Read access to a ChromaDB source. Use as a context manager so the scratch copy is removed."""
+
+    def __init__(self, client: ClientAPI, settings: ChromaSettings, scratch: Path | None = None) -> None:
+        self.client = client
+        self.settings = settings
+        self.scratch = scratch
+        self.upgraded_on_open = False
+        self._collections: dict[str, Collection] = {}
+
+    # --- opening -------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, settings: ChromaSettings, *, copy_from: Path | None = None) -> ChromaSource:
+        """Open the source. A persistent directory (or ``copy_from``, e.g. a verified backup) is first
+        copied to a scratch folder, because chromadb upgrades an older database it opens in place."""
+        if settings.is_server:
+            return cls(_http_client(settings), settings)
+        origin = copy_from if copy_from is not None else settings.require_persist_dir()
+        scratch_parent = Path(tempfile.mkdtemp(prefix="runbook-scratch-"))
+        scratch = scratch_parent / "chroma_db"
+        try:
+            chroma_files.ensure_free_space(scratch_parent, chroma_files.tree_size(origin), "the scratch copy")
+            chroma_files.copy_chroma_dir(origin, scratch)
+            before = _migration_versions(scratch / chroma_files.SQLITE_NAME)
+            client = chromadb.PersistentClient(path=str(scratch))
+            if settings.tenant or settings.database:
+                _select_database(client, settings)
+        except Exception:
+            shutil.rmtree(scratch_parent, ignore_errors=True)
+            raise
+        source = cls(client, settings, scratch_parent)
+        source.upgraded_on_open = _migration_versions(scratch / chroma_files.SQLITE_NAME) != before
+        return source
+
+    def __enter__(self) -> ChromaSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._collections.clear()
+        try:
+            close = getattr(self.client, "close", None)
+            if callable(close):
+                close()
+        except Exception:  # pragma: no cover
+            log.debug("closing chromadb failed", exc_info=True)
+        if self.scratch is not None:
+            try:
+                from chromadb.api.shared_system_client import SharedSystemClient
+
+                SharedSystemClient.clear_system_cache()
+            except Exception:  # pragma: no cover
+                log.debug("clearing chromadb's system cache failed", exc_info=True)
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            self.scratch = None
+
+    def release(self) -> None:
+        """Free chromadb's in-memory copy of the collections read so far (scratch copies only).
+
+        chromadb loads a collection's whole vector index on first access, even for ``count()``, and keeps
+        every collection it opened until its client closes: without this, memory grows with the database
+        instead of with the largest collection. A Chroma server holds its own memory."""
+        if self.scratch is None:
+            return
+        self._collections.clear()
+        self.client.close()  # type: ignore[attr-defined]  # refcounted: stops only this scratch copy's system
+        self.client = chromadb.PersistentClient(path=str(self.scratch / "chroma_db"))
+        if self.settings.tenant or self.settings.database:
+            _select_database(self.client, self.settings)
+
+    def describe(self) -> str:
+        return self.settings.describe()
+
+    # --- collections ---------------------------------------------------------------------------
+    def collection_names(self) -> list[str]:
+        return sorted(c if isinstance(c, str) else c.name for c in self.client.list_collections())
+
+    def collection(self, name: str) -> Collection:
+        """The collection ``name``; :class:`SourceError` listing what exists when it does not."""
+        if name not in self._collections:
+            try:
+                self._collections[name] = self.client.get_collection(name, embedding_function=None)
+            except Exception as exc:
+                known = self.collection_names()
+                if name in known:
+                    raise SourceError(f"ChromaDB could not open collection {name!r}: {exc}") from exc
+                raise SourceError(
+                    f"Collection {name!r} does not exist in {self.describe()}: the collections there are "
+                    f"{', '.join(known) or 'none'}; fix the `collections` parameter.",
+                    collection=name,
+                ) from exc
+        return self._collections[name]
+
+    def resolve_collections(self, requested: Sequence[str] | None) -> list[str]:
+        """The collections to work on: all when ``requested`` is empty, else exactly those (checked)."""
+        if not requested:
+            return self.collection_names()
+        for name in requested:
+            self.collection(name)
+        return list(dict.fromkeys(requested))
+
+    def count(self, name: str) -> int:
+        return int(self.collection(name).count())
+
+    def space(self, name: str) -> str:
+        col = self.collection(name)
+        return chroma_space(col.metadata, _configuration(col))
+
+    def dimension(self, name: str) -> int | None:
+        """The dimension read from the data (first record), or None for an empty collection."""
+        col = self.collection(name)
+        first = col.get(limit=1, include=["embeddings"])
+        embeddings = first.get("embeddings")
+        if embeddings is None or len(embeddings) == 0:
+            return None
+        return len(embeddings[0])
+
+    def info(self, name: str) -> CollectionInfo:
+        col = self.collection(name)
+        configuration = _configuration(col)
+        ef = configuration.get("embedding_function")
+        ef_name = None
+        if isinstance(ef, dict):
+            ef_name = str(ef.get("name") or ef.get("type"))
+        elif ef is not None:
+            ef_name = type(ef).__name__
+        return CollectionInfo(
+            name=name,
+            count=self.count(name),
+            space=self.space(name),
+            dimension=self.dimension(name),
+            metadata=dict(col.metadata or {}),
+            configuration={k: v for k, v in configuration.items() if k != "embedding_function"},
+            embedding_function=ef_name,
+        )
+
+    def other_databases(self) -> list[dict[str, Any]]:
+        """Tenants/databases present besides the one being read (they are not migrated)."""
+        current = (self.settings.tenant or "default_tenant", self.settings.database or "default_database")
+        found: list[dict[str, Any]] = []
+        if self.scratch is not None:
+            db = self.scratch / "chroma_db" / chroma_files.SQLITE_NAME
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            try:
+                rows = con.execute(
+                    "SELECT d.tenant_id, d.name, COUNT(c.id) FROM databases d "
+                    "LEFT JOIN collections c ON c.database_id = d.id GROUP BY d.id"
+                ).fetchall()
+            finally:
+                con.close()
+            for tenant, name, n in rows:
+                if (tenant, name) != current:
+                    found.append({"tenant": tenant, "database": name, "collections": int(n)})
+            return found
+        try:
+            admin = chromadb.AdminClient(_http_settings(self.settings))
+            for tenant in {current[0]}:
+                for db in admin.list_databases(tenant=tenant):
+                    if (tenant, db["name"]) != current:
+                        found.append({"tenant": tenant, "database": db["name"], "collections": None})
+        except Exception as exc:  # listing databases may need admin rights on a server
+            log.info("could not list databases on the Chroma server: %s", exc)
+        return found
+
+    # --- records -------------------------------------------------------------------------------
+    def snapshot_ids(self, name: str) -> list[str]:
+        """Every id of the collection, sorted: a fixed order so a resumed run skips the same batches."""
+        result = self.collection(name).get(include=[])
+        return sorted(result["ids"])
+
+    def fetch(self, name: str, ids: Sequence[str], *, expected_dim: int | None = None) -> RecordBatch:
+        """Records for ``ids`` in the order given. Missing ids or an odd dimension raise."""
+        col = self.collection(name)
+        parts: list[dict[str, Any]] = []
+        for start in range(0, len(ids), MAX_IDS_PER_REQUEST):
+            chunk = list(ids[start : start + MAX_IDS_PER_REQUEST])
+            parts.append(col.get(ids=chunk, include=INCLUDE_ALL))  # type: ignore[arg-type]
+        got_ids: list[str] = [i for p in parts for i in p["ids"]]
+        position = {rid: k for k, rid in enumerate(got_ids)}
+        if len(position) != len(ids) or any(i not in position for i in ids):
+            missing = [i for i in ids if i not in position][:5]
+            raise SourceError(f"ChromaDB returned no record for ids {missing} of collection {name!r}.")
+        order = [position[i] for i in ids]
+        embeddings = _stack_embeddings(name, parts, got_ids, expected_dim)[order]
+
+        def column(key: str) -> list[Any]:
+            values: list[Any] = []
+            for p in parts:
+                col_values = p.get(key)
+                values.extend(col_values if col_values is not None else [None] * len(p["ids"]))
+            return [values[k] for k in order]
+
+        return RecordBatch(
+            ids=list(ids),
+            embeddings=embeddings,
+            documents=column("documents"),
+            metadatas=column("metadatas"),
+            uris=column("uris"),
+        )
+
+    def iter_batches(
+        self, name: str, batch_size: int, *, ids: Sequence[str] | None = None, expected_dim: int | None = None
+    ) -> Iterator[RecordBatch]:
+        all_ids = self.snapshot_ids(name) if ids is None else list(ids)
+        for start in range(0, len(all_ids), batch_size):
+            yield self.fetch(name, all_ids[start : start + batch_size], expected_dim=expected_dim)
+
+    def query_ids(self, name: str, queries: np.ndarray, k: int) -> list[list[str]] | str:
+        """Ids of the ``k`` nearest records per query from Chroma's approximate index, or why they are
+        unavailable (``"unavailable: ..."``). Never raises: the answers are information only."""
+        try:
+            res = self.collection(name).query(query_embeddings=queries, n_results=k, include=["distances"])
+            return [list(r) for r in res["ids"]]
+        except Exception as exc:  # an index problem here is reported, never fatal
+            return f"unavailable: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
+
+
+def _stack_embeddings(name: str, parts: list[dict[str, Any]], ids: list[str], expected_dim: int | None) -> np.ndarray:
+    rows: list[Any] = []
+    for p in parts:
+        emb = p.get("embeddings")
+        if emb is None:
+            raise SourceError(f"Collection {name!r} returned records without embeddings; nothing to migrate.")
+        rows.extend(list(emb) if not isinstance(emb, np.ndarray) else emb)
+    if not rows:
+        return np.zeros((0, expected_dim or 0), dtype=np.float32)
+    dims = [len(r) if r is not None else 0 for r in rows]
+    dim = expected_dim if expected_dim is not None else dims[0]
+    for rid, d in zip(ids, dims, strict=True):
+        if d != dim:
+            raise DimensionMismatchError(name, dim, d, rid)
+    return np.asarray(rows, dtype=np.float32).reshape(len(rows), dim)
+
+
+def _configuration(col: Collection) -> dict[str, Any]:
+    for attr in ("configuration_json", "configuration"):
+        try:
+            value = getattr(col, attr)
+        except Exception:  # chromadb raises on configurations it cannot parse (old databases)
+            continue
+        if isinstance(value, dict):
+            return dict(value)
+    return {}
+
+
+def _migration_versions(db: Path) -> list[tuple[str, int]]:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return sorted(con.execute("SELECT dir, MAX(version) FROM migrations GROUP BY dir").fetchall())
+    except sqlite3.Error:
+        return []
+    finally:
+        con.close()
+
+
+def _http_settings(settings: ChromaSettings) -> chromadb.config.Settings:
+    kwargs: dict[str, Any] = {
+        "chroma_api_impl": "chromadb.api.fastapi.FastAPI",
+        "chroma_server_host": settings.host,
+        "chroma_server_http_port": settings.port,
+        "chroma_server_ssl_enabled": settings.ssl,
+        "anonymized_telemetry": False,
+    }
+    if settings.auth_token:
+        kwargs["chroma_client_auth_provider"] = "chromadb.auth.token_authn.TokenAuthClientProvider"
+        kwargs["chroma_client_auth_credentials"] = settings.auth_token
+    return chromadb.config.Settings(**kwargs)
+
+
+def _http_client(settings: ChromaSettings) -> ClientAPI:
+    scheme = "https" if settings.ssl else "http"
+    where = f"{scheme}://{settings.host}:{settings.port}"
+    try:
+        client = chromadb.HttpClient(
+            host=str(settings.host),
+            port=settings.port,
+            ssl=settings.ssl,
+            settings=_http_settings(settings),
+            tenant=settings.tenant or chromadb.DEFAULT_TENANT,
+            database=settings.database or chromadb.DEFAULT_DATABASE,
+        )
+        client.heartbeat()
+    except Exception as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "tenant" in text.lower() or "database" in text.lower():
+            raise ConfigError(
+                f"The Chroma server at {where} has no tenant {settings.tenant or 'default_tenant'!r} with "
+                f"database {settings.database or 'default_database'!r} ({text}): fix CHROMA_TENANT / "
+                "CHROMA_DATABASE."
+            ) from exc
+        if "401" in text or "403" in text or "auth" in text.lower():
+            raise ConfigError(
+                f"The Chroma server at {where} refused the credentials ({text}): check CHROMA_AUTH_TOKEN."
+            ) from exc
+        raise ConfigError(
+            f"Cannot reach the Chroma server at {where} ({text}): start it, or fix CHROMA_HOST / CHROMA_PORT / "
+            "CHROMA_SSL."
+        ) from exc
+    return client
+
+
+def _select_database(client: ClientAPI, settings: ChromaSettings) -> None:
+    try:
+        if settings.tenant:
+            client.set_tenant(settings.tenant, database=settings.database or chromadb.DEFAULT_DATABASE)
+        elif settings.database:
+            client.set_database(settings.database)
+    except Exception as exc:
+        raise ConfigError(
+            f"ChromaDB has no tenant {settings.tenant or 'default_tenant'!r} with database "
+            f"{settings.database or 'default_database'!r} in {settings.persist_dir}: fix CHROMA_TENANT / "
+            f"CHROMA_DATABASE ({exc})."
+        ) from exc

@@ -1,0 +1,241 @@
+"""The evidence folder ``outputs/<run_id>/`` (SPEC "Evidence").
+
+A run folder holds the executed notebooks, their HTML, one JSON result per step, ``figures/*.png``
+and ``manifest.json``. New run ids are never reused, so one run never overwrites another; secrets
+are scrubbed from everything written here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import secrets as _secrets
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from runbook_lib.config.paths import project_root
+from runbook_lib.errors import ConfigError
+
+#: step name -> file stem (notebook, HTML and JSON share it).
+STEPS: dict[str, str] = {
+    "dry-run": "01_dry_run",
+    "migrate": "02_migrate",
+    "verify": "03_verify",
+    "monitor": "04_monitor",
+    "rollback": "05_rollback",
+}
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MANIFEST = "manifest.json"
+REDACTED = "***REDACTED***"
+_PACKAGES = ("runbook-lib", "chromadb", "qdrant-client", "papermill", "nbconvert", "numpy", "pandas", "matplotlib")
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + _secrets.token_hex(2)
+
+
+def step_stem(step: str) -> str:
+    try:
+        return STEPS[step]
+    except KeyError:
+        raise ConfigError(f"Unknown step {step!r}: the steps are {', '.join(STEPS)}.") from None
+
+
+def scrub(text: str, secret_values: list[str]) -> str:
+    for value in secret_values:
+        if value:
+            text = text.replace(value, REDACTED)
+    return text
+
+
+def current_secrets() -> list[str]:
+    """Secret values present in the environment (read here only to keep them out of files)."""
+    return [v for v in (os.environ.get("QDRANT_API_KEY"), os.environ.get("CHROMA_AUTH_TOKEN")) if v and v.strip()]
+
+
+def to_jsonable(value: Any) -> Any:
+    """Convert numpy scalars/arrays, paths and sets so results serialise."""
+    try:
+        import numpy as np
+
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    return value
+
+
+def write_text_scrubbed(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(scrub(text, current_secrets()), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text_scrubbed(path, json.dumps(to_jsonable(data), indent=2, sort_keys=False, ensure_ascii=False))
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run folder."""
+
+    run_id: str
+    dir: Path
+
+    # --- opening -------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, outputs: Path) -> Run:
+        outputs.mkdir(parents=True, exist_ok=True)
+        for _ in range(20):
+            run_id = new_run_id()
+            try:
+                (outputs / run_id).mkdir()
+            except FileExistsError:
+                continue
+            run = cls(run_id, outputs / run_id)
+            run._write_manifest(
+                {
+                    "run_id": run_id,
+                    "created_at": utc_now(),
+                    "git_commit": git_commit(),
+                    "packages": package_versions(),
+                    "python_executable": sys.executable,
+                    "host": platform.node(),
+                    "settings": {},
+                    "steps": {},
+                }
+            )
+            return run
+        raise ConfigError(f"Could not create a new run folder under {outputs}.")  # pragma: no cover
+
+    @classmethod
+    def open(cls, outputs: Path, run_id: str) -> Run:
+        if not RUN_ID_PATTERN.match(run_id):
+            raise ConfigError(f"Run id {run_id!r} is not valid: use letters, digits, '.', '_' and '-' only.")
+        path = outputs / run_id
+        if not (path / MANIFEST).is_file():
+            known = sorted(p.name for p in outputs.iterdir() if (p / MANIFEST).is_file()) if outputs.is_dir() else []
+            hint = f" (runs there: {', '.join(known[-5:])})" if known else ""
+            raise ConfigError(
+                f"There is no run {run_id!r} under {outputs}{hint}: leave run_id empty to start a new run, "
+                "or check RUNBOOK_OUTPUTS."
+            )
+        return cls(run_id, path)
+
+    @classmethod
+    def open_or_create(cls, outputs: Path, run_id: str | None) -> Run:
+        return cls.open(outputs, run_id) if run_id else cls.create(outputs)
+
+    # --- layout --------------------------------------------------------------------------------
+    @property
+    def figures_dir(self) -> Path:
+        path = self.dir / "figures"
+        path.mkdir(exist_ok=True)
+        return path
+
+    @property
+    def state_dir(self) -> Path:
+        path = self.dir / "state"
+        path.mkdir(exist_ok=True)
+        return path
+
+    def result_path(self, step: str) -> Path:
+        return self.dir / f"{step_stem(step)}.json"
+
+    def read_result(self, step: str) -> dict[str, Any] | None:
+        path = self.result_path(step)
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    # --- manifest ------------------------------------------------------------------------------
+    def manifest(self) -> dict[str, Any]:
+        return json.loads((self.dir / MANIFEST).read_text())
+
+    def _write_manifest(self, data: dict[str, Any]) -> None:
+        write_json(self.dir / MANIFEST, data)
+
+    def update_manifest(self, **fields: Any) -> None:
+        data = self.manifest()
+        data.update(fields)
+        self._write_manifest(data)
+
+    def update_step(self, step: str, **fields: Any) -> None:
+        data = self.manifest()
+        entry = data.setdefault("steps", {}).setdefault(step, {})
+        entry.update(to_jsonable(fields))
+        self._write_manifest(data)
+
+
+def list_runs(outputs: Path) -> list[dict[str, Any]]:
+    """Every run under ``outputs`` with its overall status (newest first)."""
+    runs: list[dict[str, Any]] = []
+    if not outputs.is_dir():
+        return runs
+    for path in sorted(outputs.iterdir(), reverse=True):
+        manifest = path / MANIFEST
+        if not manifest.is_file():
+            continue
+        try:
+            data = json.loads(manifest.read_text())
+        except ValueError:
+            runs.append({"run_id": path.name, "status": "unreadable manifest", "steps": ""})
+            continue
+        steps = data.get("steps", {})
+        statuses = [s.get("status", "?") for s in steps.values()]
+        if not statuses:
+            status = "empty"
+        elif "failed" in statuses:
+            status = "failed"
+        elif "running" in statuses:
+            status = "incomplete"
+        else:
+            status = "ok"
+        runs.append(
+            {
+                "run_id": data.get("run_id", path.name),
+                "created_at": data.get("created_at"),
+                "status": status,
+                "steps": ", ".join(f"{k}:{v.get('status', '?')}" for k, v in steps.items()),
+            }
+        )
+    return runs

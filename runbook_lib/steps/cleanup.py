@@ -1,0 +1,254 @@
+"""Post-migration cleanup of backups: ``runbook cleanup --older-than 7d [--yes] [--force]``.
+
+Lists the backups under ``<CHROMA_PERSIST_DIR>.backup/`` (one folder per migration run, plus any
+``<run_id>.partial`` left by an interrupted backup) that are older than the limit; ``--yes`` deletes them.
+The newest backup that passes its checksum verification is always kept, however old, because it is
+what a rollback restores from; ``--force`` deletes it too. Without ``--yes`` nothing is deleted.
+
+The directories a rollback sets aside (``<CHROMA_PERSIST_DIR>.old-<time>``) are listed for
+information only: they are never deleted here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from runbook_lib.config.settings import load_settings
+from runbook_lib.errors import BackupError, RunbookError
+from runbook_lib.source.backup import backup_root, load_backup, verify_backup
+
+DEFAULT_OLDER_THAN = "7d"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+PARTIAL_SUFFIX = ".partial"
+
+
+def parse_duration(text: str) -> timedelta:
+    """``7d``, ``12h``, ``30m``, ``45s``, ``2w`` (a number and a unit) as a :class:`timedelta`."""
+    match = _DURATION.match(text or "")
+    if not match:
+        raise ValueError(
+            f"{text!r} is not a duration: write a number and a unit (s, m, h, d or w), for example 7d, 12h or 30m."
+        )
+    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()])
+
+
+def _duration_arg(text: str) -> timedelta:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def format_age(age: timedelta) -> str:
+    seconds = max(0, int(age.total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600)):
+        if seconds >= size:
+            value = seconds / size
+            return f"{value:.0f}{unit}" if seconds % size == 0 else f"{value:.1f}{unit}"
+    return f"{seconds // 60}m"
+
+
+def format_bytes(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("KB", "MB", "GB"):
+        value /= 1024
+        if value < 1024 or unit == "GB":
+            break
+    return f"{value:.1f} {unit}"
+
+
+@dataclass
+class BackupInfo:
+    """One backup folder and what cleanup decides about it."""
+
+    name: str
+    path: Path
+    created_at: datetime
+    bytes: int
+    status: str  # verified | corrupt: ... | incomplete | unreadable manifest | not checked
+    action: str = "keep"  # delete | keep: ... | deleted | failed: ...
+    delete: bool = False
+
+    def age(self, now: datetime) -> timedelta:
+        return now - self.created_at
+
+    def to_dict(self, now: datetime) -> dict[str, Any]:
+        return {
+            "backup": self.name,
+            "path": str(self.path),
+            "created_at": self.created_at.isoformat(timespec="seconds"),
+            "age": format_age(self.age(now)),
+            "bytes": self.bytes,
+            "status": self.status,
+            "action": self.action,
+        }
+
+
+def _tree_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _mtime(path: Path) -> datetime:
+    return datetime.fromtimestamp(path.stat().st_mtime, UTC)
+
+
+def find_backups(root: Path) -> list[BackupInfo]:
+    """Every backup folder under ``root``, newest first."""
+    found: list[BackupInfo] = []
+    if not root.is_dir():
+        return found
+    for path in root.iterdir():
+        if not path.is_dir():
+            continue
+        if path.name.endswith(PARTIAL_SUFFIX):
+            found.append(BackupInfo(path.name, path, _mtime(path), _tree_bytes(path), "incomplete"))
+            continue
+        try:
+            manifest = load_backup(path).manifest
+            created = datetime.fromisoformat(str(manifest["created_at"]))
+            if created.tzinfo is None:
+                created = created.replace(tzinfo=UTC)
+            status = "not checked"
+        except (BackupError, KeyError, ValueError):
+            created, status = _mtime(path), "unreadable manifest"
+        found.append(BackupInfo(path.name, path, created, _tree_bytes(path), status))
+    found.sort(key=lambda b: (b.created_at, b.name), reverse=True)
+    return found
+
+
+def plan_cleanup(
+    root: Path, older_than: timedelta, *, force: bool = False, now: datetime | None = None
+) -> list[BackupInfo]:
+    """The backups under ``root`` with ``action`` decided (nothing is deleted here).
+
+    The newest backup that passes :func:`verify_backup` is kept unless ``force``; backups are verified
+    newest first until one passes."""
+    now = now or datetime.now(UTC)
+    backups = find_backups(root)
+    newest_verified: BackupInfo | None = None
+    for info in backups:
+        if info.status != "not checked":
+            continue
+        try:
+            verify_backup(load_backup(info.path))
+        except (BackupError, KeyError) as exc:
+            info.status = "corrupt: " + (str(exc) if isinstance(exc, BackupError) else "manifest lists no files")
+            continue
+        info.status = "verified"
+        newest_verified = info
+        break
+    for info in backups:
+        if info.age(now) < older_than:
+            info.action = f"keep: newer than {format_age(older_than)}"
+        elif info is newest_verified and not force:
+            info.action = "keep: newest verified backup (--force to delete it)"
+        else:
+            info.action = "delete"
+            info.delete = True
+    return backups
+
+
+def delete_backups(backups: list[BackupInfo]) -> list[str]:
+    """Delete the backups marked for deletion; returns the errors (empty: all deleted)."""
+    errors: list[str] = []
+    for info in backups:
+        if not info.delete:
+            continue
+        try:
+            shutil.rmtree(info.path)
+        except OSError as exc:
+            info.action = f"failed: {exc}"
+            errors.append(f"Could not delete {info.path}: {exc}.")
+            continue
+        info.action = "deleted"
+    return errors
+
+
+def _print_table(backups: list[BackupInfo], now: datetime) -> None:
+    rows = [b.to_dict(now) for b in backups]
+    headers = ("backup", "created_at", "age", "size", "status", "action")
+    cells = [
+        (r["backup"], r["created_at"], r["age"], format_bytes(int(r["bytes"])), r["status"], r["action"]) for r in rows
+    ]
+    widths = [max(len(h), *(len(str(c[i])) for c in cells)) for i, h in enumerate(headers)]
+    print("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    for c in cells:
+        print("  ".join(str(v).ljust(w) for v, w in zip(c, widths, strict=True)).rstrip())
+
+
+def add_parser(subparsers: Any) -> None:
+    """Add the ``cleanup`` subcommand to the ``runbook`` command's subparsers."""
+    sp = subparsers.add_parser(
+        "cleanup",
+        help="list (and with --yes delete) migration backups older than a limit",
+        description=(
+            "List the backups under <CHROMA_PERSIST_DIR>.backup/ older than --older-than; --yes deletes them. "
+            "The newest verified backup is kept unless --force."
+        ),
+    )
+    sp.add_argument(
+        "--older-than",
+        type=_duration_arg,
+        default=DEFAULT_OLDER_THAN,
+        metavar="AGE",
+        help=f"age limit such as 7d, 12h or 30m (default {DEFAULT_OLDER_THAN})",
+    )
+    sp.add_argument("--yes", action="store_true", help="delete the listed backups (default: only list them)")
+    sp.add_argument("--force", action="store_true", help="also delete the newest verified backup")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``runbook cleanup``: 0 done (or nothing to do), 1 a deletion failed, 2 a bad option or setting."""
+    raw = getattr(args, "older_than", DEFAULT_OLDER_THAN)
+    try:
+        older_than = raw if isinstance(raw, timedelta) else parse_duration(str(raw))
+    except ValueError as exc:
+        print(f"runbook: error: --older-than {exc}", file=sys.stderr)
+        return 2
+    yes = bool(getattr(args, "yes", False))
+    force = bool(getattr(args, "force", False))
+    try:
+        settings = load_settings()
+    except RunbookError as exc:
+        print(f"runbook: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if settings.chroma.is_server:
+        print("The source is a Chroma server (CHROMA_HOST is set): the runbook keeps no file backups of it.")
+        return 0
+    persist_dir = settings.chroma.persist_dir
+    root = backup_root(persist_dir)
+    now = datetime.now(UTC)
+    backups = plan_cleanup(root, older_than, force=force, now=now)
+    doomed = [b for b in backups if b.delete]
+    size = format_bytes(sum(b.bytes for b in doomed))
+    errors = delete_backups(backups) if yes else []
+    if not backups:
+        print(f"No backups under {root}.")
+    else:
+        print(f"Backups under {root} (limit: older than {format_age(older_than)}):")
+        _print_table(backups, now)
+    set_aside = sorted(persist_dir.parent.glob(persist_dir.name + ".old-*")) if persist_dir.parent.is_dir() else []
+    for path in set_aside:
+        print(f"Also present: {path} (set aside by a rollback; never deleted by cleanup, remove it by hand when sure).")
+    if not doomed:
+        print(f"Nothing to delete: no backup is older than {format_age(older_than)} (or it is the one kept).")
+        return 0
+    if not yes:
+        print(f"{len(doomed)} backup(s), {size}, would be deleted: run again with --yes to delete them.")
+        return 0
+    if errors:
+        for err in errors:
+            print(f"runbook: error: {err}", file=sys.stderr)
+        return 1
+    print(f"Deleted {len(doomed)} backup(s), {size}.")
+    return 0

@@ -1,0 +1,215 @@
+"""The dry run: inventory every source collection and show the exact plan. Writes nothing but ``outputs/``.
+
+The source is read from a scratch copy (removed afterwards); the Qdrant target is only inspected
+(an embedded local-mode folder that does not exist yet is not created).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from runbook_lib.core.plan import plan_collection
+from runbook_lib.errors import DimensionMismatchError, RunbookError
+from runbook_lib.runtime.step import Step, progress, pyplot
+from runbook_lib.source.chroma import ChromaSource
+from runbook_lib.target.qdrant import QdrantTarget
+
+#: Write rates used for the time estimate (points/s for 1536-d points), measured with
+#: benchmarks/migrate_bench.py; the estimate scales them by dimension.
+ESTIMATED_POINTS_PER_S = {"local": 300.0, "server": 1500.0}
+
+
+@dataclass
+class DryRunResult:
+    ok: bool
+    source: str
+    target: str
+    collections: list[dict[str, Any]] = field(default_factory=list)
+    plan: list[dict[str, Any]] = field(default_factory=list)
+    other_databases: list[dict[str, Any]] = field(default_factory=list)
+    existing_targets: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    total_records: int = 0
+    estimated_seconds: float = 0.0
+    figures: list[str] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> str:
+        return (
+            f"{len(self.collections)} collections, {self.total_records:,} records to migrate from {self.source} to "
+            f"{self.target}; estimated {self.estimated_seconds / 60:.1f} min; {len(self.warnings)} warning(s)."
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "verdict": self.verdict,
+            "total_records": self.total_records,
+            "estimated_seconds": round(self.estimated_seconds, 1),
+            "collections": self.collections,
+            "plan": self.plan,
+            "other_databases": self.other_databases,
+            "existing_targets": self.existing_targets,
+            "warnings": self.warnings,
+            "figures": self.figures,
+        }
+
+    def inventory_table(self) -> Any:
+        import pandas as pd
+
+        cols = ["collection", "count", "dimension", "space", "metadata_keys", "documents", "uris", "mb"]
+        return pd.DataFrame([{k: c.get(k) for k in cols} for c in self.collections]).set_index("collection")
+
+    def plan_table(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame(self.plan).set_index("source") if self.plan else pd.DataFrame()
+
+
+def inventory(source: ChromaSource, name: str, ids: list[str], batch_size: int) -> dict[str, Any]:
+    """Scan one collection once: dimensions, zero vectors, metadata keys and types, documents, uris, sizes."""
+    info = source.info(name)
+    dims: Counter[int] = Counter()
+    key_types: dict[str, set[str]] = {}
+    zero_vectors = documents = uris = no_metadata = 0
+    doc_bytes = meta_bytes = id_bytes = 0
+    for start in progress(range(0, len(ids), batch_size), desc=f"scan {name}", unit="batch", leave=False):
+        chunk = ids[start : start + batch_size]
+        try:
+            batch = source.fetch(name, chunk)
+        except DimensionMismatchError:
+            batch = None
+        if batch is None:  # mixed dimensions: count them record by record
+            for rid in chunk:
+                b = source.fetch(name, [rid])
+                dims[b.embeddings.shape[1]] += 1
+            continue
+        dims[batch.embeddings.shape[1]] += len(batch)
+        zero_vectors += int(np.count_nonzero(~batch.embeddings.any(axis=1)))
+        for rid, doc, meta, uri in zip(batch.ids, batch.documents, batch.metadatas, batch.uris, strict=True):
+            id_bytes += len(rid.encode())
+            if doc is not None:
+                documents += 1
+                doc_bytes += len(doc.encode())
+            if uri is not None:
+                uris += 1
+            if not meta:
+                no_metadata += 1
+                continue
+            meta_bytes += len(json.dumps(meta, ensure_ascii=False).encode())
+            for k, v in meta.items():
+                key_types.setdefault(k, set()).add(type(v).__name__ if not isinstance(v, list) else "list")
+    dimension = dims.most_common(1)[0][0] if dims else info.dimension
+    vector_bytes = sum(d * n * 4 for d, n in dims.items())
+    warnings: list[str] = []
+    if not ids:
+        warnings.append(f"{name}: empty collection; nothing to migrate and no dimension to create it with.")
+    if len(dims) > 1:
+        warnings.append(f"{name}: mixed vector dimensions {dict(dims)}; the migration will stop this collection.")
+    if zero_vectors and info.space == "cosine":
+        warnings.append(
+            f"{name}: {zero_vectors} zero vector(s) in a cosine collection; they have no direction, so they are "
+            "copied as zeros and never rank in cosine search."
+        )
+    if info.embedding_function and info.embedding_function not in ("default", "legacy", "None"):
+        warnings.append(
+            f"{name}: embedding function {info.embedding_function!r} is Chroma-side configuration; Qdrant stores "
+            "vectors only, so the app must keep computing query embeddings itself."
+        )
+    return {
+        "collection": name,
+        "count": len(ids),
+        "dimension": dimension,
+        "dimensions_seen": {str(k): v for k, v in dims.items()},
+        "space": info.space,
+        "space_declared_in": "metadata" if "hnsw:space" in info.metadata else "configuration or default",
+        "metadata_keys": ", ".join(f"{k}:{'/'.join(sorted(t))}" for k, t in sorted(key_types.items())),
+        "records_without_metadata": no_metadata,
+        "documents": documents,
+        "uris": uris,
+        "zero_vectors": zero_vectors,
+        "embedding_function": info.embedding_function,
+        "collection_metadata": {k: v for k, v in info.metadata.items()},
+        "bytes": {"vectors": vector_bytes, "documents": doc_bytes, "metadata": meta_bytes, "ids": id_bytes},
+        "mb": round((vector_bytes + doc_bytes + meta_bytes + id_bytes) / 1e6, 2),
+        "warnings": warnings,
+    }
+
+
+def dry_run(step: Step) -> DryRunResult:
+    """The dry-run step (``01_dry_run.ipynb``)."""
+    p = step.params
+    settings = step.settings
+    result = DryRunResult(ok=True, source=settings.chroma.describe(), target=settings.qdrant.describe())
+    t0 = time.perf_counter()
+    with ChromaSource.open(settings.chroma) as source:
+        if source.upgraded_on_open:
+            result.warnings.append(
+                "The source was written by an older chromadb version: opening it upgrades the database, so the "
+                "migration reads a scratch copy and keeps your directory as it is. Keep the backup."
+            )
+        names = source.resolve_collections(p.collections)
+        result.other_databases = source.other_databases()
+        for db in result.other_databases:
+            result.warnings.append(
+                f"Another database exists: tenant {db['tenant']!r} database {db['database']!r} "
+                f"({db['collections']} collections) — not part of this migration; set CHROMA_TENANT/CHROMA_DATABASE "
+                "and run again to migrate it."
+            )
+        for name in progress(names, desc="collections", unit="col"):
+            ids = source.snapshot_ids(name)
+            inv = inventory(source, name, ids, p.batch_size)
+            result.collections.append(inv)
+            result.warnings.extend(inv["warnings"])
+            entry = plan_collection(source, name, run_id="<run_id>", cutover="plain", ids=ids)
+            plan = entry.to_dict()
+            dim = entry.dimension or 0
+            rate = ESTIMATED_POINTS_PER_S["server" if settings.qdrant.is_server else "local"] * 1536 / max(dim, 64)
+            plan["estimated_s"] = round(entry.count / rate, 1)
+            result.plan.append(plan)
+            source.release()
+    result.total_records = sum(c["count"] for c in result.collections)
+    result.estimated_seconds = sum(pl["estimated_s"] for pl in result.plan) + (time.perf_counter() - t0)
+    result.existing_targets = _existing_targets(step, [pl["target"] for pl in result.plan])
+    for name in result.existing_targets:
+        result.warnings.append(
+            f"Qdrant already has {name!r}: migrate stops unless on_existing=resume or recreate (or cutover=alias)."
+        )
+    result.figures = _chart(step, result)
+    return result
+
+
+def _existing_targets(step: Step, targets: list[str]) -> list[str]:
+    q = step.settings.qdrant
+    if not q.is_server and not (q.path / "meta.json").is_file():
+        return []  # no local storage yet: do not create one in a dry run
+    try:
+        with QdrantTarget(q) as target:
+            return [t for t in targets if target.exists(t)]
+    except RunbookError:
+        raise
+
+
+def _chart(step: Step, result: DryRunResult) -> list[str]:
+    rows = [c for c in result.collections if c["count"]]
+    if not rows:
+        return []
+    plt = pyplot()
+
+    rows.sort(key=lambda c: c["count"])
+    colors = {"cosine": "#4c72b0", "l2": "#dd8452", "ip": "#55a868"}
+    fig, ax = plt.subplots(figsize=(9, max(3.0, 0.35 * len(rows) + 1.2)))
+    ax.barh([c["collection"] for c in rows], [c["count"] for c in rows], color=[colors[c["space"]] for c in rows])
+    for space, color in colors.items():
+        ax.bar(0, 0, color=color, label=space)
+    ax.legend(title="Chroma space")
+    ax.set_xlabel("records")
+    ax.set_title("Source collections by size (colour: distance space)")
+    fig.tight_layout()
+    return [step.save_figure(fig, "dry_run_inventory")]

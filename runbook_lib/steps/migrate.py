@@ -1,0 +1,434 @@
+"""The migration: backup, create target collections, copy every record, count check.
+
+Reading and writing overlap: a reader thread fetches batches from ChromaDB and maps them to points
+into a bounded queue; the writer side upserts them (``workers`` requests in flight on a server; one
+in local mode, whose storage is single-threaded). Memory is bounded by ``batch_size * (queue +
+workers)`` records. A per-collection checkpoint records how many of the collection's (sorted) ids
+are written, so a killed run restarted with the same run id skips finished collections and batches;
+point ids are deterministic, so re-written batches overwrite and never duplicate.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runbook_lib.core.mapping import build_payload, normalise_rows, point_id
+from runbook_lib.core.plan import PlanEntry, plan_collection
+from runbook_lib.errors import (
+    DimensionMismatchError,
+    ExistingCollectionError,
+    MigrationError,
+    RunbookError,
+    SourceError,
+    TargetError,
+)
+from runbook_lib.runtime.step import Step, progress, pyplot
+from runbook_lib.source.backup import Backup, create_backup, load_backup, verify_backup
+from runbook_lib.source.chroma import ChromaSource, RecordBatch
+from runbook_lib.state.checkpoint import CHECKPOINT, Checkpoint
+from runbook_lib.target.qdrant import QdrantTarget
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Points:
+    """One batch mapped to Qdrant points, ready to upsert."""
+
+    index: int
+    ids: list[str]
+    vectors: np.ndarray  # (n, dim) float32; QdrantTarget.upsert converts it once, outside its retries
+    payloads: list[dict[str, Any]]
+
+
+def to_points(index: int, batch: RecordBatch, *, normalise: bool = False) -> Points:
+    """Map a batch to points. ``normalise`` (Cosine collections) writes unit vectors, as a Qdrant server
+    stores them; qdrant-client's local mode would otherwise persist the raw vector to disk."""
+    vectors = normalise_rows(batch.embeddings) if normalise else batch.embeddings
+    return Points(
+        index=index,
+        ids=[point_id(i) for i in batch.ids],
+        vectors=vectors,
+        payloads=[
+            build_payload(i, d, m, u)
+            for i, d, m, u in zip(batch.ids, batch.documents, batch.metadatas, batch.uris, strict=True)
+        ],
+    )
+
+
+# --- copying one collection ------------------------------------------------------------------------
+_DONE = object()
+
+
+def copy_collection(
+    source: ChromaSource,
+    target: QdrantTarget,
+    entry: PlanEntry,
+    *,
+    ids: list[str],
+    start: int,
+    batch_size: int,
+    workers: int,
+    on_progress: Any,
+) -> None:
+    """Copy ``ids[start:]`` in batches. ``on_progress(records_done_contiguous, n_in_batch)`` is called
+    as batches complete; ``records_done_contiguous`` only counts an unbroken prefix of ``ids``."""
+    starts = list(range(start, len(ids), batch_size))
+    if not starts:
+        return
+    stop = threading.Event()
+    q: queue.Queue[Any] = queue.Queue(maxsize=max(2, workers * 2))
+    reader_error: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            for index, s in enumerate(starts):
+                if stop.is_set():
+                    return
+                batch = source.fetch(entry.source, ids[s : s + batch_size], expected_dim=entry.dimension)
+                item = to_points(index, batch, normalise=entry.distance == "Cosine")
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as exc:
+            reader_error.append(exc)
+        finally:
+            while not stop.is_set():
+                try:
+                    q.put(_DONE, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+
+    thread = threading.Thread(target=reader, name=f"read-{entry.source}", daemon=True)
+    thread.start()
+    done_flags = [False] * len(starts)
+    watermark = 0
+
+    def complete(item: Points) -> None:
+        nonlocal watermark
+        done_flags[item.index] = True
+        while watermark < len(starts) and done_flags[watermark]:
+            watermark += 1
+        contiguous = starts[watermark] if watermark < len(starts) else len(ids)
+        on_progress(contiguous, len(item.ids))
+
+    def write(item: Points) -> Points:
+        target.upsert(
+            entry.target,
+            item.ids,
+            item.vectors,
+            item.payloads,
+            batch_label=f"batch {item.index + 1 + start // batch_size} (records {starts[item.index]}-"
+            f"{starts[item.index] + len(item.ids) - 1})",
+        )
+        return item
+
+    parallel = workers > 1 and not target.is_local
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upsert") if parallel else None
+    in_flight: set[Future[Points]] = set()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                break
+            if pool is None:
+                complete(write(item))
+                continue
+            in_flight.add(pool.submit(write, item))
+            if len(in_flight) >= workers:
+                finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    complete(fut.result())
+        for fut in in_flight:
+            complete(fut.result())
+    finally:
+        stop.set()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        thread.join(timeout=30)
+    if reader_error:
+        raise reader_error[0]
+
+
+# --- the step --------------------------------------------------------------------------------------
+@dataclass
+class MigrationResult:
+    ok: bool
+    backup: dict[str, Any] | None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    total_records: int = 0
+    seconds: float = 0.0
+    figures: list[str] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> str:
+        n = len([r for r in self.rows if r["status"] == "done"])
+        if self.ok:
+            return (
+                f"Migrated {self.total_records:,} records in {n} collections in {self.seconds:.1f} s; "
+                "every count matches."
+            )
+        return "Migration FAILED: " + "; ".join(self.errors)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "verdict": self.verdict,
+            "total_records": self.total_records,
+            "seconds": round(self.seconds, 3),
+            "records_per_s": round(self.total_records / self.seconds, 1) if self.seconds else None,
+            "backup": self.backup,
+            "collections": self.rows,
+            "warnings": self.warnings,
+            "errors": self.errors,
+            "figures": self.figures,
+        }
+
+    def table(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame(self.rows).set_index("collection").convert_dtypes() if self.rows else pd.DataFrame()
+
+
+def _prepare_source(step: Step, checkpoint: Checkpoint) -> tuple[ChromaSource, Backup | None]:
+    chroma = step.settings.chroma
+    if chroma.is_server:
+        return ChromaSource.open(chroma), None
+    persist_dir = chroma.require_persist_dir()
+    backup_path = checkpoint.data.get("backup_path")
+    if backup_path:
+        backup = load_backup(Path(backup_path))
+        verify_backup(backup)
+        log.info("resuming: reusing verified backup %s", backup.path)
+    else:
+        log.info("backing up %s", persist_dir)
+        backup = create_backup(persist_dir, step.run.run_id)
+        checkpoint.data["backup_path"] = str(backup.path)
+        checkpoint.save()
+    return ChromaSource.open(chroma, copy_from=backup.data_dir), backup
+
+
+def _ensure_target(target: QdrantTarget, entry: PlanEntry, state: dict[str, Any], on_existing: str, p: Any) -> None:
+    if state.get("created_by_run") and target.exists(entry.target):
+        _check_shape(target, entry)
+        return
+    if target.exists(entry.target):
+        if on_existing == "fail":
+            raise ExistingCollectionError(
+                f"Qdrant already has a collection {entry.target!r} that this run did not create: pass "
+                "on_existing=resume to add to it (same ids overwrite), on_existing=recreate to delete and "
+                "rebuild it, or choose cutover=alias to write a new versioned collection.",
+                collection=entry.target,
+            )
+        if on_existing == "resume":
+            _check_shape(target, entry)
+            state["created_by_run"] = False
+            return
+        state["replaced_existing"] = True
+        target.delete_collection(entry.target)
+    assert entry.dimension is not None
+    target.create_collection(
+        entry.target,
+        size=entry.dimension,
+        distance=entry.distance,
+        shard_number=p.shard_number,
+        replication_factor=p.replication_factor,
+        write_consistency_factor=p.write_consistency_factor,
+        defer_indexing=p.defer_indexing,
+    )
+    state["created_by_run"] = True
+
+
+def _check_shape(target: QdrantTarget, entry: PlanEntry) -> None:
+    found = target.describe_collection(entry.target)
+    if found.size != entry.dimension:
+        raise DimensionMismatchError(entry.target, int(entry.dimension or 0), found.size)
+    if found.distance != entry.distance:
+        raise TargetError(
+            f"Qdrant collection {entry.target!r} uses distance {found.distance} but the Chroma collection "
+            f"{entry.source!r} uses {entry.space} (= {entry.distance}): recreate it with on_existing=recreate."
+        )
+
+
+def migrate(step: Step) -> MigrationResult:
+    """The migrate step (``02_migrate.ipynb``)."""
+    p = step.params
+    t0 = time.perf_counter()
+    checkpoint = Checkpoint(step.run.state_dir / CHECKPOINT)
+    checkpoint.data.setdefault("target", step.settings.qdrant.describe())
+    source, backup = _prepare_source(step, checkpoint)
+    result = MigrationResult(ok=True, backup=backup.summary() if backup else None)
+    if source.upgraded_on_open:
+        result.warnings.append(
+            "The source was written by an older chromadb: the scratch copy was upgraded to read it; the live "
+            "directory and the backup are untouched."
+        )
+    if backup is None:
+        result.warnings.append("The source is a Chroma server: no file backup was taken (back the server up yourself).")
+    try:
+        with QdrantTarget(step.settings.qdrant) as target:
+            names = source.resolve_collections(p.collections)
+            if p.cutover == "alias":
+                existing = set(target.collection_names())
+                clash = [n for n in names if n in existing]
+                if clash:
+                    raise ExistingCollectionError(
+                        f"Qdrant has a collection named {clash[0]!r}, so cutover=alias cannot create an alias of "
+                        "that name: delete or rename that collection, or migrate with cutover=plain and "
+                        "on_existing=resume or recreate.",
+                        collection=clash[0],
+                    )
+            overall = progress(total=0, desc="all collections", unit="rec")
+            for name in names:
+                ids = source.snapshot_ids(name)
+                entry = plan_collection(source, name, run_id=step.run.run_id, cutover=p.cutover, ids=ids)
+                overall.total += entry.count
+                overall.refresh()
+                state = checkpoint.entry(entry.source)
+                state.update(
+                    target=entry.target,
+                    alias=entry.alias,
+                    source_count=entry.count,
+                    dimension=entry.dimension,
+                    distance=entry.distance,
+                )
+                row = _migrate_one(source, target, entry, ids, state, checkpoint, p, overall, result)
+                result.rows.append(row)
+                result.total_records += row["records"] if row["status"] == "done" else 0
+                source.release()  # memory follows the largest collection, not the database
+            overall.close()
+    finally:
+        source.close()
+    result.seconds = time.perf_counter() - t0
+    result.ok = not result.errors
+    result.figures = _charts(step, result)
+    return result
+
+
+def _migrate_one(
+    source: ChromaSource,
+    target: QdrantTarget,
+    entry: PlanEntry,
+    ids: list[str],
+    state: dict[str, Any],
+    checkpoint: Checkpoint,
+    p: Any,
+    overall: Any,
+    result: MigrationResult,
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "collection": entry.source,
+        "target": entry.target,
+        "distance": entry.distance,
+        "dimension": entry.dimension,
+        "records": entry.count,
+        "seconds": 0.0,
+        "records_per_s": None,
+        "target_count": None,
+        "status": "pending",
+    }
+    if entry.dimension is None:
+        row["status"] = "skipped (empty)"
+        result.warnings.append(
+            f"Collection {entry.source!r} is empty and has no dimension: nothing was created in Qdrant."
+        )
+        state["status"] = "skipped"
+        checkpoint.save()
+        return row
+    t0 = time.perf_counter()
+    try:
+        _ensure_target(target, entry, state, p.on_existing, p)
+        checkpoint.save()
+        if state.get("status") != "done":
+            start = int(state.get("records_done", 0)) if state.get("status") == "copying" else 0
+            state["status"] = "copying"
+            overall.update(start)
+            bar = progress(total=len(ids), initial=start, desc=entry.source, unit="rec", leave=False)
+
+            def on_progress(contiguous: int, n: int) -> None:
+                state["records_done"] = contiguous
+                checkpoint.save()
+                bar.update(n)
+                overall.update(n)
+
+            copy_collection(
+                source,
+                target,
+                entry,
+                ids=ids,
+                start=start,
+                batch_size=p.batch_size,
+                workers=p.workers,
+                on_progress=on_progress,
+            )
+            bar.close()
+            target.finish_bulk_load(entry.target)
+        else:
+            overall.update(entry.count)
+        found = target.count(entry.target)
+        row["target_count"] = found
+        if found != entry.count:
+            raise MigrationError(
+                f"Count check failed for {entry.source!r}: ChromaDB has {entry.count} records, Qdrant collection "
+                f"{entry.target!r} has {found} points.",
+                collection=entry.source,
+            )
+        if entry.alias:
+            before = target.aliases().get(entry.alias)
+            state.setdefault("alias_previous", before)
+            checkpoint.save()
+            target.set_alias(entry.alias, entry.target)
+            state["alias_set"] = True
+        state["status"] = "done"
+        checkpoint.save()
+        row["status"] = "done"
+    except (DimensionMismatchError, SourceError, MigrationError) as exc:
+        row["status"] = "failed"
+        result.errors.append(str(exc))
+        state["status"] = "failed"
+        checkpoint.save()
+    except ExistingCollectionError:
+        raise
+    except RunbookError:
+        state["status"] = "failed"
+        checkpoint.save()
+        raise
+    elapsed = time.perf_counter() - t0
+    row["seconds"] = round(elapsed, 3)
+    row["records_per_s"] = round(entry.count / elapsed, 1) if elapsed > 0 and entry.count else None
+    log.info("%s -> %s: %s (%d records, %.1f s)", entry.source, entry.target, row["status"], entry.count, elapsed)
+    return row
+
+
+def _charts(step: Step, result: MigrationResult) -> list[str]:
+    rows = [r for r in result.rows if r["status"] == "done" and r["records_per_s"]]
+    if not rows:
+        return []
+    plt = pyplot()
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, max(3.0, 0.35 * len(rows) + 1.5)))
+    names = [r["collection"] for r in rows]
+    ax1.barh(names, [r["records"] for r in rows], color="#4c72b0")
+    ax1.set_xlabel("records")
+    ax1.set_title("Records migrated per collection")
+    ax2.barh(names, [r["records_per_s"] for r in rows], color="#55a868")
+    ax2.set_xlabel("records / s")
+    ax2.set_title("Migration throughput per collection")
+    ax2.set_yticklabels([])
+    fig.tight_layout()
+    return [step.save_figure(fig, "migrate_throughput")]
