@@ -23,9 +23,10 @@ from pydantic import ValidationError
 from qdrant_client import QdrantClient, models
 
 from runbook_fixtures.sample_data import create_sample_db
+from runbook_lib.config.params import MonitorParams
 from runbook_lib.errors import ConfigError, VerificationFailed
 from runbook_lib.steps.migrate import migrate
-from runbook_lib.steps.monitor.engine import MonitorContext, MonitorParams, MonitorResult, monitor
+from runbook_lib.steps.monitor.engine import MonitorContext, MonitorResult, monitor
 from runbook_lib.steps.monitor.workload import LOCAL_MODE_DISCLAIMER, equality_filter
 
 from conftest import make_small_db, run_cli, run_step_inprocess

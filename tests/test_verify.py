@@ -20,6 +20,7 @@ import pytest
 from pydantic import ValidationError
 from qdrant_client import QdrantClient, models
 
+from runbook_lib.config.params import VerifyParams
 from runbook_lib.core.compare import (
     ABSENT,
     RunningTopK,
@@ -30,7 +31,7 @@ from runbook_lib.core.compare import (
 from runbook_lib.core.mapping import chroma_distances, point_id
 from runbook_lib.errors import ConfigError, VerificationFailed
 from runbook_lib.steps.migrate import migrate
-from runbook_lib.steps.verify.engine import VerifyParams, load_result, verify
+from runbook_lib.steps.verify.engine import load_result, verify
 
 from conftest import make_small_db, run_cli, run_step_inprocess
 from data_builders import create_awkward_db

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from runbook_lib.errors import ConfigError
 
 
 class StepParams(BaseModel):
@@ -60,26 +62,112 @@ class MigrateParams(CollectionsParams):
         return None if v in (0, "", None) else v
 
 
+class VerifyParams(CollectionsParams):
+    """Parameters of ``03_verify.ipynb``."""
+
+    vector_check: str = "all"
+    sample_queries: int = Field(20, ge=1, le=1000)
+    k: int = Field(10, ge=1, le=1000)
+    tolerance: float = Field(1e-6, gt=0, le=1.0)
+    batch_size: int = Field(512, ge=1, le=10_000)
+
+    @field_validator("vector_check", mode="before")
+    @classmethod
+    def _vector_check(cls, value: object) -> str:
+        if isinstance(value, bool):
+            raise ValueError("expected 'all' or a positive number of vectors to sample")
+        if isinstance(value, int):
+            n = value
+        else:
+            text = str(value).strip().lower()
+            if text in ("all", ""):
+                return "all"
+            try:
+                n = int(text)
+            except ValueError:
+                raise ValueError("expected 'all' or a positive number of vectors to sample") from None
+        if n < 1:
+            raise ValueError("expected 'all' or a positive number of vectors to sample")
+        return str(n)
+
+    @property
+    def vector_sample(self) -> int | None:
+        """None: compare every vector; else how many vectors per collection."""
+        return None if self.vector_check == "all" else int(self.vector_check)
+
+
+class MonitorParams(CollectionsParams):
+    """Parameters of the monitor step (the notebook's parameters cell holds the same names)."""
+
+    queries: int = Field(50, ge=1, le=100_000)
+    warmup: int = Field(5, ge=0, le=10_000)
+    k: int = Field(10, ge=1, le=1_000)
+    concurrency: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16])
+    level_seconds: float = Field(3.0, gt=0, le=3_600)
+    duration_s: float = Field(0.0, ge=0, le=30 * 86_400)
+    interval_s: float = Field(60.0, gt=0, le=86_400)
+    filter_key: str = ""
+    seed: int = 42
+    timeout_s: float = Field(10.0, gt=0, le=3_600)
+
+    @field_validator("concurrency", mode="before")
+    @classmethod
+    def _levels(cls, v: object) -> list[int]:
+        if v is None:
+            return []
+        if isinstance(v, int) and not isinstance(v, bool):
+            items: list[object] = [v]
+        elif isinstance(v, str):
+            items = [x.strip() for x in v.replace(";", ",").split(",") if x.strip()]
+        elif isinstance(v, list | tuple):
+            items = list(v)
+        else:
+            raise ValueError('expected comma-separated integers such as "1,2,4,8,16"')
+        levels: set[int] = set()
+        for item in items:
+            if isinstance(item, bool):
+                raise ValueError(f"{item!r} is not a number of concurrent callers")
+            try:
+                level = int(str(item).strip()) if not isinstance(item, int) else item
+            except ValueError:
+                raise ValueError(f'{item!r} is not an integer (expected e.g. "1,2,4,8,16")') from None
+            if not 1 <= level <= 1_024:
+                raise ValueError(f"{level} concurrent callers is out of range (1-1024)")
+            levels.add(level)
+        return sorted(levels)
+
+    @field_validator("filter_key", mode="before")
+    @classmethod
+    def _strip_key(cls, v: object) -> object:
+        return v.strip() if isinstance(v, str) else ("" if v is None else v)
+
+
+class RollbackParams(StepParams):
+    """Parameters of the rollback step. ``run_id`` is required: it names the migration to undo."""
+
+    confirm: bool = False
+    restore_chroma: bool = True
+    remove_qdrant: bool = True
+
+    @model_validator(mode="after")
+    def _needs_run_id(self) -> RollbackParams:
+        if not self.run_id:
+            raise ConfigError(
+                "A rollback undoes one migration run: pass the run id of the migration to undo "
+                "(`runbook rollback --run-id ID`, or run_id in the notebook; `runbook runs` lists the runs)."
+            )
+        return self
+
+
 PARAMS: dict[str, type[StepParams]] = {
     "dry-run": DryRunParams,
     "migrate": MigrateParams,
-}
-
-#: Steps whose parameter model lives in the step's own module (imported on first use).
-_LAZY = {
-    "verify": ("runbook_lib.steps.verify.engine", "VerifyParams"),
-    "monitor": ("runbook_lib.steps.monitor.engine", "MonitorParams"),
-    "rollback": ("runbook_lib.steps.rollback", "RollbackParams"),
+    "verify": VerifyParams,
+    "monitor": MonitorParams,
+    "rollback": RollbackParams,
 }
 
 
 def params_model(step: str) -> type[StepParams] | None:
     """The pydantic model validating ``step``'s parameters."""
-    if step in PARAMS:
-        return PARAMS[step]
-    if step in _LAZY:
-        import importlib
-
-        module, name = _LAZY[step]
-        return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
-    return None
+    return PARAMS.get(step)

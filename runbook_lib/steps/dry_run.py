@@ -16,7 +16,8 @@ import numpy as np
 
 from runbook_lib.core.plan import plan_collection
 from runbook_lib.errors import DimensionMismatchError, RunbookError
-from runbook_lib.runtime.step import Step, progress, pyplot
+from runbook_lib.runtime.display import progress, pyplot
+from runbook_lib.runtime.step import Step
 from runbook_lib.source.chroma import ChromaSource
 from runbook_lib.target.qdrant import QdrantTarget
 

@@ -31,7 +31,8 @@ from runbook_lib.errors import (
     SourceError,
     TargetError,
 )
-from runbook_lib.runtime.step import Step, progress, pyplot
+from runbook_lib.runtime.display import progress, pyplot
+from runbook_lib.runtime.step import Step
 from runbook_lib.source.backup import Backup, create_backup, load_backup, verify_backup
 from runbook_lib.source.chroma import ChromaSource, RecordBatch
 from runbook_lib.state.checkpoint import CHECKPOINT, Checkpoint

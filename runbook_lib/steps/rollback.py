@@ -32,13 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import model_validator
 
-from runbook_lib.config.params import StepParams
+from runbook_lib.config.params import RollbackParams
 from runbook_lib.config.settings import ChromaSettings, Settings
 from runbook_lib.core.plan import target_names
 from runbook_lib.errors import BackupError, ConfigError, RunbookError
-from runbook_lib.runtime.step import Step, in_notebook, show
+from runbook_lib.runtime.display import in_notebook, show
+from runbook_lib.runtime.step import Step
 from runbook_lib.source import chroma_files
 from runbook_lib.source.backup import Backup, load_backup, verify_backup
 from runbook_lib.source.chroma import ChromaSource
@@ -64,23 +64,6 @@ LEAVE = "leave untouched"
 SKIP = "skip"
 WRITE_ENV = "write settings"
 _CHANGES = (RESTORE_DIR, DELETE_COLLECTION, PUT_BACK_ALIAS, DELETE_ALIAS)
-
-
-class RollbackParams(StepParams):
-    """Parameters of the rollback step. ``run_id`` is required: it names the migration to undo."""
-
-    confirm: bool = False
-    restore_chroma: bool = True
-    remove_qdrant: bool = True
-
-    @model_validator(mode="after")
-    def _needs_run_id(self) -> RollbackParams:
-        if not self.run_id:
-            raise ConfigError(
-                "A rollback undoes one migration run: pass the run id of the migration to undo "
-                "(`runbook rollback --run-id ID`, or run_id in the notebook; `runbook runs` lists the runs)."
-            )
-        return self
 
 
 # --- the plan --------------------------------------------------------------------------------------

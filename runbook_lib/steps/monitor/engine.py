@@ -29,10 +29,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import Field, field_validator
-
-from runbook_lib.config.params import CollectionsParams
-from runbook_lib.runtime.step import Step, progress
+from runbook_lib.config.params import MonitorParams
+from runbook_lib.runtime.display import progress
+from runbook_lib.runtime.step import Step
 from runbook_lib.source.chroma import ChromaSource
 from runbook_lib.state.checkpoint import read_checkpoint
 from runbook_lib.steps.monitor.charts import concurrency_sweep, latency_cdf, percentiles_per_collection, watch_over_time
@@ -75,52 +74,6 @@ GUIDE_CONCURRENCY = "10 → 100+"
 
 
 # --- parameters ----------------------------------------------------------------------------------
-class MonitorParams(CollectionsParams):
-    """Parameters of the monitor step (the notebook's parameters cell holds the same names)."""
-
-    queries: int = Field(50, ge=1, le=100_000)
-    warmup: int = Field(5, ge=0, le=10_000)
-    k: int = Field(10, ge=1, le=1_000)
-    concurrency: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16])
-    level_seconds: float = Field(3.0, gt=0, le=3_600)
-    duration_s: float = Field(0.0, ge=0, le=30 * 86_400)
-    interval_s: float = Field(60.0, gt=0, le=86_400)
-    filter_key: str = ""
-    seed: int = 42
-    timeout_s: float = Field(10.0, gt=0, le=3_600)
-
-    @field_validator("concurrency", mode="before")
-    @classmethod
-    def _levels(cls, v: object) -> list[int]:
-        if v is None:
-            return []
-        if isinstance(v, int) and not isinstance(v, bool):
-            items: list[object] = [v]
-        elif isinstance(v, str):
-            items = [x.strip() for x in v.replace(";", ",").split(",") if x.strip()]
-        elif isinstance(v, list | tuple):
-            items = list(v)
-        else:
-            raise ValueError('expected comma-separated integers such as "1,2,4,8,16"')
-        levels: set[int] = set()
-        for item in items:
-            if isinstance(item, bool):
-                raise ValueError(f"{item!r} is not a number of concurrent callers")
-            try:
-                level = int(str(item).strip()) if not isinstance(item, int) else item
-            except ValueError:
-                raise ValueError(f'{item!r} is not an integer (expected e.g. "1,2,4,8,16")') from None
-            if not 1 <= level <= 1_024:
-                raise ValueError(f"{level} concurrent callers is out of range (1-1024)")
-            levels.add(level)
-        return sorted(levels)
-
-    @field_validator("filter_key", mode="before")
-    @classmethod
-    def _strip_key(cls, v: object) -> object:
-        return v.strip() if isinstance(v, str) else ("" if v is None else v)
-
-
 # --- result --------------------------------------------------------------------------------------
 @dataclass
 class MonitorContext:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from runbook_lib.runtime.step import Step, pyplot
+from runbook_lib.runtime.display import pyplot
+from runbook_lib.runtime.step import Step
 from runbook_lib.steps.verify.engine import CHECKS, FAIL, HIST_EDGES, NOT_RUN, PASS, SKIPPED, SOURCE_CHECK, VerifyResult
 
 

@@ -55,9 +55,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import Field, field_validator
 
-from runbook_lib.config.params import CollectionsParams
+from runbook_lib.config.params import VerifyParams
 from runbook_lib.core.compare import (
     ABSENT,
     SCORE_RTOL,
@@ -76,7 +75,8 @@ from runbook_lib.core.mapping import (
 )
 from runbook_lib.core.plan import target_names
 from runbook_lib.errors import ConfigError, RunbookError
-from runbook_lib.runtime.step import Step, progress
+from runbook_lib.runtime.display import progress
+from runbook_lib.runtime.step import Step
 from runbook_lib.source.backup import Backup, load_backup, source_unchanged, verify_backup
 from runbook_lib.source.chroma import ChromaSource, RecordBatch
 from runbook_lib.state.checkpoint import read_checkpoint
@@ -103,40 +103,6 @@ HIST_EDGES = np.logspace(-12, 1, 27)
 
 
 # --- parameters -------------------------------------------------------------------------------------
-class VerifyParams(CollectionsParams):
-    """Parameters of ``03_verify.ipynb``."""
-
-    vector_check: str = "all"
-    sample_queries: int = Field(20, ge=1, le=1000)
-    k: int = Field(10, ge=1, le=1000)
-    tolerance: float = Field(1e-6, gt=0, le=1.0)
-    batch_size: int = Field(512, ge=1, le=10_000)
-
-    @field_validator("vector_check", mode="before")
-    @classmethod
-    def _vector_check(cls, value: object) -> str:
-        if isinstance(value, bool):
-            raise ValueError("expected 'all' or a positive number of vectors to sample")
-        if isinstance(value, int):
-            n = value
-        else:
-            text = str(value).strip().lower()
-            if text in ("all", ""):
-                return "all"
-            try:
-                n = int(text)
-            except ValueError:
-                raise ValueError("expected 'all' or a positive number of vectors to sample") from None
-        if n < 1:
-            raise ValueError("expected 'all' or a positive number of vectors to sample")
-        return str(n)
-
-    @property
-    def vector_sample(self) -> int | None:
-        """None: compare every vector; else how many vectors per collection."""
-        return None if self.vector_check == "all" else int(self.vector_check)
-
-
 # --- results --------------------------------------------------------------------------------------------
 @dataclass
 class Check:
