@@ -14,8 +14,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# `make run` needs the runbook layer (the `runbook` extra); a production app installs the package without extras.
 $(VENV)/.installed-base: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e '.[runbook]'
 	@touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python

@@ -68,9 +68,10 @@ from _common import (
     upsert_batch,
 )
 
-import runbook_lib.steps.migrate as migrate_mod
+import runbook_lib.steps.migrate.engine as migrate_mod
 from runbook_lib.source.chroma import ChromaSource
-from runbook_lib.steps.migrate import Checkpoint, Points
+from runbook_lib.state.checkpoint import Checkpoint
+from runbook_lib.steps.migrate.engine import Points
 from runbook_lib.target.qdrant import QdrantTarget
 
 #: Context quoted next to our rate: the seed migration guide and Qdrant's own migration tool.
@@ -95,7 +96,7 @@ def all_readers() -> dict[str, Reader]:
 def measure_migration(db: Path, batch_size: int, work: Path) -> dict[str, Any]:
     """Run the migrate step exactly as the notebook does, on a private copy of the sample."""
     from runbook_lib.runtime.step import begin
-    from runbook_lib.steps.migrate import migrate
+    from runbook_lib.steps.migrate.engine import migrate
 
     work.mkdir(parents=True)
     persist = copy_tree(db, work / "chroma_db")  # untimed: the step backs up and scratch-copies it itself
@@ -104,7 +105,7 @@ def measure_migration(db: Path, batch_size: int, work: Path) -> dict[str, Any]:
         env(**local_env(persist, work / "qdrant", work / "outputs")),
         patched(migrate_mod, "_prepare_source", clock.wrap("backup_and_scratch")),
         patched(migrate_mod, "create_backup", clock.wrap("backup")),
-        patched(migrate_mod, "_charts", clock.wrap("charts")),
+        patched(migrate_mod, "migrate_charts", clock.wrap("charts")),
         patched(QdrantTarget, "upsert", clock.wrap("upsert")),
         patched(Checkpoint, "save", clock.wrap("checkpoint_save")),
         patched(ChromaSource, "fetch", clock.wrap("fetch")),

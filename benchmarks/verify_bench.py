@@ -48,7 +48,7 @@ def child(step_name: str, run_id: str, params: dict[str, Any]) -> dict[str, Any]
 
     logging.disable(logging.INFO)
     from runbook_lib.runtime.step import Step, begin
-    from runbook_lib.steps.migrate import migrate
+    from runbook_lib.steps.migrate.engine import migrate
     from runbook_lib.steps.verify.engine import verify
 
     if step_name == "qdrant-open":  # what qdrant-client's local mode alone holds for the migrated points

@@ -84,11 +84,11 @@ def _run_steps(steps: Sequence[str], args: argparse.Namespace) -> int:
     raw = _load_params(args)
     per_step: dict[str, dict[str, Any]] = {}
     if len(steps) == 1:
-        per_step[steps[0]] = coerce_parameters(steps[0], raw)
+        per_step[steps[0]] = coerce_parameters(steps[0], raw, run_id=args.run_id)
     else:
         used: set[str] = set()
         for step in steps:
-            per_step[step] = coerce_parameters(step, raw, strict=False)
+            per_step[step] = coerce_parameters(step, raw, strict=False, run_id=args.run_id)
             used |= set(per_step[step])
         unknown = sorted(set(raw) - used)
         if unknown:
@@ -146,7 +146,25 @@ def _sample_data(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Packages of the runbook layer (the ``runbook`` extra) the command needs; the app layer installs without them.
+RUNBOOK_PACKAGES = ("papermill", "nbconvert", "nbformat", "ipykernel", "pandas", "matplotlib", "yaml", "filelock")
+
+
+def missing_runbook_packages() -> list[str]:
+    from importlib.util import find_spec
+
+    return [name for name in RUNBOOK_PACKAGES if find_spec(name) is None]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    missing = missing_runbook_packages()
+    if missing:
+        print(
+            f"runbook: error: the runbook command needs the runbook layer ({', '.join(missing)} missing): "
+            "install it with `pip install 'runbook-lib[runbook]'` (or `make run`, which does).",
+            file=sys.stderr,
+        )
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     args = _parser().parse_args(argv)

@@ -58,3 +58,38 @@ def test_no_room_fails_before_copying(tmp_path: Path) -> None:
     with pytest.raises(BackupError, match=r"Not enough disk space for the backup .* only .* MB free"):
         ensure_free_space(tmp_path / "not" / "yet", 10**18, "the backup of x")
     assert not (tmp_path / "not").exists()
+
+
+def test_a_wal_file_written_after_the_backup_is_a_changed_source(
+    small_source: dict[str, Any], runbook_env: dict[str, Path]
+) -> None:
+    """A live app's committed writes can sit in ``chroma.sqlite3-wal`` alone: that file counts as data."""
+    src = runbook_env["chroma"]
+    backup = create_backup(src, "run-wal")
+    assert backup.manifest["source_files_with_wal"] is True
+    (src / "chroma.sqlite3-wal").write_bytes(b"\x37\x7f\x06\x82" + b"\0" * 60)
+    assert source_unchanged(backup, src) == ["chroma.sqlite3-wal: not in the manifest"]
+    (src / "chroma.sqlite3-shm").write_bytes(b"\0" * 64)  # an index, not data: never a difference by itself
+    assert source_unchanged(backup, src) == ["chroma.sqlite3-wal: not in the manifest"]
+
+
+def test_a_source_that_changes_during_the_copy_fails_the_backup(
+    small_source: dict[str, Any], runbook_env: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live app flushing an index file mid-copy: the backup fails, names the file, and leaves nothing."""
+    from runbook_lib.source import chroma_files
+
+    src = runbook_env["chroma"]
+    victim = next(p for p in src.rglob("*") if p.is_file() and p.name != "chroma.sqlite3")
+    real_copy = chroma_files.copy_chroma_dir
+
+    def copy_while_the_app_writes(a: Path, b: Path, **kw: Any) -> None:
+        real_copy(a, b, **kw)
+        with victim.open("ab") as fh:
+            fh.write(b"flushed by the app")
+
+    monkeypatch.setattr(chroma_files, "copy_chroma_dir", copy_while_the_app_writes)
+    with pytest.raises(BackupError, match="changed while it was being backed up") as info:
+        create_backup(src, "run-live")
+    assert victim.name in str(info.value)
+    assert not (backup_root(src) / "run-live").exists() and not list(backup_root(src).glob("run-live*"))

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 from qdrant_client import QdrantClient
 
-from runbook_lib.steps.migrate import CHECKPOINT, migrate
-from runbook_lib.steps.rollback import rollback
+from runbook_lib.state.checkpoint import CHECKPOINT
+from runbook_lib.steps.migrate.engine import migrate
+from runbook_lib.steps.rollback.engine import rollback
 
 from conftest import run_step_inprocess
 

@@ -17,7 +17,8 @@ from qdrant_client import QdrantClient, models
 
 from runbook_lib.errors import DimensionMismatchError, ExistingCollectionError
 from runbook_lib.source.chroma_files import checksum_tree
-from runbook_lib.steps.migrate import CHECKPOINT, migrate
+from runbook_lib.state.checkpoint import CHECKPOINT
+from runbook_lib.steps.migrate.engine import migrate
 
 from conftest import BIN, assert_exact_copy, read_qdrant, run_step_inprocess
 from data_builders import create_awkward_db

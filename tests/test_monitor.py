@@ -25,9 +25,12 @@ from qdrant_client import QdrantClient, models
 from runbook_fixtures.sample_data import create_sample_db
 from runbook_lib.config.params import MonitorParams
 from runbook_lib.errors import ConfigError, VerificationFailed
-from runbook_lib.steps.migrate import migrate
-from runbook_lib.steps.monitor.engine import MonitorContext, MonitorResult, monitor
-from runbook_lib.steps.monitor.workload import LOCAL_MODE_DISCLAIMER, equality_filter
+from runbook_lib.steps.migrate.engine import migrate
+from runbook_lib.steps.monitor import report
+from runbook_lib.steps.monitor.engine import MonitorContext, monitor
+from runbook_lib.steps.monitor.result import MonitorResult
+from runbook_lib.steps.monitor.stores import LOCAL_MODE_DISCLAIMER
+from runbook_lib.steps.monitor.workload import equality_filter
 
 from conftest import make_small_db, run_cli, run_step_inprocess
 
@@ -246,7 +249,7 @@ def test_collection_deleted_before_the_run_shows_errors(migrated: str, runbook_e
     assert data["concurrency"]["max_held"]["qdrant"] is None
     assert any("gamma_docs" in w for w in data["warnings"])
     assert data["agreement"]["per_collection"]["gamma_docs"]["compared"] == 0
-    assert "Qdrant" in result.comparison_table().columns[2]
+    assert "Qdrant" in report.comparison_table(result).columns[2]
 
 
 def test_collection_deleted_mid_run_shows_errors(migrated: str, runbook_env: dict[str, Path]) -> None:
@@ -270,8 +273,8 @@ def test_collection_deleted_mid_run_shows_errors(migrated: str, runbook_env: dic
         assert q["connection_ok"] is True
         assert q["counts"]["beta_docs"] is None and q["counts_failed"] == ["beta_docs"] and not q["healthy"]
     assert data["watch"]["unhealthy_probes"] == len(data["watch"]["probes"]) >= 1
-    assert "Errors" in result.reading_md()
-    assert len(result.errors_table()) == 6
+    assert "Errors" in report.reading_md(result)
+    assert len(report.errors_table(result)) == 6
 
 
 # --- watch mode ----------------------------------------------------------------------------------
@@ -292,7 +295,7 @@ def test_watch_stops_at_its_duration(migrated: str, runbook_env: dict[str, Path]
     assert result.sweep == []
     assert "figures/monitor_watch.png" in result.figures
     _assert_png(runbook_env["outputs"] / run_id / "figures" / "monitor_watch.png")
-    assert len(result.watch_table()) == 2 * watch["probes_done"]
+    assert len(report.watch_table(result)) == 2 * watch["probes_done"]
 
 
 def _sigint_soon() -> None:
@@ -318,7 +321,7 @@ def test_watch_interrupted_by_sigint_still_files(migrated: str, runbook_env: dic
     assert data["watch"]["stopped"] == "interrupted"
     assert data["watch"]["probes_done"] >= 2
     assert "figures/monitor_watch.png" in data["figures"]
-    assert "Interrupted" in result.reading_md()
+    assert "Interrupted" in report.reading_md(result)
 
 
 def test_sweep_interrupted_by_sigint_still_files(migrated: str, runbook_env: dict[str, Path]) -> None:

@@ -13,12 +13,38 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_environment_yml_matches_pyproject() -> None:
+    """conda users get exactly the app layer plus every extra (the extras' references to each other left out)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = set(project["dependencies"]) | set(project["optional-dependencies"]["test"])
+    wanted = set(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        wanted |= {d for d in extra if not d.startswith(project["name"])}
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
     assert set(pip_section) == wanted
     assert "python=3.11" in env["dependencies"]
+    assert "jupyterlab" in " ".join(pip_section), "conda users get `jupyter lab` too"
+
+
+def test_app_layer_depends_on_chromadb_and_qdrant_client_only() -> None:
+    """The base install is the app layer: what it declares besides chromadb and qdrant-client must already come
+    with those two (so installing the app layer adds nothing to a production app's environment)."""
+    from importlib.metadata import requires
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    base = {_name(d) for d in project["dependencies"]}
+    brought = {
+        _name(r) for dist in ("chromadb", "qdrant-client") for r in (requires(dist) or []) if "extra ==" not in r
+    }
+    assert {"chromadb", "qdrant-client"} <= base
+    assert base - {"chromadb", "qdrant-client"} <= brought, base - brought - {"chromadb", "qdrant-client"}
+    for heavy in ("papermill", "nbconvert", "pandas", "matplotlib", "jupyterlab"):
+        assert heavy not in base
+
+
+def _name(requirement: str) -> str:
+    import re
+
+    return re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].strip().lower().replace("_", "-")
 
 
 def test_notebooks_have_no_outputs_and_a_parameters_cell() -> None:

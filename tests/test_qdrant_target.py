@@ -116,7 +116,8 @@ def test_api_key_rules() -> None:
             "RUNBOOK_ALLOW_INSECURE_API_KEY": "true",
         }
     )
-    assert ok.qdrant.api_key == "key-xyz-789" and "key-xyz-789" not in repr(ok)
+    assert ok.qdrant.api_key is not None and ok.qdrant.api_key.get_secret_value() == "key-xyz-789"
+    assert "key-xyz-789" not in repr(ok) and "key-xyz-789" not in str(ok.model_dump())
     assert load_settings({"QDRANT_URL": "http://127.0.0.1:6333", "QDRANT_API_KEY": "k"}).qdrant.is_server
     assert load_settings({"QDRANT_URL": "https://x.cloud.qdrant.io", "QDRANT_API_KEY": "k"}).qdrant.is_server
     public = json.dumps(ok.public())
@@ -134,7 +135,7 @@ def test_parallel_writers_deliver_every_batch_once(
     from runbook_lib.core.mapping import normalise_rows, point_id
     from runbook_lib.core.plan import plan_collection
     from runbook_lib.source.chroma import ChromaSource
-    from runbook_lib.steps.migrate import copy_collection
+    from runbook_lib.steps.migrate.engine import copy_collection
 
     url, handler = stub
     handler.write_status = 200

@@ -24,9 +24,11 @@ from qdrant_client import QdrantClient, models
 from runbook_lib.errors import BackupError, ConfigError, ExistingCollectionError
 from runbook_lib.runtime.step import begin
 from runbook_lib.source.backup import backup_root, create_backup, load_backup
+from runbook_lib.state.checkpoint import CHECKPOINT
 from runbook_lib.steps import cleanup
-from runbook_lib.steps.migrate import CHECKPOINT, migrate
-from runbook_lib.steps.rollback import rollback
+from runbook_lib.steps.migrate.engine import migrate
+from runbook_lib.steps.rollback import report
+from runbook_lib.steps.rollback.engine import rollback
 
 from conftest import _close as close_chroma
 from conftest import run_cli, run_step_inprocess
@@ -249,7 +251,7 @@ def test_without_confirm_nothing_changes(small_source: dict[str, Any], runbook_e
     planned = [a for a in result.actions if a.is_change]
     assert len(planned) == 1 + 2 * len(MIGRATED)  # restore + an alias and a collection per migrated collection
     assert all(a.status == "not done (confirm=False)" for a in planned)
-    assert result.plan_table().shape[0] == len(result.actions)
+    assert report.plan_table(result).shape[0] == len(result.actions)
 
 
 # --- a run that failed halfway ---------------------------------------------------------------------------
@@ -370,7 +372,7 @@ def test_rollback_needs_a_run_id(runbook_env: dict[str, Path]) -> None:
 
 
 def test_rollback_of_a_run_without_migration(small_source: dict[str, Any], runbook_env: dict[str, Path]) -> None:
-    from runbook_lib.steps.dry_run import dry_run
+    from runbook_lib.steps.dry_run.engine import dry_run
 
     step, _ = run_step_inprocess("dry-run", dry_run)
     with pytest.raises(ConfigError, match="no migrate step"):

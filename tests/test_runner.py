@@ -148,11 +148,14 @@ def test_bad_parameters_exit_2(small_source: dict[str, Any], runbook_env: dict[s
 def test_checked_inside_the_kernel_exit_2_with_notebook_filed(
     small_source: dict[str, Any], runbook_env: dict[str, Path]
 ) -> None:
-    """Errors only the kernel can see (a range, an unknown collection) still exit 2 and file the notebook."""
+    """A parameter out of range is refused by the step's own model before a run folder exists; errors only the
+    kernel can see (an unknown collection) still exit 2 and file the notebook."""
     done = run_cli("migrate", "-p", "batch_size", "0")
     _assert_clean_failure(done, 2, "batch_size", "greater than or equal to 1")
+    assert not runbook_env["outputs"].exists() or not any(runbook_env["outputs"].iterdir())
     done = run_cli("migrate", "-p", "collections", "alpah_docs")
     _assert_clean_failure(done, 2, "'alpah_docs' does not exist", "alpha_docs")
+    done = run_cli("migrate", "-p", "collections", "alpah_docs")
     runs = sorted(p for p in runbook_env["outputs"].iterdir() if p.is_dir())
     assert len(runs) == 2  # a run folder is never overwritten by another run
     for run in runs:

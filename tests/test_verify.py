@@ -30,8 +30,10 @@ from runbook_lib.core.compare import (
 )
 from runbook_lib.core.mapping import chroma_distances, point_id
 from runbook_lib.errors import ConfigError, VerificationFailed
-from runbook_lib.steps.migrate import migrate
-from runbook_lib.steps.verify.engine import load_result, verify
+from runbook_lib.steps.migrate.engine import migrate
+from runbook_lib.steps.verify import report
+from runbook_lib.steps.verify.engine import verify
+from runbook_lib.steps.verify.result import load_result
 
 from conftest import make_small_db, run_cli, run_step_inprocess
 from data_builders import create_awkward_db
@@ -153,8 +155,8 @@ def test_undamaged_small_verifies_clean(small_copy: dict[str, Any]) -> None:
     assert set(data["figures"]) >= {"figures/verify_checks.png", "figures/verify_vector_differences.png"}
     for fig in data["figures"]:
         assert (small_copy["outputs"] / small_copy["run_id"] / fig).stat().st_size > 0
-    assert result.table().loc[("alpha_docs", "identity"), "result"] == "pass"
-    assert result.differences_table().empty
+    assert report.table(result).loc[("alpha_docs", "identity"), "result"] == "pass"
+    assert report.differences_table(result).empty
 
 
 def test_sampled_vector_check(small_copy: dict[str, Any]) -> None:
@@ -247,7 +249,7 @@ DAMAGES: dict[str, tuple[Callable[[Qdrant], None], str, set[str], dict[str, Any]
     # name: (damage, collection, failing checks, a difference that must be listed)
     "deleted point": (_delete, "alpha_docs", {"count", "identity"}, {"id": "a-0005", "field": "presence"}),
     "extra point": (_extra, "beta_docs", {"count", "identity"}, {"id": "intruder", "field": "presence"}),
-    "swap behind an equal count": (_swap, "gamma_docs", {"identity"}, {"id": "g-0003", "target": ABSENT}),
+    "swap behind an equal count": (_swap, "gamma_docs", {"identity"}, {"id": "g-0003", "target": str(ABSENT)}),
     "duplicated chroma_id": (_duplicate, "beta_docs", {"count", "identity"}, {"id": "b-0010", "field": "duplicate"}),
     "point id off the rule": (_wrong_point_id, "beta_docs", {"identity"}, {"id": "b-0011", "field": "point id"}),
     "vector component +1e-3": (_vector, "beta_docs", {"vectors"}, {"id": "b-0020", "field": "vector[3]"}),
@@ -262,7 +264,7 @@ DAMAGES: dict[str, tuple[Callable[[Qdrant], None], str, set[str], dict[str, Any]
         _uri_removed,
         "beta_docs",
         {"payload"},
-        {"id": "b-0003", "field": "uri", "source": "s3://bucket/beta_docs/3.txt", "target": ABSENT},
+        {"id": "b-0003", "field": "uri", "source": "s3://bucket/beta_docs/3.txt", "target": str(ABSENT)},
     ),
     "chroma_id of another record": (
         _foreign_chroma_id,
@@ -280,7 +282,7 @@ DAMAGES: dict[str, tuple[Callable[[Qdrant], None], str, set[str], dict[str, Any]
         _drop_collection,
         "gamma_docs",
         {"config"},
-        {"field": "collection", "target": ABSENT},
+        {"field": "collection", "target": str(ABSENT)},
     ),
     "wrong distance": (_wrong_distance, "gamma_docs", {"config", "search"}, {"field": "distance", "target": "Euclid"}),
 }
@@ -340,9 +342,9 @@ def test_numbers_name_what_differs(small_copy: dict[str, Any]) -> None:
     from runbook_lib.state.run import Run
 
     loaded = load_result(Run.open(small_copy["outputs"], small_copy["run_id"]))
-    table = loaded.differences_table()
+    table = report.differences_table(loaded)
     assert {"a-0005", "a-0006", "b-0020", "a-0020"} <= set(table["id"])
-    assert loaded.summary().loc["alpha_docs", "identity"] == "FAIL"
+    assert report.summary(loaded).loc["alpha_docs", "identity"] == "FAIL"
     with pytest.raises(VerificationFailed):
         loaded.raise_if_failed()
 

@@ -1,1 +1,42 @@
-"""TODO"""
+"""The app layer: what a production app imports after the migration, with chromadb and qdrant-client alone.
+
+:class:`VectorDBClient` searches Qdrant (``VECTOR_DB=qdrant``, the default) or ChromaDB (``VECTOR_DB=chroma``,
+a rollback) and answers both with the same :class:`SearchResult` in Chroma's conventions (ids, documents,
+metadata, uris, distances) and the same ``where`` filters. It is configured from the runbook's environment
+variables. Every error it raises is a :class:`RunbookError` with a one-sentence message.
+
+Nothing here imports the runbook layer (steps, notebooks, state, the ``runbook`` command) or its packages
+(papermill, nbconvert, pandas, matplotlib, ...): this package depends only on :mod:`runbook_lib.config`,
+:mod:`runbook_lib.core`, :mod:`runbook_lib.source`, :mod:`runbook_lib.target` and :mod:`runbook_lib.errors`.
+"""
+
+from runbook_lib.app.client import (
+    BACKENDS,
+    DEFAULT_BACKEND,
+    DEFAULT_HEALTH_TIMEOUT_S,
+    VECTOR_DB_VARIABLE,
+    Backend,
+    VectorDBClient,
+    backend_from_env,
+)
+from runbook_lib.app.errors import QueryDimensionMismatchError, UnknownCollectionError
+from runbook_lib.app.results import SearchResult
+from runbook_lib.errors import ConfigError, DimensionMismatchError, RunbookError, SourceError, TargetError
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_BACKEND",
+    "DEFAULT_HEALTH_TIMEOUT_S",
+    "VECTOR_DB_VARIABLE",
+    "Backend",
+    "ConfigError",
+    "DimensionMismatchError",
+    "QueryDimensionMismatchError",
+    "RunbookError",
+    "SearchResult",
+    "SourceError",
+    "TargetError",
+    "UnknownCollectionError",
+    "VectorDBClient",
+    "backend_from_env",
+]

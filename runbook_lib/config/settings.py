@@ -1,8 +1,8 @@
-"""Settings from the environment (SPEC "Configuration"), validated up front.
+"""Settings from the environment (SPEC "Configuration"), validated up front with pydantic-settings.
 
-Secrets (``QDRANT_API_KEY``, ``CHROMA_AUTH_TOKEN``) are read here and nowhere else; they live in
-fields excluded from ``repr`` and from :meth:`Settings.public`, which is what gets written to the
-evidence folder.
+Secrets (``QDRANT_API_KEY``, ``CHROMA_AUTH_TOKEN``) are read here and nowhere else, and are held as
+``SecretStr``: they never render in a repr, a log line, a notebook output or :meth:`Settings.public` (what gets
+written to the evidence folder); the one place that sends them calls ``get_secret_value()``.
 """
 
 from __future__ import annotations
@@ -10,9 +10,12 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runbook_lib.config.paths import resolve
 from runbook_lib.errors import ConfigError
@@ -26,43 +29,85 @@ DEFAULT_OUTPUTS = "outputs"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
+Seconds = Annotated[float, Field(gt=0)]
+Port = Annotated[int, Field(gt=0, lt=65536)]
 
-def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
-    raw = env.get(name)
-    if raw is None:
-        return default
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ConfigError(f"{name}={raw!r} is not a boolean: set it to true or false.")
+#: How to fix a variable of each kind, appended to pydantic's complaint.
+_HINTS = {
+    "bool": "set it to true or false",
+    "seconds": "set it to a number of seconds greater than zero, e.g. 30",
+    "port": "set it to a port number between 1 and 65535, such as 8000",
+}
+#: What a variable of each kind must be, for the sentence.
+_WHAT = {"bool": "a boolean", "seconds": "a number of seconds greater than zero", "port": "a port number"}
+_KINDS = {
+    "CHROMA_SSL": "bool",
+    "QDRANT_PREFER_GRPC": "bool",
+    "RUNBOOK_ALLOW_INSECURE_API_KEY": "bool",
+    "CHROMA_TIMEOUT": "seconds",
+    "QDRANT_TIMEOUT": "seconds",
+    "CHROMA_PORT": "port",
+}
 
 
-def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
+class Environment(BaseSettings):
+    """The variables, by their own names, as pydantic-settings reads them (blank counts as unset)."""
+
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", env_ignore_empty=True)
+
+    CHROMA_PERSIST_DIR: str = DEFAULT_CHROMA_PERSIST_DIR
+    CHROMA_HOST: str | None = None
+    CHROMA_PORT: Port | None = None
+    CHROMA_SSL: bool | None = None
+    CHROMA_TENANT: str | None = None
+    CHROMA_DATABASE: str | None = None
+    CHROMA_TIMEOUT: Seconds = 60.0
+    CHROMA_AUTH_TOKEN: SecretStr | None = None
+    QDRANT_URL: str | None = None
+    QDRANT_API_KEY: SecretStr | None = None
+    QDRANT_PATH: str = DEFAULT_QDRANT_PATH
+    QDRANT_PREFER_GRPC: bool = False
+    QDRANT_TIMEOUT: Seconds = 60.0
+    RUNBOOK_ALLOW_INSECURE_API_KEY: bool = False
+    RUNBOOK_OUTPUTS: str = DEFAULT_OUTPUTS
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strip(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip()
+            return None if value == "" else value
+        return value
+
+    @field_validator("CHROMA_SSL", "QDRANT_PREFER_GRPC", "RUNBOOK_ALLOW_INSECURE_API_KEY", mode="before")
+    @classmethod
+    def _bool(cls, value: object) -> object:
+        if isinstance(value, str):  # only the spellings people use for a switch, nothing pydantic would guess at
+            low = value.lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise ValueError("not a boolean")
+        return value
+
+
+def read_environment(env: Mapping[str, str] | None = None) -> Environment:
+    """The variables from ``env`` (default: the process environment); one sentence naming a bad one."""
+    source = os.environ if env is None else env
+    names = set(Environment.model_fields)
+    values = {k: v for k, v in source.items() if k in names and v.strip() != ""}
     try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number: set it to a number of seconds, e.g. 30.") from None
-    if value <= 0:
-        raise ConfigError(f"{name}={raw!r} must be greater than zero.")
-    return value
-
-
-def _port(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        port = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a port number: set it to an integer such as 8000.") from None
-    if not 0 < port < 65536:
-        raise ConfigError(f"{name}={raw!r} is out of range: a port is between 1 and 65535.")
-    return port
+        return Environment.model_validate(values) if env is not None else Environment()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]) if err["loc"] else "?"
+        raw = source.get(name, "")
+        shown = "(hidden)" if name in SECRET_VARIABLES else repr(raw)
+        kind = _KINDS.get(name, "")
+        what = _WHAT.get(kind, "valid")
+        hint = _HINTS.get(kind, "check its value")
+        raise ConfigError(f"{name}={shown} is not {what} ({err['msg'].lower()}): {hint}.") from None
 
 
 def is_loopback(host: str) -> bool:
@@ -74,9 +119,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-@dataclass(frozen=True)
-class ChromaSettings:
+class ChromaSettings(BaseModel):
     """Where the ChromaDB source is: a persistent directory, or a Chroma server."""
+
+    model_config = ConfigDict(frozen=True)
 
     persist_dir: Path
     host: str | None = None
@@ -85,7 +131,7 @@ class ChromaSettings:
     tenant: str | None = None
     database: str | None = None
     timeout_s: float = 60.0
-    auth_token: str | None = field(default=None, repr=False)
+    auth_token: SecretStr | None = None
 
     @property
     def is_server(self) -> bool:
@@ -116,16 +162,17 @@ class ChromaSettings:
         return d
 
 
-@dataclass(frozen=True)
-class QdrantSettings:
+class QdrantSettings(BaseModel):
     """Where the Qdrant target is: a server (URL) or qdrant-client's embedded local mode (path)."""
 
-    path: Path
+    model_config = ConfigDict(frozen=True)
+
+    path: Path | None
     url: str | None = None
     prefer_grpc: bool = False
     timeout_s: float = 60.0
     allow_insecure_api_key: bool = False
-    api_key: str | None = field(default=None, repr=False)
+    api_key: SecretStr | None = None
 
     @property
     def is_server(self) -> bool:
@@ -137,8 +184,9 @@ class QdrantSettings:
         return f"Qdrant embedded local mode at {self.path}"
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     chroma: ChromaSettings
     qdrant: QdrantSettings
     outputs: Path
@@ -164,10 +212,10 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """The secret values in force (to scrub from anything written under outputs/)."""
-        return [s for s in (self.chroma.auth_token, self.qdrant.api_key) if s]
+        return [s.get_secret_value() for s in (self.chroma.auth_token, self.qdrant.api_key) if s]
 
 
-def _validate_qdrant_url(url: str, api_key: str | None, allow_insecure: bool) -> str:
+def _validate_qdrant_url(url: str, api_key: bool, allow_insecure: bool) -> str:
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ConfigError(
@@ -188,53 +236,46 @@ def _validate_qdrant_url(url: str, api_key: str | None, allow_insecure: bool) ->
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting; raise :class:`ConfigError` naming the first bad variable."""
-    env = os.environ if env is None else env
-
-    def get(name: str) -> str | None:
-        raw = env.get(name)
-        return raw.strip() if raw is not None and raw.strip() != "" else None
-
-    host = get("CHROMA_HOST")
+    e = read_environment(env)
+    host = e.CHROMA_HOST
     if host is None:
         for dependent in ("CHROMA_PORT", "CHROMA_SSL"):
-            if get(dependent) is not None:
+            if getattr(e, dependent) is not None:
                 raise ConfigError(
                     f"{dependent} is set but CHROMA_HOST is not: set CHROMA_HOST to use a Chroma server, "
                     f"or unset {dependent} to read the directory in CHROMA_PERSIST_DIR."
                 )
     chroma = ChromaSettings(
-        persist_dir=resolve(get("CHROMA_PERSIST_DIR") or DEFAULT_CHROMA_PERSIST_DIR),
+        persist_dir=resolve(e.CHROMA_PERSIST_DIR),
         host=host,
-        port=_port(env, "CHROMA_PORT", 8000),
-        ssl=_bool(env, "CHROMA_SSL"),
-        tenant=get("CHROMA_TENANT"),
-        database=get("CHROMA_DATABASE"),
-        timeout_s=_positive_float(env, "CHROMA_TIMEOUT", 60.0),
-        auth_token=get("CHROMA_AUTH_TOKEN"),
+        port=e.CHROMA_PORT or 8000,
+        ssl=bool(e.CHROMA_SSL),
+        tenant=e.CHROMA_TENANT,
+        database=e.CHROMA_DATABASE,
+        timeout_s=e.CHROMA_TIMEOUT,
+        auth_token=e.CHROMA_AUTH_TOKEN,
     )
-
-    api_key = get("QDRANT_API_KEY")
-    url = get("QDRANT_URL")
-    allow_insecure = _bool(env, "RUNBOOK_ALLOW_INSECURE_API_KEY")
+    api_key = e.QDRANT_API_KEY
+    url = e.QDRANT_URL
     if url is not None:
-        url = _validate_qdrant_url(url, api_key, allow_insecure)
+        url = _validate_qdrant_url(url, api_key is not None, e.RUNBOOK_ALLOW_INSECURE_API_KEY)
     elif api_key is not None:
         raise ConfigError(
             "QDRANT_API_KEY is set but QDRANT_URL is not: set QDRANT_URL to your Qdrant server, or unset "
             "QDRANT_API_KEY to use the embedded local mode."
         )
-    qdrant_path = resolve(get("QDRANT_PATH") or DEFAULT_QDRANT_PATH)
+    qdrant_path = resolve(e.QDRANT_PATH)
     if url is None and qdrant_path.exists() and not qdrant_path.is_dir():
         raise ConfigError(f"QDRANT_PATH points to {qdrant_path}, which is a file: point it at a directory.")
     qdrant = QdrantSettings(
         path=qdrant_path,
         url=url,
-        prefer_grpc=_bool(env, "QDRANT_PREFER_GRPC"),
-        timeout_s=_positive_float(env, "QDRANT_TIMEOUT", 60.0),
-        allow_insecure_api_key=allow_insecure,
+        prefer_grpc=e.QDRANT_PREFER_GRPC,
+        timeout_s=e.QDRANT_TIMEOUT,
+        allow_insecure_api_key=e.RUNBOOK_ALLOW_INSECURE_API_KEY,
         api_key=api_key,
     )
-    outputs = resolve(get("RUNBOOK_OUTPUTS") or DEFAULT_OUTPUTS)
+    outputs = resolve(e.RUNBOOK_OUTPUTS)
     if outputs.exists() and not outputs.is_dir():
         raise ConfigError(f"RUNBOOK_OUTPUTS points to {outputs}, which is a file: point it at a directory.")
     return Settings(chroma=chroma, qdrant=qdrant, outputs=outputs)

@@ -1,6 +1,7 @@
 """Pure comparison for the verify step: type-strict value and payload equality, and a streaming exact top-k.
 
-No I/O here: :mod:`runbook_lib.steps.verify.engine` reads ChromaDB and Qdrant and hands the records to these functions.
+No I/O here: :mod:`runbook_lib.steps.verify` (its ``checks`` and ``queries`` modules) reads ChromaDB and Qdrant
+and hands the records to these functions.
 
 ``strict_equal`` / ``value_differences`` / ``payload_differences``
     type-strict and recursive: ``1``, ``1.0`` and ``True`` differ, lists compare element by element; a
@@ -31,8 +32,30 @@ from runbook_lib.core.mapping import (
 #: reference in float64 from the same float32 vectors, so 1e-4 relative (absolute below 1) leaves two
 #: orders of magnitude of headroom and still catches a wrong distance or a changed vector.
 SCORE_RTOL = 1e-4
-#: Shown for a value or key that one side does not have.
-ABSENT = "<absent>"
+
+
+class _Absent:
+    """The type of :data:`ABSENT`: equal only to itself, so no stored value (not even the string "<absent>")
+    can pass for a missing one."""
+
+    _instance: _Absent | None = None
+
+    def __new__(cls) -> _Absent:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "<absent>"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> str:
+        return "ABSENT"
+
+
+#: Stands for a value or key that one side does not have (shown as ``<absent>``).
+ABSENT = _Absent()
 _LAYOUT_KEYS = frozenset({PAYLOAD_ID_KEY, PAYLOAD_DOCUMENT_KEY, PAYLOAD_METADATA_KEY})
 
 
@@ -80,9 +103,9 @@ def value_differences(path: str, source: Any, target: Any) -> list[tuple[str, An
         return []
     if seqs:
         return [(path, source, target, f"length {len(source)} vs {len(target)}")]
-    if isinstance(target, str) and target == ABSENT:
+    if target is ABSENT:
         detail = "absent in Qdrant"
-    elif isinstance(source, str) and source == ABSENT:
+    elif source is ABSENT:
         detail = "not in the source"
     elif type(source) is not type(target):
         detail = f"type {type(source).__name__} vs {type(target).__name__}"

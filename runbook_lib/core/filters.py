@@ -17,6 +17,7 @@ collection in ``tests/test_vector_db.py``:
 * **Numbers**: an int and a float are equal when their values are (``{"page": 3}`` matches
   ``page: 3.0`` and ``{"page": 3.0}`` matches ``page: 3``). Qdrant's exact match keeps ints and
   floats apart (and takes no floats), so numeric equality becomes ``Range(gte=v, lte=v)``.
+  Integers beyond 2^53 match exactly (``MatchValue``): a float range there would also match neighbours.
 * **Booleans** are their own type: ``{"flag": True}`` does not match ``flag: 1`` and ``{"flag": 1}``
   does not match ``flag: True``; ranges never match booleans (Chroma rejects boolean range operands).
 * **Strings** never equal numbers: ``{"page": "3"}`` matches nothing stored as a number.
@@ -187,8 +188,16 @@ def _equals_any(path: str, values: list[Scalar]) -> models.Condition:
     return conditions[0] if len(conditions) == 1 else models.Filter(should=conditions)
 
 
+#: Beyond this magnitude not every integer is a float: a range (float bounds) would match neighbours too.
+EXACT_FLOAT_INT = 2**53
+
+
 def _equals(path: str, value: Scalar) -> models.FieldCondition:
     if isinstance(value, bool | str):
+        return models.FieldCondition(key=path, match=models.MatchValue(value=value))
+    if isinstance(value, int) and abs(value) > EXACT_FLOAT_INT:
+        # Exact integer match: Range(gte=v, lte=v) would round v to a float and also match v +/- 1. (A float
+        # stored at this magnitude is not matched; Chroma metadata of that size is integers in practice.)
         return models.FieldCondition(key=path, match=models.MatchValue(value=value))
     # ints and floats compare by value (3 == 3.0), which only a range expresses in Qdrant.
     return models.FieldCondition(key=path, range=models.Range(gte=value, lte=value))

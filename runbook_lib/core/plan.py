@@ -6,11 +6,21 @@ Computed the same way by the dry run (to show it) and by the migration (to execu
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from runbook_lib.core.mapping import id_scheme, qdrant_distance
 from runbook_lib.errors import ConfigError
-from runbook_lib.source.chroma import ChromaSource
+
+
+class CollectionReader(Protocol):
+    """What planning needs from a source (``runbook_lib.source.chroma.ChromaSource`` implements it)."""
+
+    def space(self, name: str) -> str: ...
+
+    def dimension(self, name: str) -> int | None: ...
+
+    def snapshot_ids(self, name: str) -> list[str]: ...
+
 
 #: Qdrant collection names are at most 255 bytes.
 MAX_QDRANT_NAME = 255
@@ -44,7 +54,7 @@ def target_names(source: str, run_id: str, cutover: str) -> tuple[str, str | Non
 
 
 def plan_collection(
-    source: ChromaSource, name: str, *, run_id: str, cutover: str = "plain", ids: list[str] | None = None
+    source: CollectionReader, name: str, *, run_id: str, cutover: str = "plain", ids: list[str] | None = None
 ) -> PlanEntry:
     """The plan for one collection; ``ids`` is the collection's id snapshot when the caller already has it."""
     space = source.space(name)

@@ -6,11 +6,9 @@ registered): a private kernelspec pointing at ``sys.executable`` is put first on
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,7 +18,8 @@ from typing import Any
 from runbook_lib import errors
 from runbook_lib.config.paths import notebooks_dir, project_root
 from runbook_lib.errors import ConfigError
-from runbook_lib.state.run import Run, current_secrets, scrub, step_stem, utc_now
+from runbook_lib.state.run import Run, step_stem, utc_now
+from runbook_lib.state.scrub import current_secrets, scrub
 
 log = logging.getLogger("runbook.runner")
 
@@ -53,11 +52,20 @@ def notebook_parameters(step: str) -> dict[str, dict[str, Any]]:
     }
 
 
-_BOOL = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+_NOTEBOOK_TYPES: dict[str, type] = {"int": int, "float": float, "bool": bool, "str": str}
 
 
-def coerce_parameters(step: str, raw: dict[str, Any], *, strict: bool = True) -> dict[str, Any]:
-    """Check names against the notebook's parameters cell and convert CLI strings to the declared types."""
+def coerce_parameters(
+    step: str, raw: dict[str, Any], *, strict: bool = True, run_id: str | None = None
+) -> dict[str, Any]:
+    """Check names against the notebook's parameters cell, convert CLI strings to the declared types (pydantic,
+    strict about bools and ints), then validate the whole set with the step's own model -- all before a run
+    folder exists, so a bad ``-p`` is one sentence and exit 2 with nothing written."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from runbook_lib.config.params import params_model
+    from runbook_lib.runtime.step import param_error
+
     declared = notebook_parameters(step)
     out: dict[str, Any] = {}
     for name, value in raw.items():
@@ -68,44 +76,35 @@ def coerce_parameters(step: str, raw: dict[str, Any], *, strict: bool = True) ->
                 )
             continue
         kind = declared[name]["type"].replace("Optional[", "").rstrip("]")
-        out[name] = _coerce(name, value, kind)
+        target = _NOTEBOOK_TYPES.get(kind)
+        if target is None:
+            out[name] = value
+            continue
+        try:
+            out[name] = TypeAdapter(target).validate_python(value, strict=not isinstance(value, str))
+        except ValidationError:
+            if target is float and isinstance(value, int) and not isinstance(value, bool):
+                out[name] = float(value)
+                continue
+            raise ConfigError(f"Parameter {name} expects {kind}, got {value!r}.") from None
+    model = params_model(step)
+    if model is not None:
+        try:
+            model.model_validate({**out, "run_id": run_id or ""})
+        except ValidationError as exc:
+            raise param_error(step, exc) from None
     return out
 
 
-def _coerce(name: str, value: Any, kind: str) -> Any:
-    if not isinstance(value, str):
-        if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        ok = {"int": int, "float": float, "bool": bool, "str": str}.get(kind)
-        if ok is None or (isinstance(value, ok) and not (kind == "int" and isinstance(value, bool))):
-            return value
-        raise ConfigError(f"Parameter {name} expects {kind}, got {value!r} ({type(value).__name__}).")
-    try:
-        if kind == "int":
-            return int(value)
-        if kind == "float":
-            return float(value)
-        if kind == "bool":
-            return _BOOL[value.strip().lower()]
-    except (ValueError, KeyError):
-        raise ConfigError(f"Parameter {name} expects {kind}, got {value!r}.") from None
-    return value
-
-
 def _kernel_dir() -> Path:
-    """A JUPYTER_PATH entry whose ``python3`` kernel is this interpreter."""
+    """A JUPYTER_PATH entry whose ``python3`` kernel is this interpreter (ipykernel's own kernelspec writer)."""
+    from ipykernel.kernelspec import write_kernel_spec
+
     root = Path(tempfile.mkdtemp(prefix="runbook-kernel-"))
-    spec = root / "kernels" / KERNEL_NAME
-    spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(
-        json.dumps(
-            {
-                "argv": [sys.executable, "-Xfrozen_modules=off", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-                "display_name": "Python 3 (runbook)",
-                "language": "python",
-                "metadata": {"debugger": False},
-            }
-        )
+    write_kernel_spec(
+        root / "kernels" / KERNEL_NAME,
+        overrides={"display_name": "Python 3 (runbook)", "metadata": {"debugger": False}},
+        python_arguments=["-Xfrozen_modules=off"],
     )
     return root
 

@@ -54,7 +54,7 @@ def _install_clean_errors() -> None:
     shell.set_custom_exc((RunbookError,), handler)
 
 
-def _param_error(step: str, exc: ValidationError) -> ConfigError:
+def param_error(step: str, exc: ValidationError) -> ConfigError:
     parts = []
     for err in exc.errors():
         name = ".".join(str(p) for p in err["loc"]) or "?"
@@ -144,7 +144,7 @@ def begin(step: str, **raw_params: Any) -> Step:
     try:
         params = model(**raw_params)
     except ValidationError as exc:
-        raise _param_error(step, exc) from None
+        raise param_error(step, exc) from None
     settings = load_settings()
     run = Run.open_or_create(settings.outputs, getattr(params, "run_id", "") or None)
     if not getattr(params, "run_id", ""):

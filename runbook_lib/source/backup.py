@@ -60,13 +60,22 @@ def create_backup(persist_dir: Path, run_id: str) -> Backup:
         )
     needed = chroma_files.tree_size(persist_dir)
     chroma_files.ensure_free_space(dest.parent, needed, f"the backup of {persist_dir}")
-    source_files = chroma_files.checksum_tree(persist_dir)
+    before = chroma_files.stat_tree(persist_dir)
+    source_files = chroma_files.checksum_tree(persist_dir, with_wal=True)
     tmp = dest.with_name(dest.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
         chroma_files.copy_chroma_dir(persist_dir, tmp / DATA_DIR)
         data = tmp / DATA_DIR
+        changed = _changed_files(before, chroma_files.stat_tree(persist_dir))
+        if changed:
+            raise BackupError(
+                f"{persist_dir} changed while it was being backed up ({', '.join(changed[:5])}): a live app is "
+                "writing to it; run the migration again (it takes a new snapshot), or pause the app's writes "
+                "for the few seconds of the backup.",
+                changed=changed,
+            )
         integrity = chroma_files.sqlite_integrity(data / chroma_files.SQLITE_NAME)
         if integrity != "ok":
             raise BackupError(f"The SQLite copy of {persist_dir} failed its integrity check: {integrity}.")
@@ -78,6 +87,7 @@ def create_backup(persist_dir: Path, run_id: str) -> Backup:
             "sqlite_integrity": integrity,
             "files": chroma_files.checksum_tree(data),
             "source_files": source_files,
+            "source_files_with_wal": True,
         }
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         tmp.rename(dest)
@@ -114,6 +124,13 @@ def verify_backup(backup: Backup) -> None:
         )
 
 
+def _changed_files(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> list[str]:
+    return sorted(name for name in set(before) | set(after) if before.get(name) != after.get(name))
+
+
 def source_unchanged(backup: Backup, persist_dir: Path) -> list[str]:
-    """Differences between the live directory now and the checksums taken at backup time."""
-    return chroma_files.compare_checksums(backup.manifest.get("source_files", {}), persist_dir)
+    """Differences between the live directory now and the checksums taken at backup time, SQLite's ``-wal`` and
+    ``-journal`` included when the backup recorded them (backups made before they were recorded: data files only)."""
+    expected = backup.manifest.get("source_files", {})
+    with_wal = bool(backup.manifest.get("source_files_with_wal"))
+    return chroma_files.compare_checksums(expected, persist_dir, with_wal=with_wal)

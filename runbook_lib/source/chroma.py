@@ -328,14 +328,38 @@ def _http_settings(settings: ChromaSettings) -> chromadb.config.Settings:
     }
     if settings.auth_token:
         kwargs["chroma_client_auth_provider"] = "chromadb.auth.token_authn.TokenAuthClientProvider"
-        kwargs["chroma_client_auth_credentials"] = settings.auth_token
+        kwargs["chroma_client_auth_credentials"] = settings.auth_token.get_secret_value()
     return chromadb.config.Settings(**kwargs)
+
+
+def apply_timeout(client: ClientAPI, seconds: float) -> bool:
+    """Give chromadb's HTTP client the ``CHROMA_TIMEOUT`` it has no setting for (its httpx session is created with
+    ``timeout=None``: a hung server would be waited on forever). True when the timeout was applied."""
+    import httpx
+
+    session = getattr(getattr(client, "_server", None), "_session", None)
+    if isinstance(session, httpx.Client):
+        session.timeout = httpx.Timeout(seconds)
+        return True
+    log.warning("chromadb's HTTP client has changed shape: CHROMA_TIMEOUT cannot be applied to it")
+    return False
+
+
+def _preflight(base_url: str, seconds: float) -> None:
+    """One heartbeat within ``CHROMA_TIMEOUT`` before chromadb's client (which has no timeout) is created."""
+    import httpx
+
+    try:
+        httpx.get(f"{base_url}/api/v2/heartbeat", timeout=seconds)
+    except httpx.TimeoutException:
+        raise TimeoutError(f"no answer within CHROMA_TIMEOUT={seconds:g} s") from None
 
 
 def _http_client(settings: ChromaSettings) -> ClientAPI:
     scheme = "https" if settings.ssl else "http"
     where = f"{scheme}://{settings.host}:{settings.port}"
     try:
+        _preflight(where, settings.timeout_s)  # chromadb's constructor already talks to the server, with no timeout
         client = chromadb.HttpClient(
             host=str(settings.host),
             port=settings.port,
@@ -344,6 +368,7 @@ def _http_client(settings: ChromaSettings) -> ClientAPI:
             tenant=settings.tenant or chromadb.DEFAULT_TENANT,
             database=settings.database or chromadb.DEFAULT_DATABASE,
         )
+        apply_timeout(client, settings.timeout_s)
         client.heartbeat()
     except Exception as exc:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -21,11 +21,27 @@ _TRANSIENT_SUFFIXES = ("-wal", "-shm", "-journal")
 _CHUNK = 1 << 20
 
 
-def iter_files(root: Path) -> Iterator[Path]:
-    """Every regular file under ``root`` worth copying, in a stable order."""
+#: SQLite files that can hold committed data the main file does not have yet (``-shm`` is only an index).
+_DATA_HOLDING_SUFFIXES = ("-wal", "-journal")
+
+
+def iter_files(root: Path, *, with_wal: bool = False) -> Iterator[Path]:
+    """Every regular file under ``root`` worth copying, in a stable order; ``with_wal`` adds the SQLite files
+    that can hold data (``-wal``, ``-journal``), for checks that the live directory did not change."""
+    keep = _DATA_HOLDING_SUFFIXES if with_wal else ()
     for path in sorted(root.rglob("*")):
-        if path.is_file() and not path.name.endswith(_TRANSIENT_SUFFIXES):
+        if path.is_file() and (not path.name.endswith(_TRANSIENT_SUFFIXES) or path.name.endswith(keep)):
             yield path
+
+
+def stat_tree(root: Path) -> dict[str, tuple[int, int]]:
+    """relative path -> (size, mtime_ns) of every file that can hold data: a cheap fingerprint to tell whether
+    the directory changed while it was being copied."""
+    out = {}
+    for p in iter_files(root, with_wal=True):
+        st = p.stat()
+        out[p.relative_to(root).as_posix()] = (st.st_size, st.st_mtime_ns)
+    return out
 
 
 def sha256_file(path: Path) -> str:
@@ -36,10 +52,11 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def checksum_tree(root: Path) -> dict[str, dict[str, object]]:
-    """relative path -> {"sha256", "size"} for every file under ``root``."""
+def checksum_tree(root: Path, *, with_wal: bool = False) -> dict[str, dict[str, object]]:
+    """relative path -> {"sha256", "size"} for every file under ``root`` (``with_wal``: see :func:`iter_files`)."""
     return {
-        p.relative_to(root).as_posix(): {"sha256": sha256_file(p), "size": p.stat().st_size} for p in iter_files(root)
+        p.relative_to(root).as_posix(): {"sha256": sha256_file(p), "size": p.stat().st_size}
+        for p in iter_files(root, with_wal=with_wal)
     }
 
 
@@ -47,10 +64,11 @@ def tree_size(root: Path) -> int:
     return sum(p.stat().st_size for p in iter_files(root))
 
 
-def compare_checksums(expected: dict[str, dict[str, object]], root: Path) -> list[str]:
+def compare_checksums(expected: dict[str, dict[str, object]], root: Path, *, with_wal: bool = False) -> list[str]:
     """Problems found when checking ``root`` against ``expected`` (empty list: identical)."""
     problems: list[str] = []
-    actual_files = {p.relative_to(root).as_posix() for p in iter_files(root)} if root.is_dir() else set()
+    files = iter_files(root, with_wal=with_wal) if root.is_dir() else iter([])
+    actual_files = {p.relative_to(root).as_posix() for p in files}
     for rel, meta in sorted(expected.items()):
         path = root / rel
         if not path.is_file():

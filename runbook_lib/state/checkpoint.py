@@ -25,7 +25,11 @@ def checkpoint_path(run: Run) -> Path:
 def read_checkpoint(run: Run) -> dict[str, Any] | None:
     """The run's migration state (``{"backup_path", "target", "collections": {...}}``), or None when the
     run has no migration. A damaged file is a :class:`ConfigError`."""
-    path = checkpoint_path(run)
+    return load_checkpoint(checkpoint_path(run))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any] | None:
+    """The one loader of a checkpoint file (None when there is none; a damaged file is a ConfigError)."""
     if not path.is_file():
         return None
     try:
@@ -45,13 +49,16 @@ class Checkpoint:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.data: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {"collections": {}}
+        self.data: dict[str, Any] = load_checkpoint(path) or {"collections": {}}
         self._lock = threading.Lock()
 
     def save(self) -> None:
         with self._lock:
             tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text(json.dumps(self.data, indent=2))
+            with open(tmp, "w", encoding="utf-8") as fh:  # on disk before the rename: a crash keeps old or new
+                fh.write(json.dumps(self.data, indent=2))
+                fh.flush()
+                os.fsync(fh.fileno())
             os.replace(tmp, self.path)
 
     def entry(self, name: str) -> dict[str, Any]:

@@ -20,8 +20,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from pydantic_core import to_jsonable_python
+
 from runbook_lib.config.paths import project_root
 from runbook_lib.errors import ConfigError
+from runbook_lib.state.scrub import current_secrets, scrub
 
 #: step name -> file stem (notebook, HTML and JSON share it).
 STEPS: dict[str, str] = {
@@ -33,7 +36,6 @@ STEPS: dict[str, str] = {
 }
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MANIFEST = "manifest.json"
-REDACTED = "***REDACTED***"
 _PACKAGES = ("runbook-lib", "chromadb", "qdrant-client", "papermill", "nbconvert", "numpy", "pandas", "matplotlib")
 
 
@@ -52,44 +54,31 @@ def step_stem(step: str) -> str:
         raise ConfigError(f"Unknown step {step!r}: the steps are {', '.join(STEPS)}.") from None
 
 
-def scrub(text: str, secret_values: list[str]) -> str:
-    for value in secret_values:
-        if value:
-            text = text.replace(value, REDACTED)
-    return text
-
-
-def current_secrets() -> list[str]:
-    """Secret values present in the environment (read here only to keep them out of files)."""
-    return [v for v in (os.environ.get("QDRANT_API_KEY"), os.environ.get("CHROMA_AUTH_TOKEN")) if v and v.strip()]
-
-
 def to_jsonable(value: Any) -> Any:
-    """Convert numpy scalars/arrays, paths and sets so results serialise."""
-    try:
-        import numpy as np
+    """Results as plain JSON values: numpy scalars and arrays, paths and sets converted by pydantic-core;
+    NaN and infinities become null (JSON has no such numbers)."""
+    return to_jsonable_python(value, inf_nan_mode="null", fallback=_fallback)
 
-        if isinstance(value, np.generic):
-            return value.item()
-        if isinstance(value, np.ndarray):
-            return value.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
-        return None
-    return value
+
+def _fallback(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return value.tolist()
+    return str(value)
 
 
 def write_text_scrubbed(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(scrub(text, current_secrets()), encoding="utf-8")
-    os.replace(tmp, path)
+    """Write ``text`` without secrets, atomically: a temporary file, flushed to disk, then renamed over ``path``,
+    so a full disk or a kill never leaves a truncated file that looks valid."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(scrub(text, current_secrets()))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -194,16 +183,24 @@ class Run:
     def _write_manifest(self, data: dict[str, Any]) -> None:
         write_json(self.dir / MANIFEST, data)
 
+    def _manifest_lock(self) -> Any:
+        """Held around every read-modify-write of the manifest: the runner and the kernel both update it."""
+        from filelock import FileLock  # the runbook layer's; imported here so `runbook` can say it is missing
+
+        return FileLock(self.dir / f".{MANIFEST}.lock", timeout=60)
+
     def update_manifest(self, **fields: Any) -> None:
-        data = self.manifest()
-        data.update(fields)
-        self._write_manifest(data)
+        with self._manifest_lock():
+            data = self.manifest()
+            data.update(fields)
+            self._write_manifest(data)
 
     def update_step(self, step: str, **fields: Any) -> None:
-        data = self.manifest()
-        entry = data.setdefault("steps", {}).setdefault(step, {})
-        entry.update(to_jsonable(fields))
-        self._write_manifest(data)
+        with self._manifest_lock():
+            data = self.manifest()
+            entry = data.setdefault("steps", {}).setdefault(step, {})
+            entry.update(to_jsonable(fields))
+            self._write_manifest(data)
 
 
 def list_runs(outputs: Path) -> list[dict[str, Any]]:

@@ -1,1 +1,3 @@
-"""TODO"""
+"""The steps, one module or folder each: ``dry_run``, ``migrate``, ``verify``, ``monitor``, ``rollback``,
+``cleanup``. A step folder separates the engine (the work), the result (data with one JSON form) and the
+report and charts (what the notebook shows)."""

@@ -1,1 +1,2 @@
-"""TODO"""
+"""The Qdrant side: ``qdrant`` (connecting, creating collections, retried upserts, scans and exact search over a
+server or qdrant-client's embedded local mode)."""

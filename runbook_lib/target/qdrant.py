@@ -89,6 +89,10 @@ class TargetCollection:
 class QdrantTarget:
     """A connection to the Qdrant target. Use as a context manager; local mode locks its directory."""
 
+    #: Reads (scroll, retrieve, query) ask every replica (``consistency=all``) when True: what verify uses, so a
+    #: replicated cluster cannot answer from a replica that has not applied every write yet.
+    strong_reads: bool = False
+
     def __init__(self, settings: QdrantSettings) -> None:
         self.settings = settings
         self.client = connect(settings)
@@ -239,6 +243,7 @@ class QdrantTarget:
             self.client.scroll,
             collection_name=name,
             limit=limit,
+            **self._read_consistency(),
             offset=offset,
             with_payload=True,
             with_vectors=with_vectors,
@@ -250,6 +255,7 @@ class QdrantTarget:
             self.client.retrieve,
             collection_name=name,
             ids=list(ids),
+            **self._read_consistency(),
             with_payload=True,
             with_vectors=with_vectors,
         )
@@ -265,7 +271,12 @@ class QdrantTarget:
         scroll = retry_transient(self.client.scroll)
         while True:
             points, offset = scroll(
-                collection_name=name, limit=page, offset=offset, with_payload=selector, with_vectors=False
+                collection_name=name,
+                limit=page,
+                offset=offset,
+                with_payload=selector,
+                with_vectors=False,
+                **self._read_consistency(),
             )
             for p in points:
                 yield str(p.id), (p.payload or {}).get(PAYLOAD_ID_KEY)
@@ -296,10 +307,17 @@ class QdrantTarget:
                 search_params=params,
                 query_filter=query_filter,
                 with_payload=with_payload,
+                **self._read_consistency(),
             )
         return list(response.points)
 
     # --- helpers -------------------------------------------------------------------------------
+    def _read_consistency(self) -> dict[str, Any]:
+        """``consistency=all`` for a server when :attr:`strong_reads` is set (local mode has one copy)."""
+        if self.strong_reads and not self.is_local:
+            return {"consistency": models.ReadConsistencyType.ALL}
+        return {}
+
     def _call(self, what: str, fn: Any, /, **kwargs: Any) -> Any:
         try:
             return retry_transient(fn)(**kwargs)
@@ -325,7 +343,7 @@ def connect(settings: QdrantSettings) -> QdrantClient:
         try:
             client = QdrantClient(
                 url=settings.url,
-                api_key=settings.api_key,
+                api_key=settings.api_key.get_secret_value() if settings.api_key else None,
                 prefer_grpc=settings.prefer_grpc,
                 timeout=int(settings.timeout_s),
                 check_compatibility=False,

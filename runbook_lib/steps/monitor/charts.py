@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from runbook_lib.runtime.display import pyplot
-from runbook_lib.steps.monitor.workload import STORE_LABELS, STORES
+from runbook_lib.steps.monitor.stores import STORE_LABELS, STORES
 
 COLORS: dict[str, str] = {"chroma": "#dd8452", "qdrant": "#4c72b0"}
 MARKERS: dict[str, str] = {"chroma": "o", "qdrant": "s"}

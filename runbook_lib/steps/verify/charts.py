@@ -12,7 +12,7 @@ import numpy as np
 
 from runbook_lib.runtime.display import pyplot
 from runbook_lib.runtime.step import Step
-from runbook_lib.steps.verify.engine import CHECKS, FAIL, HIST_EDGES, NOT_RUN, PASS, SKIPPED, SOURCE_CHECK, VerifyResult
+from runbook_lib.steps.verify.result import CHECKS, FAIL, HIST_EDGES, NOT_RUN, PASS, SKIPPED, SOURCE_CHECK, VerifyResult
 
 
 def verify_charts(step: Step, result: VerifyResult) -> list[str]:

@@ -6,6 +6,8 @@ in local mode, whose storage is single-threaded). Memory is bounded by ``batch_s
 workers)`` records. A per-collection checkpoint records how many of the collection's (sorted) ids
 are written, so a killed run restarted with the same run id skips finished collections and batches;
 point ids are deterministic, so re-written batches overwrite and never duplicate.
+
+The step's result is :mod:`runbook_lib.steps.migrate.result`; its chart :mod:`runbook_lib.steps.migrate.charts`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import queue
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +33,13 @@ from runbook_lib.errors import (
     SourceError,
     TargetError,
 )
-from runbook_lib.runtime.display import progress, pyplot
+from runbook_lib.runtime.display import progress
 from runbook_lib.runtime.step import Step
 from runbook_lib.source.backup import Backup, create_backup, load_backup, verify_backup
 from runbook_lib.source.chroma import ChromaSource, RecordBatch
 from runbook_lib.state.checkpoint import CHECKPOINT, Checkpoint
+from runbook_lib.steps.migrate.charts import migrate_charts
+from runbook_lib.steps.migrate.result import MigrationResult
 from runbook_lib.target.qdrant import QdrantTarget
 
 log = logging.getLogger(__name__)
@@ -165,47 +169,6 @@ def copy_collection(
 
 
 # --- the step --------------------------------------------------------------------------------------
-@dataclass
-class MigrationResult:
-    ok: bool
-    backup: dict[str, Any] | None
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    total_records: int = 0
-    seconds: float = 0.0
-    figures: list[str] = field(default_factory=list)
-
-    @property
-    def verdict(self) -> str:
-        n = len([r for r in self.rows if r["status"] == "done"])
-        if self.ok:
-            return (
-                f"Migrated {self.total_records:,} records in {n} collections in {self.seconds:.1f} s; "
-                "every count matches."
-            )
-        return "Migration FAILED: " + "; ".join(self.errors)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "verdict": self.verdict,
-            "total_records": self.total_records,
-            "seconds": round(self.seconds, 3),
-            "records_per_s": round(self.total_records / self.seconds, 1) if self.seconds else None,
-            "backup": self.backup,
-            "collections": self.rows,
-            "warnings": self.warnings,
-            "errors": self.errors,
-            "figures": self.figures,
-        }
-
-    def table(self) -> Any:
-        import pandas as pd
-
-        return pd.DataFrame(self.rows).set_index("collection").convert_dtypes() if self.rows else pd.DataFrame()
-
-
 def _prepare_source(step: Step, checkpoint: Checkpoint) -> tuple[ChromaSource, Backup | None]:
     chroma = step.settings.chroma
     if chroma.is_server:
@@ -317,7 +280,7 @@ def migrate(step: Step) -> MigrationResult:
         source.close()
     result.seconds = time.perf_counter() - t0
     result.ok = not result.errors
-    result.figures = _charts(step, result)
+    result.figures = migrate_charts(step, result)
     return result
 
 
@@ -414,22 +377,3 @@ def _migrate_one(
     row["records_per_s"] = round(entry.count / elapsed, 1) if elapsed > 0 and entry.count else None
     log.info("%s -> %s: %s (%d records, %.1f s)", entry.source, entry.target, row["status"], entry.count, elapsed)
     return row
-
-
-def _charts(step: Step, result: MigrationResult) -> list[str]:
-    rows = [r for r in result.rows if r["status"] == "done" and r["records_per_s"]]
-    if not rows:
-        return []
-    plt = pyplot()
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, max(3.0, 0.35 * len(rows) + 1.5)))
-    names = [r["collection"] for r in rows]
-    ax1.barh(names, [r["records"] for r in rows], color="#4c72b0")
-    ax1.set_xlabel("records")
-    ax1.set_title("Records migrated per collection")
-    ax2.barh(names, [r["records_per_s"] for r in rows], color="#55a868")
-    ax2.set_xlabel("records / s")
-    ax2.set_title("Migration throughput per collection")
-    ax2.set_yticklabels([])
-    fig.tight_layout()
-    return [step.save_figure(fig, "migrate_throughput")]

@@ -2,6 +2,8 @@
 
 The source is read from a scratch copy (removed afterwards); the Qdrant target is only inspected
 (an embedded local-mode folder that does not exist yet is not created).
+
+The step's result is :mod:`runbook_lib.steps.dry_run.result`; its chart :mod:`runbook_lib.steps.dry_run.charts`.
 """
 
 from __future__ import annotations
@@ -9,68 +11,22 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from runbook_lib.core.plan import plan_collection
 from runbook_lib.errors import DimensionMismatchError, RunbookError
-from runbook_lib.runtime.display import progress, pyplot
+from runbook_lib.runtime.display import progress
 from runbook_lib.runtime.step import Step
 from runbook_lib.source.chroma import ChromaSource
+from runbook_lib.steps.dry_run.charts import dry_run_charts
+from runbook_lib.steps.dry_run.result import DryRunResult
 from runbook_lib.target.qdrant import QdrantTarget
 
 #: Write rates used for the time estimate (points/s for 1536-d points), measured with
 #: benchmarks/migrate_bench.py; the estimate scales them by dimension.
 ESTIMATED_POINTS_PER_S = {"local": 300.0, "server": 1500.0}
-
-
-@dataclass
-class DryRunResult:
-    ok: bool
-    source: str
-    target: str
-    collections: list[dict[str, Any]] = field(default_factory=list)
-    plan: list[dict[str, Any]] = field(default_factory=list)
-    other_databases: list[dict[str, Any]] = field(default_factory=list)
-    existing_targets: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    total_records: int = 0
-    estimated_seconds: float = 0.0
-    figures: list[str] = field(default_factory=list)
-
-    @property
-    def verdict(self) -> str:
-        return (
-            f"{len(self.collections)} collections, {self.total_records:,} records to migrate from {self.source} to "
-            f"{self.target}; estimated {self.estimated_seconds / 60:.1f} min; {len(self.warnings)} warning(s)."
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "verdict": self.verdict,
-            "total_records": self.total_records,
-            "estimated_seconds": round(self.estimated_seconds, 1),
-            "collections": self.collections,
-            "plan": self.plan,
-            "other_databases": self.other_databases,
-            "existing_targets": self.existing_targets,
-            "warnings": self.warnings,
-            "figures": self.figures,
-        }
-
-    def inventory_table(self) -> Any:
-        import pandas as pd
-
-        cols = ["collection", "count", "dimension", "space", "metadata_keys", "documents", "uris", "mb"]
-        return pd.DataFrame([{k: c.get(k) for k in cols} for c in self.collections]).set_index("collection")
-
-    def plan_table(self) -> Any:
-        import pandas as pd
-
-        return pd.DataFrame(self.plan).set_index("source") if self.plan else pd.DataFrame()
 
 
 def inventory(source: ChromaSource, name: str, ids: list[str], batch_size: int) -> dict[str, Any]:
@@ -182,7 +138,7 @@ def dry_run(step: Step) -> DryRunResult:
         result.warnings.append(
             f"Qdrant already has {name!r}: migrate stops unless on_existing=resume or recreate (or cutover=alias)."
         )
-    result.figures = _chart(step, result)
+    result.figures = dry_run_charts(step, result)
     return result
 
 
@@ -195,22 +151,3 @@ def _existing_targets(step: Step, targets: list[str]) -> list[str]:
             return [t for t in targets if target.exists(t)]
     except RunbookError:
         raise
-
-
-def _chart(step: Step, result: DryRunResult) -> list[str]:
-    rows = [c for c in result.collections if c["count"]]
-    if not rows:
-        return []
-    plt = pyplot()
-
-    rows.sort(key=lambda c: c["count"])
-    colors = {"cosine": "#4c72b0", "l2": "#dd8452", "ip": "#55a868"}
-    fig, ax = plt.subplots(figsize=(9, max(3.0, 0.35 * len(rows) + 1.2)))
-    ax.barh([c["collection"] for c in rows], [c["count"] for c in rows], color=[colors[c["space"]] for c in rows])
-    for space, color in colors.items():
-        ax.bar(0, 0, color=color, label=space)
-    ax.legend(title="Chroma space")
-    ax.set_xlabel("records")
-    ax.set_title("Source collections by size (colour: distance space)")
-    fig.tight_layout()
-    return [step.save_figure(fig, "dry_run_inventory")]

@@ -1,0 +1,166 @@
+"""The Qdrant side of :class:`~runbook_lib.app.client.VectorDBClient`: searches a collection the migration wrote.
+
+Points carry the Chroma record in their payload (:mod:`runbook_lib.core.mapping`); scores are turned back
+into Chroma's distances for the collection's space, so results read the same as before the migration.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+from qdrant_client import models
+from qdrant_client.http.exceptions import UnexpectedResponse
+
+from runbook_lib.app.errors import UnknownCollectionError, closed_client_error, short_error
+from runbook_lib.app.results import CollectionInfo, SearchResult, check_dimension
+from runbook_lib.config.settings import QdrantSettings
+from runbook_lib.core.mapping import (
+    PAYLOAD_DOCUMENT_KEY,
+    PAYLOAD_ID_KEY,
+    PAYLOAD_METADATA_KEY,
+    PAYLOAD_URI_KEY,
+    QDRANT_TO_CHROMA_SPACE,
+    qdrant_score_to_chroma_distance,
+)
+from runbook_lib.errors import ConfigError, TargetError
+from runbook_lib.target.qdrant import QdrantTarget, connect
+
+
+class QdrantBackend:
+    """One lazily opened :class:`QdrantTarget` and what it knows about each collection. Thread-safe."""
+
+    def __init__(self, settings: QdrantSettings) -> None:
+        self.settings = settings
+        self._lock = threading.RLock()
+        self._closed = False
+        self._target: QdrantTarget | None = None
+        self._info: dict[str, CollectionInfo] = {}
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def describe(self) -> str:
+        return self.settings.describe()
+
+    def close(self) -> None:
+        """Release the connection (and the lock on ``QDRANT_PATH`` in local mode). Idempotent."""
+        with self._lock:
+            self._closed = True
+            target, self._target = self._target, None
+            self._info.clear()
+        if target is not None:
+            target.close()
+
+    # --- search --------------------------------------------------------------------------------
+    def search(
+        self, collection: str, query: list[float], limit: int, qdrant_filter: models.Filter | None
+    ) -> SearchResult:
+        target = self._open_target()
+        info = self._collection_info(target, collection)
+        check_dimension(collection, info, query)
+        try:
+            points = target.query(collection, query, limit=limit, query_filter=qdrant_filter, with_payload=True)
+        except TargetError as exc:
+            if exc.__cause__ is not None and is_not_found(exc.__cause__):
+                self._forget(collection)  # deleted since it was described
+                raise UnknownCollectionError(collection, target.describe()) from exc
+            raise
+        space = info.space or "l2"
+        rows = []
+        for point in points:
+            payload = point.payload or {}
+            distance = float(qdrant_score_to_chroma_distance(float(point.score), space))
+            rows.append(
+                (
+                    distance,
+                    str(payload.get(PAYLOAD_ID_KEY, point.id)),
+                    payload.get(PAYLOAD_DOCUMENT_KEY),
+                    dict(payload.get(PAYLOAD_METADATA_KEY) or {}),
+                    payload.get(PAYLOAD_URI_KEY),
+                )
+            )
+        rows.sort(key=lambda row: row[0])  # stable: Qdrant's order is kept for equal distances
+        return SearchResult(
+            ids=[r[1] for r in rows],
+            documents=[r[2] for r in rows],
+            metadatas=[r[3] for r in rows],
+            distances=[r[0] for r in rows],
+            uris=[r[4] for r in rows],
+        )
+
+    def _open_target(self) -> QdrantTarget:
+        with self._lock:
+            if self._closed:
+                raise closed_client_error(self.describe())
+            if self._target is None:
+                qs = self.settings
+                if not qs.is_server and not qs.path.is_dir():
+                    raise ConfigError(
+                        f"QDRANT_PATH points to {qs.path}, which does not exist: point QDRANT_PATH at the "
+                        "directory the migration wrote, or set QDRANT_URL to use a Qdrant server."
+                    )
+                self._target = QdrantTarget(qs)  # connect(settings); ConfigError when unreachable
+            return self._target
+
+    def _collection_info(self, target: QdrantTarget, collection: str) -> CollectionInfo:
+        cached = self._info.get(collection)
+        if cached is not None:
+            return cached
+        try:
+            described = target.client.get_collection(collection)
+        except Exception as exc:
+            if is_not_found(exc):
+                raise UnknownCollectionError(collection, target.describe()) from exc
+            raise TargetError(
+                f"Qdrant could not describe collection {collection!r} at {target.describe()}: {short_error(exc)}"
+            ) from exc
+        params = described.config.params.vectors
+        if not isinstance(params, models.VectorParams):
+            raise TargetError(
+                f"Qdrant collection {collection!r} uses named vectors, not the one unnamed vector per point "
+                "the migration writes: query it with qdrant-client directly."
+            )
+        distance = params.distance.value if hasattr(params.distance, "value") else str(params.distance)
+        space = QDRANT_TO_CHROMA_SPACE.get(distance)
+        if space is None:
+            raise TargetError(
+                f"Qdrant collection {collection!r} uses {distance} distance, which has no ChromaDB equivalent: "
+                "the migration creates Cosine, Euclid or Dot collections."
+            )
+        info = CollectionInfo(dimension=int(params.size), space=space)
+        with self._lock:
+            self._info[collection] = info
+        return info
+
+    def _forget(self, collection: str) -> None:
+        with self._lock:
+            self._info.pop(collection, None)
+
+    # --- health probes: (number of collections, seconds the listing took) ----------------------
+    def probe_local(self) -> tuple[int, float]:
+        """List the collections through this backend's own connection (opening it if needed)."""
+        client = self._open_target().client
+        started = time.perf_counter()
+        count = len(client.get_collections().collections)
+        return count, time.perf_counter() - started
+
+    def probe_server(self, timeout_s: float) -> tuple[int, float]:
+        """List the collections through a fresh client whose requests time out after ``timeout_s`` (rounded up)."""
+        timeout = max(1, math.ceil(timeout_s))
+        client = connect(self.settings.model_copy(update={"timeout_s": float(timeout)}))
+        try:
+            started = time.perf_counter()
+            count = len(client.get_collections().collections)
+            return count, time.perf_counter() - started
+        finally:
+            client.close()
+
+
+def is_not_found(exc: BaseException) -> bool:
+    """Whether qdrant-client's ``exc`` says the collection does not exist (a server's 404, local mode's ValueError)."""
+    if isinstance(exc, UnexpectedResponse):
+        return exc.status_code == 404
+    return isinstance(exc, ValueError) and "not found" in str(exc).lower()

@@ -1,0 +1,47 @@
+"""The dry-run step's result, as data: :class:`DryRunResult`, its verdict, and its one JSON form
+(``01_dry_run.json``: :meth:`DryRunResult.to_dict`).
+
+No I/O and no presentation: the notebook's tables are in :mod:`runbook_lib.steps.dry_run.report`, the chart in
+:mod:`runbook_lib.steps.dry_run.charts`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class DryRunResult:
+    ok: bool
+    source: str
+    target: str
+    collections: list[dict[str, Any]] = field(default_factory=list)
+    plan: list[dict[str, Any]] = field(default_factory=list)
+    other_databases: list[dict[str, Any]] = field(default_factory=list)
+    existing_targets: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    total_records: int = 0
+    estimated_seconds: float = 0.0
+    figures: list[str] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> str:
+        return (
+            f"{len(self.collections)} collections, {self.total_records:,} records to migrate from {self.source} to "
+            f"{self.target}; estimated {self.estimated_seconds / 60:.1f} min; {len(self.warnings)} warning(s)."
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "verdict": self.verdict,
+            "total_records": self.total_records,
+            "estimated_seconds": round(self.estimated_seconds, 1),
+            "collections": self.collections,
+            "plan": self.plan,
+            "other_databases": self.other_databases,
+            "existing_targets": self.existing_targets,
+            "warnings": self.warnings,
+            "figures": self.figures,
+        }

@@ -1,0 +1,58 @@
+"""The rollback plan's vocabulary: :class:`Action` (one line of the plan) and its ``op`` values, and
+:func:`read_run_checkpoint` (what the migrate step of the run being undone recorded, where every plan starts).
+
+The ChromaDB and Qdrant lines of the plan are built in :mod:`runbook_lib.steps.rollback.chroma_restore` and
+:mod:`runbook_lib.steps.rollback.qdrant_cleanup`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from runbook_lib.errors import ConfigError
+from runbook_lib.state.checkpoint import read_checkpoint
+from runbook_lib.state.run import Run
+
+# ``Action.op`` values.
+RESTORE_DIR = "restore directory"
+KEEP_DIR = "keep directory"
+DELETE_COLLECTION = "delete collection"
+PUT_BACK_ALIAS = "put back alias"
+DELETE_ALIAS = "delete alias"
+LEAVE = "leave untouched"
+SKIP = "skip"
+WRITE_ENV = "write settings"
+_CHANGES = (RESTORE_DIR, DELETE_COLLECTION, PUT_BACK_ALIAS, DELETE_ALIAS)
+
+
+@dataclass
+class Action:
+    """One line of the plan: what happens to which object, and (after confirm) whether it happened."""
+
+    system: str  # "ChromaDB" | "Qdrant" | "app"
+    op: str
+    name: str
+    detail: str
+    to: str | None = None  # PUT_BACK_ALIAS: the collection the alias goes back to
+    status: str = "planned"
+
+    @property
+    def is_change(self) -> bool:
+        return self.op in _CHANGES
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def read_run_checkpoint(run: Run) -> dict[str, Any]:
+    """The migrate step's checkpoint of ``run``; :class:`ConfigError` when the run has no migration."""
+    data = read_checkpoint(run)
+    if data is not None:
+        return data
+    if "migrate" not in run.manifest().get("steps", {}):
+        raise ConfigError(
+            f"Run {run.run_id} has no migrate step, so there is nothing to roll back: pass the run id of the "
+            "migration to undo (`runbook runs` lists the runs)."
+        )
+    return {"collections": {}}

@@ -1,0 +1,164 @@
+"""The Qdrant part of the rollback: remove what the run created, put back the aliases it moved.
+
+* :func:`check_same_target`: refuse to clean up a Qdrant other than the one the run wrote to;
+* :func:`plan_qdrant` (reads only, from :func:`qdrant_state`): collections the run created (``created_by_run``) are
+  deleted; an alias the run pointed at its own collection is put back on the collection it pointed at before
+  (``alias_previous``) in one atomic request, or deleted when it did not exist before. Anything the run did not
+  create is left untouched, and so is an alias someone has since moved elsewhere;
+* :func:`apply_qdrant` (the change): carries the planned actions out, alias changes first.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from runbook_lib.core.plan import target_names
+from runbook_lib.errors import ConfigError, RunbookError
+from runbook_lib.runtime.step import Step
+from runbook_lib.steps.rollback.plan import DELETE_ALIAS, DELETE_COLLECTION, LEAVE, PUT_BACK_ALIAS, SKIP, Action
+from runbook_lib.target.qdrant import QdrantTarget
+
+log = logging.getLogger(__name__)
+
+
+def _target_key(described: str) -> str:
+    return described.replace(" (API key set)", "").strip()
+
+
+def check_same_target(step: Step, checkpoint: dict[str, Any], warnings: list[str]) -> None:
+    """Refuse to clean up a Qdrant other than the one the run wrote to (from the checkpoint's ``target``
+    when migrate records it, else from the run's step results)."""
+    recorded = checkpoint.get("target") if isinstance(checkpoint.get("target"), str) else None
+    steps = ("migrate", "verify", "monitor", "dry-run") if recorded is None else ()
+    for name in steps:
+        data = step.run.read_result(name)
+        if data and data.get("target"):
+            recorded = str(data["target"])
+            break
+    now = step.settings.qdrant.describe()
+    if recorded is None:
+        warnings.append(
+            "The run filed no step result naming its Qdrant target, so the rollback could not confirm that "
+            f"{now} is the Qdrant the run wrote to."
+        )
+        return
+    if _target_key(recorded) != _target_key(now):
+        raise ConfigError(
+            f"Run {step.run.run_id} migrated into {recorded} but the settings now point at {now}: set QDRANT_URL "
+            "or QDRANT_PATH as they were for that run (or pass remove_qdrant=false to leave Qdrant alone)."
+        )
+
+
+def qdrant_state(target: QdrantTarget) -> dict[str, Any]:
+    return {"collections": target.collection_names(), "aliases": target.aliases()}
+
+
+def plan_qdrant(checkpoint: dict[str, Any], run_id: str, state: dict[str, Any]) -> tuple[list[Action], list[str]]:
+    """Qdrant actions (alias changes first, then collection deletions) and warnings, from the current state."""
+    collections = set(state["collections"])
+    aliases: dict[str, str] = dict(state["aliases"])
+    alias_ops: list[Action] = []
+    coll_ops: list[Action] = []
+    warnings: list[str] = []
+    for source, st in sorted(checkpoint.get("collections", {}).items()):
+        target = st.get("target")
+        alias = st.get("alias")
+        versioned = bool(target) and target == target_names(source, run_id, "alias")[0]
+        created = bool(st.get("created_by_run")) or (versioned and target in collections)
+        if alias:
+            current = aliases.get(alias)
+            previous = st.get("alias_previous")
+            if current is None:
+                if st.get("alias_set"):
+                    alias_ops.append(Action("Qdrant", SKIP, alias, "alias already gone", status="skipped"))
+            elif current != target:
+                alias_ops.append(
+                    Action(
+                        "Qdrant",
+                        LEAVE,
+                        alias,
+                        f"alias now points at {current!r}, not at this run's {target!r}: someone moved it since",
+                        status="skipped",
+                    )
+                )
+            elif previous and previous != target and previous in collections:
+                alias_ops.append(
+                    Action("Qdrant", PUT_BACK_ALIAS, alias, f"{target!r} -> {previous!r} (atomic switch)", to=previous)
+                )
+            else:
+                if not previous:
+                    why = "it did not exist before this run"
+                elif previous == target:
+                    why = "the collection it pointed at before this run is not recorded"
+                else:
+                    why = f"the collection it pointed at before this run, {previous!r}, no longer exists"
+                    warnings.append(
+                        f"Alias {alias!r} pointed at {previous!r} before run {run_id}, which no longer exists: the "
+                        "alias is deleted instead of put back."
+                    )
+                alias_ops.append(Action("Qdrant", DELETE_ALIAS, alias, f"points at {target!r}; {why}"))
+        if not target:
+            continue
+        if target not in collections:
+            if created:
+                coll_ops.append(Action("Qdrant", SKIP, target, "created by this run; already gone", status="skipped"))
+            continue
+        if created:
+            points = st.get("records_done") if st.get("status") != "done" else st.get("source_count")
+            coll_ops.append(
+                Action(
+                    "Qdrant",
+                    DELETE_COLLECTION,
+                    target,
+                    f"created by this run for {source!r} (migration status {st.get('status', '?')}"
+                    + (f", {points} records written" if points is not None else "")
+                    + ")",
+                )
+            )
+            if st.get("replaced_existing"):
+                warnings.append(
+                    f"Run {run_id} replaced an existing Qdrant collection {target!r} (on_existing=recreate): the "
+                    "rollback deletes the new one but cannot bring the old one back."
+                )
+            continue
+        detail = "not created by this run: left untouched"
+        if st.get("created_by_run") is False and st.get("status") in ("copying", "done", "failed"):
+            detail += " (the points this run wrote into it with on_existing=resume stay)"
+            warnings.append(
+                f"Qdrant collection {target!r} existed before run {run_id}, which wrote points into it "
+                "(on_existing=resume): the rollback leaves it, and those points, as they are."
+            )
+        coll_ops.append(Action("Qdrant", LEAVE, target, detail, status="skipped"))
+    return alias_ops + coll_ops, warnings
+
+
+def apply_qdrant(target: QdrantTarget, actions: list[Action], errors: list[str]) -> None:
+    """Carry out the planned Qdrant actions; a failure is recorded and the others still run."""
+    for action in actions:
+        if action.status != "planned":
+            continue
+        try:
+            if action.op == PUT_BACK_ALIAS:
+                assert action.to is not None
+                target.set_alias(action.name, action.to)
+            elif action.op == DELETE_ALIAS:
+                target.delete_alias(action.name)
+            elif action.op == DELETE_COLLECTION:
+                target.delete_collection(action.name)
+            else:  # pragma: no cover - only the three changes above are ever "planned"
+                continue
+        except RunbookError as exc:
+            action.status = "failed"
+            errors.append(str(exc))
+            continue
+        action.status = "done"
+        log.info("Qdrant: %s %s: done", action.op, action.name)
+
+
+def open_target(step: Step) -> QdrantTarget | None:
+    """The Qdrant target, or None when local mode has no storage folder (nothing can be there)."""
+    q = step.settings.qdrant
+    if not q.is_server and not q.path.is_dir():
+        return None
+    return QdrantTarget(q)

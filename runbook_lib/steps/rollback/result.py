@@ -1,0 +1,89 @@
+"""The rollback step's result, as data: :class:`RollbackResult`, its verdict, and its one JSON form
+(``05_rollback.json``: :meth:`RollbackResult.to_dict`).
+
+No I/O and no presentation: the notebook's tables and texts are in :mod:`runbook_lib.steps.rollback.report`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from runbook_lib.steps.rollback.plan import DELETE_ALIAS, DELETE_COLLECTION, PUT_BACK_ALIAS, Action
+
+
+@dataclass
+class RollbackResult:
+    ok: bool
+    run_id: str
+    confirmed: bool
+    actions: list[Action] = field(default_factory=list)
+    chroma: dict[str, Any] = field(default_factory=dict)
+    qdrant_before: dict[str, Any] | None = None
+    qdrant_after: dict[str, Any] | None = None
+    health: dict[str, Any] | None = None
+    counts: list[dict[str, Any]] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    env_file: str | None = None
+    env_written: str = ""  # the text written to env_file
+    restored_from: str | None = None
+    kept_old_dir: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def _n(self, op: str, status: str = "done") -> int:
+        return sum(1 for a in self.actions if a.op == op and a.status == status)
+
+    @property
+    def verdict(self) -> str:
+        if not self.confirmed:
+            changes = [a for a in self.actions if a.is_change]
+            what = "; ".join(f"{a.op} {a.name}" for a in changes[:6]) + ("; ..." if len(changes) > 6 else "")
+            if not changes:
+                return (
+                    f"Plan only, nothing changed: rolling back run {self.run_id} has nothing to change "
+                    "in ChromaDB or Qdrant; re-run with confirm=True to write rollback.env and check ChromaDB."
+                )
+            return (
+                f"Plan only, nothing changed: rolling back run {self.run_id} makes {len(changes)} change(s) "
+                f"({what}); re-run with confirm=True to carry them out."
+            )
+        if not self.ok:
+            return f"Rollback of run {self.run_id} FAILED: " + "; ".join(self.errors)
+        chroma = {
+            "restore": f"ChromaDB restored from {self.restored_from} (the previous directory is kept as "
+            f"{self.kept_old_dir or 'n/a: there was none'})",
+            "unchanged": "ChromaDB was already byte-identical to its backup-time state (left in place)",
+            "skipped": "ChromaDB not restored (" + str(self.chroma.get("note", "")).rstrip(".") + ")",
+        }[str(self.chroma.get("mode", "skipped"))]
+        n_records = sum(int(r.get("restored_count") or 0) for r in self.counts)
+        checked = (
+            f"; every count matches the backup ({len(self.counts)} collections, {n_records:,} records)"
+            if self.counts
+            else ""
+        )
+        return (
+            f"Rolled back run {self.run_id}: {chroma}; removed {self._n(DELETE_COLLECTION)} Qdrant collection(s) and "
+            f"{self._n(DELETE_ALIAS)} alias(es), put back {self._n(PUT_BACK_ALIAS)} alias(es){checked}; "
+            f"point the app at ChromaDB with {self.env_file}."
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "verdict": self.verdict,
+            "confirmed": self.confirmed,
+            "rolled_back_run": self.run_id,
+            "plan": [a.to_dict() for a in self.actions],
+            "chroma": self.chroma,
+            "restored_from": self.restored_from,
+            "kept_old_dir": self.kept_old_dir,
+            "qdrant_before": self.qdrant_before,
+            "qdrant_after": self.qdrant_after,
+            "health": self.health,
+            "counts": self.counts,
+            "env_file": self.env_file,
+            "env": self.env,
+            "warnings": self.warnings,
+            "errors": self.errors,
+        }

@@ -1,0 +1,160 @@
+"""The package's architecture, checked: imports point down the layers, no module is part of a cycle, every module
+imports on its own, and the app layer loads nothing of the notebook stack."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "runbook_lib"
+
+#: Each top-level part of the package and its rank: a module may import its own part and parts of lower rank.
+LAYERS: dict[str, int] = {
+    "errors": 0,
+    "config": 1,
+    "core": 2,
+    "source": 3,
+    "target": 3,
+    "app": 4,
+    "state": 4,
+    "runtime": 5,
+    "steps": 6,
+    "vector_db": 7,
+    "cli": 7,
+}
+#: What the app layer (what a production app installs) may import from the package.
+APP_MAY_IMPORT = {"errors", "config", "core", "source", "target", "app"}
+#: Packages of the runbook layer that the app layer must never load.
+RUNBOOK_ONLY = ("papermill", "nbconvert", "nbformat", "pandas", "matplotlib", "tqdm", "IPython", "ipykernel", "yaml")
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        found[name] = path
+    return found
+
+
+def _type_checking(node: ast.AST) -> bool:
+    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+
+
+def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
+    """Package modules imported by ``name`` anywhere in its code (function bodies included), except under
+    ``if TYPE_CHECKING:``."""
+    tree = ast.parse(path.read_text())
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if _type_checking(node):
+            skip |= {id(n) for n in ast.walk(node)}
+    found: set[str] = set()
+    is_package = path.name == "__init__.py"
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        targets: list[str] = []
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = name.split(".")
+                anchor = anchor if is_package else anchor[:-1]
+                anchor = anchor[: len(anchor) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            targets = [base] + [f"{base}.{a.name}" for a in node.names]
+        for target in targets:
+            while target and target not in known:
+                target = target.rpartition(".")[0]
+            if target and target != name and target.startswith("runbook_lib"):
+                found.add(target)
+    return found
+
+
+def part(module: str) -> str:
+    return module.split(".")[1] if "." in module else ""
+
+
+def graph() -> dict[str, set[str]]:
+    mods = modules()
+    known = set(mods)
+    return {name: imports_of(name, path, known) - {"runbook_lib"} for name, path in mods.items()}
+
+
+def test_every_part_has_a_layer() -> None:
+    parts = {part(m) for m in modules() if m != "runbook_lib"}
+    assert parts <= set(LAYERS), f"add {parts - set(LAYERS)} to LAYERS with its rank"
+
+
+def test_imports_point_down() -> None:
+    wrong = []
+    for module, targets in graph().items():
+        if module == "runbook_lib":
+            continue
+        for target in targets:
+            a, b = part(module), part(target)
+            if a != b and LAYERS[b] >= LAYERS[a]:
+                wrong.append(f"{module} -> {target}")
+            if a == "app" and b not in APP_MAY_IMPORT:
+                wrong.append(f"{module} -> {target} (the app layer)")
+    assert not wrong, "imports that do not point down:\n" + "\n".join(sorted(wrong))
+
+
+def test_no_import_cycle() -> None:
+    edges = graph()
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == 1:
+                cycles.append([*stack[stack.index(nxt) :], nxt])
+            elif nxt not in state:
+                visit(nxt, stack)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node, [])
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_no_module_is_large() -> None:
+    large = {m: n for m, p in modules().items() if (n := len(p.read_text().splitlines())) > 450}
+    assert not large, f"modules above 450 lines: {large}"
+
+
+@pytest.mark.slow
+def test_every_module_imports_on_its_own() -> None:
+    """Each module in a fresh interpreter: no import works only because another module was loaded first."""
+
+    def load(module: str) -> tuple[str, int, str]:
+        proc = subprocess.run(
+            [sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=300, cwd=ROOT
+        )
+        return module, proc.returncode, proc.stderr.strip().splitlines()[-1:] and proc.stderr.strip().splitlines()[-1]
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        failed = [(m, err) for m, code, err in pool.map(load, modules()) if code != 0]
+    assert not failed, failed
+
+
+def test_app_layer_loads_no_notebook_stack() -> None:
+    code = (
+        "import sys, runbook_lib.app, runbook_lib.vector_db\n"
+        f"print(','.join(m for m in {RUNBOOK_ONLY!r} if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "", f"the app layer loaded: {proc.stdout.strip()}"
