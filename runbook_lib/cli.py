@@ -114,6 +114,10 @@ def _run_steps(steps: Sequence[str], args: argparse.Namespace) -> int:
             )
         print(f"runbook: {step} FAILED (exit {outcome.exit_code}): {outcome.message}", file=sys.stderr)
         print(f"runbook: the executed notebook is {outcome.notebook or 'missing'}", file=sys.stderr)
+        if outcome.log is not None and outcome.log.is_file():
+            print(f"runbook: the execution log is {outcome.log}; its last lines:", file=sys.stderr)
+            for line in outcome.log.read_text(encoding="utf-8", errors="replace").splitlines()[-8:]:
+                print(f"runbook:   {line[:300]}", file=sys.stderr)
         return outcome.exit_code
     print(f"runbook: done; evidence in {run.dir}", file=sys.stderr)
     return 0

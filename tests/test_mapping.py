@@ -85,3 +85,21 @@ def test_id_scheme_description() -> None:
     assert id_scheme([CANON]) == "chroma id (canonical UUIDs)"
     assert id_scheme(["a"]).startswith("uuid5")
     assert id_scheme([CANON, "a"]).startswith("mixed")
+
+
+def test_id_collisions_finds_an_id_equal_to_another_ids_hash() -> None:
+    from runbook_lib.core.mapping import id_collisions
+
+    url = "https://x/doc1"
+    hashed = str(uuid.uuid5(uuid.NAMESPACE_URL, url))
+    assert point_id(url) == point_id(hashed)
+    assert id_collisions([url, "other", hashed]) == [(url, hashed)]
+    assert id_collisions([hashed, url]) == [(hashed, url)]
+
+
+def test_id_collisions_none_for_distinct_points() -> None:
+    from runbook_lib.core.mapping import id_collisions
+
+    ids = [CANON, CANON.upper(), "a", "b", "a"]  # a repeated id is not a collision with itself
+    assert id_collisions(ids) == []
+    assert id_collisions([]) == []

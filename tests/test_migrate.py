@@ -100,9 +100,9 @@ def test_resume_into_wrong_dimension_names_collection(
 
 
 def test_unknown_collection_is_a_clear_error(small_source: dict[str, Any]) -> None:
-    from runbook_lib.errors import SourceError
+    from runbook_lib.errors import ConfigError
 
-    with pytest.raises(SourceError, match=r"Collection 'alpah_docs' does not exist.*alpha_docs"):
+    with pytest.raises(ConfigError, match=r"Collection 'alpah_docs' does not exist.*alpha_docs"):
         run_step_inprocess("migrate", migrate, collections="alpah_docs")
 
 

@@ -76,6 +76,24 @@ def test_dry_run_then_migrate_through_the_runner(small_source: dict[str, Any], r
     listed = run_cli("runs")
     assert run.name in listed.stdout and "ok" in listed.stdout
 
+    # the terminal is a person's view: a line per step and its verdict; the chatter is in the run's logs/
+    for done in (dry, mig):
+        for noise in ("Executing Cell", "Input Notebook", "without encryption", "Alternative text", "Traceback"):
+            assert noise not in done.stderr, (noise, done.stderr[-3000:])
+    assert "Executing Cell" in (run / "logs" / "02_migrate.log").read_text()
+    html = (run / "01_dry_run.html").read_text()
+    assert "No description has been provided" not in html and 'alt="Source collections by size' in html
+
+    # a retry that fails in its first cell does not leave the previous attempt's result claiming success
+    from runbook_lib.runtime.runner import execute_step
+    from runbook_lib.state.run import Run
+
+    outcome = execute_step("migrate", Run.open(runbook_env["outputs"], run.name), {"batch_size": 0})
+    assert outcome.exit_code == 2
+    retried = json.loads((run / "02_migrate.json").read_text()) if (run / "02_migrate.json").is_file() else {}
+    assert retried.get("status") != "ok" and not retried.get("ok")
+    assert list((run / "attempts").glob("02_migrate.*.json")), "the earlier attempt is kept in attempts/"
+
 
 def test_headless_papermill_cli_from_another_directory(
     small_source: dict[str, Any], runbook_env: dict[str, Path], tmp_path: Path

@@ -490,3 +490,90 @@ def test_cli_chroma_server(server_env: dict[str, Any]) -> None:
     assert "live Chroma server" in data["source_read"]
     assert data["source_unchanged"]["result"] == "skipped"
     assert collection(data, "srv_l2")["status"] == "verified"
+
+
+# --- a VERIFIED must be true: every planned collection, no relaxed check unlabelled, strongest reads -------------
+def _edit_checkpoint(copy: dict[str, Any], change: Callable[[dict[str, Any]], None]) -> None:
+    path = copy["outputs"] / copy["run_id"] / "state" / "migrate_checkpoint.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def test_planned_collections_not_finished_fail(small_copy: dict[str, Any]) -> None:
+    def stopped_part_way(data: dict[str, Any]) -> None:
+        data["planned"] = list(data["collections"])
+        data["collections"]["beta_docs"]["status"] = "copying"
+        del data["collections"]["gamma_docs"]
+
+    _edit_checkpoint(small_copy, stopped_part_way)
+    run_id = small_copy["run_id"]
+    assert not verify_run(run_id)[0]
+    data = result_json(small_copy["outputs"], run_id)
+    assert data["ok"] is False and data["verdict"].startswith("NOT VERIFIED")
+    for name in ("beta_docs", "gamma_docs"):
+        assert f"{name}: not copied" in data["verdict"] and f"runbook migrate --run-id {run_id}" in data["verdict"]
+        assert collection(data, name)["status"] == "FAILED"
+    assert collection(data, "gamma_docs")["migrate_status"] == "not started"
+    assert collection(data, "alpha_docs")["status"] == "verified"
+    assert "alpha_docs" not in data["verdict"]
+
+
+def test_old_checkpoint_without_planned_and_a_failed_collection(small_copy: dict[str, Any]) -> None:
+    def older_run(data: dict[str, Any]) -> None:
+        data.pop("planned", None)
+        data["collections"]["alpha_docs"]["status"] = "failed"
+
+    _edit_checkpoint(small_copy, older_run)
+    assert not verify_run(small_copy["run_id"])[0]
+    data = result_json(small_copy["outputs"], small_copy["run_id"])
+    assert "alpha_docs: not copied (migrate status 'failed'" in data["verdict"]
+
+
+def test_nothing_to_verify_fails(small_copy: dict[str, Any]) -> None:
+    _edit_checkpoint(small_copy, lambda data: data.update(collections={}, planned=[]))  # migrate failed early
+    assert not verify_run(small_copy["run_id"])[0]
+    data = result_json(small_copy["outputs"], small_copy["run_id"])
+    assert data["collections"] == [] and "NOT VERIFIED: nothing to verify" in data["verdict"]
+
+
+@pytest.mark.parametrize("status", ["failed", "running"])
+def test_migrate_failed_without_checkpoint_fails(small_copy: dict[str, Any], status: str) -> None:
+    from runbook_lib.state.run import Run
+
+    run = Run.open(small_copy["outputs"], small_copy["run_id"])
+    (run.dir / "state" / "migrate_checkpoint.json").unlink()
+    run.update_step("migrate", status=status)
+    assert not verify_run(run.run_id)[0]
+    data = result_json(small_copy["outputs"], run.run_id)
+    assert data["collections"] == [] and f"the migrate step of run {run.run_id}" in data["verdict"]
+    assert "nothing to verify" not in data["verdict"]
+
+
+def test_relaxed_check_is_labelled(small_copy: dict[str, Any]) -> None:
+    ok, strict = verify_run(small_copy["run_id"])
+    assert ok and strict.to_dict()["relaxed"] == [] and strict.verdict.startswith("VERIFIED: ")
+    ok, result = verify_run(small_copy["run_id"], tolerance=1e-3, vector_check="50")
+    assert ok, result
+    data = result_json(small_copy["outputs"], small_copy["run_id"])
+    assert data["relaxed"] == ["tolerance 0.001 > 1e-6", "vectors sampled, 50 per collection"]
+    assert data["verdict"].startswith(
+        "VERIFIED (RELAXED: tolerance 0.001 > 1e-6; vectors sampled, 50 per collection): "
+    )
+    assert load_result_of(small_copy).relaxed == data["relaxed"]
+
+
+def load_result_of(copy: dict[str, Any]) -> Any:
+    from runbook_lib.state.run import Run
+
+    return load_result(Run.open(copy["outputs"], copy["run_id"]))
+
+
+def test_verify_reads_with_strongest_consistency(small_copy: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from runbook_lib.steps.verify import engine
+
+    seen: list[bool] = []
+    real = engine.verify_collection
+    monkeypatch.setattr(engine, "verify_collection", lambda s, t, *a: seen.append(t.strong_reads) or real(s, t, *a))
+    assert verify_run(small_copy["run_id"], collections="gamma_docs")[0]
+    assert seen == [True]

@@ -47,6 +47,22 @@ def point_id(chroma_id: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, chroma_id))
 
 
+def id_collisions(chroma_ids: Sequence[str]) -> list[tuple[str, str]]:
+    """Pairs of distinct Chroma ids that map to the same point id (SPEC: they must never share a point).
+
+    E.g. ``"https://x/doc1"`` and ``str(uuid5(NAMESPACE_URL, "https://x/doc1"))``. Each pair is
+    ``(first id seen, colliding id)``, in input order.
+    """
+    first: dict[str, str] = {}
+    pairs: list[tuple[str, str]] = []
+    for cid in dict.fromkeys(chroma_ids):
+        pid = point_id(cid)
+        seen = first.setdefault(pid, cid)
+        if seen != cid:
+            pairs.append((seen, cid))
+    return pairs
+
+
 def id_scheme(chroma_ids: Sequence[str]) -> str:
     """Describe which id rule applies to a set of ids (for the dry-run plan)."""
     n_uuid = sum(1 for i in chroma_ids if is_canonical_uuid(i))

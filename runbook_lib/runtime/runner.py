@@ -6,10 +6,13 @@ registered): a private kernelspec pointing at ``sys.executable`` is put first on
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +36,7 @@ class StepOutcome:
     message: str
     notebook: Path | None
     html: Path | None
+    log: Path | None = None
 
 
 def notebook_for(step: str) -> Path:
@@ -46,7 +50,13 @@ def notebook_parameters(step: str) -> dict[str, dict[str, Any]]:
     """name -> {"type", "default", "help"} from the notebook's parameters cell (papermill's inspection)."""
     import papermill
 
-    found = papermill.inspect_notebook(str(notebook_for(step)))
+    quiet = logging.getLogger("papermill")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)  # its "Input Notebook: ..." line is noise before a run even starts
+    try:
+        found = papermill.inspect_notebook(str(notebook_for(step)))
+    finally:
+        quiet.setLevel(level)
     return {
         name: {"type": p["inferred_type_name"], "default": p["default"], "help": p["help"]} for name, p in found.items()
     }
@@ -103,10 +113,57 @@ def _kernel_dir() -> Path:
     root = Path(tempfile.mkdtemp(prefix="runbook-kernel-"))
     write_kernel_spec(
         root / "kernels" / KERNEL_NAME,
-        overrides={"display_name": "Python 3 (runbook)", "metadata": {"debugger": False}},
-        python_arguments=["-Xfrozen_modules=off"],
+        overrides={
+            "display_name": "Python 3 (runbook)",
+            "metadata": {"debugger": False},
+            # the kernel process's own stderr (ZMQ and kernel warnings) goes to the step's log, not the terminal
+            "argv": [
+                sys.executable,
+                "-Xfrozen_modules=off",
+                "-m",
+                "runbook_lib.runtime.kernel_launcher",
+                "-f",
+                "{connection_file}",
+            ],
+        },
     )
     return root
+
+
+#: Loggers whose chatter (papermill's "Executing Cell 4", kernel and nbconvert notices, library warnings) goes to
+#: the step's log file in the run folder instead of the terminal.
+QUIET_LOGGERS = ("papermill", "traitlets", "jupyter_client", "nbclient", "nbconvert", "asyncio", "py.warnings")
+
+
+def step_log_path(run: Run, step: str) -> Path:
+    """``logs/NN_step.log`` in the run folder: everything the notebook's execution printed, for a failure's story."""
+    folder = run.dir / "logs"
+    folder.mkdir(exist_ok=True)
+    return folder / f"{step_stem(step)}.log"
+
+
+@contextlib.contextmanager
+def _log_to(path: Path) -> Iterator[None]:
+    """Send :data:`QUIET_LOGGERS` (and Python warnings) to ``path`` only, for the duration of the block."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    saved = []
+    for name in QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        saved.append((logger, logger.propagate, logger.level))
+        logger.addHandler(handler)
+        logger.propagate = False
+        logger.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    try:
+        yield
+    finally:
+        logging.captureWarnings(False)
+        for logger, propagate, level in saved:
+            logger.removeHandler(handler)
+            logger.propagate = propagate
+            logger.setLevel(level)
+        handler.close()
 
 
 def _set_aside(path: Path) -> None:
@@ -125,8 +182,28 @@ def export_html(notebook: Path) -> Path:
     nb = nbformat.read(notebook, as_version=4)
     body, _ = HTMLExporter().from_notebook_node(nb)
     html = notebook.with_suffix(".html")
-    html.write_text(scrub(body, current_secrets()), encoding="utf-8")
+    html.write_text(scrub(_with_alt_text(body, nb), current_secrets()), encoding="utf-8")
     return html
+
+
+def _with_alt_text(body: str, nb: Any) -> str:
+    """Give every chart in the HTML the alt text its output carries (nbconvert's template does not use it)."""
+    from bs4 import BeautifulSoup
+
+    alts = {
+        output["data"]["image/png"].strip()[:256]: output["metadata"]["image/png"]["alt"]
+        for cell in nb.cells
+        for output in cell.get("outputs", [])
+        if "image/png" in output.get("data", {}) and output.get("metadata", {}).get("image/png", {}).get("alt")
+    }
+    if not alts:
+        return body
+    soup = BeautifulSoup(body, features="html.parser")
+    for img in soup.select('img[src^="data:image/png;base64,"]'):
+        alt = alts.get(img["src"].split(",", 1)[1].strip()[:256])
+        if alt:
+            img["alt"] = alt
+    return str(soup)
 
 
 def scrub_run_folder(run: Run) -> list[str]:
@@ -156,25 +233,32 @@ def execute_step(step: str, run: Run, parameters: dict[str, Any]) -> StepOutcome
     output = run.dir / f"{stem}.ipynb"
     _set_aside(output)
     _set_aside(output.with_suffix(".html"))
+    _set_aside(run.result_path(step))  # a retry that fails early must not leave the last attempt's "ok" behind
     params = {**parameters, "run_id": run.run_id}
     kernel_root = _kernel_dir()
-    old_env = {k: os.environ.get(k) for k in ("JUPYTER_PATH", "RUNBOOK_HEADLESS", "PYDEVD_DISABLE_FILE_VALIDATION")}
+    old_env = {
+        k: os.environ.get(k)
+        for k in ("JUPYTER_PATH", "RUNBOOK_HEADLESS", "PYDEVD_DISABLE_FILE_VALIDATION", "RUNBOOK_KERNEL_LOG")
+    }
     os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(kernel_root), old_env["JUPYTER_PATH"]]))
     os.environ["RUNBOOK_HEADLESS"] = "1"
     os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
+    os.environ["RUNBOOK_KERNEL_LOG"] = str(step_log_path(run, step))
     os.environ.setdefault("RUNBOOK_HOME", str(project_root()))
     exit_code, message = 0, "ok"
     started = utc_now()
+    log_file = step_log_path(run, step)
     try:
-        papermill.execute_notebook(
-            str(source),
-            str(output),
-            parameters=params,
-            kernel_name=KERNEL_NAME,
-            progress_bar=False,
-            log_output=True,
-            cwd=str(notebooks_dir()),
-        )
+        with _log_to(log_file):
+            papermill.execute_notebook(
+                str(source),
+                str(output),
+                parameters=params,
+                kernel_name=KERNEL_NAME,
+                progress_bar=False,
+                log_output=True,
+                cwd=str(notebooks_dir()),
+            )
         message = _verdict(run, step) or "ok"
     except PapermillExecutionError as exc:
         cls = getattr(errors, exc.ename, None)
@@ -193,7 +277,8 @@ def execute_step(step: str, run: Run, parameters: dict[str, Any]) -> StepOutcome
     html = None
     if output.is_file():
         try:
-            html = export_html(output)
+            with _log_to(log_file):
+                html = export_html(output)
         except Exception as exc:  # pragma: no cover - an HTML failure must not hide the step's result
             log.warning("HTML export of %s failed: %s", output.name, exc)
     status = "ok" if exit_code == 0 else "failed"
@@ -207,7 +292,9 @@ def execute_step(step: str, run: Run, parameters: dict[str, Any]) -> StepOutcome
         message=scrub(message, current_secrets()),
     )
     scrub_run_folder(run)
-    return StepOutcome(step, exit_code, scrub(message, current_secrets()), output if output.is_file() else None, html)
+    return StepOutcome(
+        step, exit_code, scrub(message, current_secrets()), output if output.is_file() else None, html, log_file
+    )
 
 
 def _verdict(run: Run, step: str) -> str | None:

@@ -110,17 +110,29 @@ class Step:
         write_json(self.run.result_path(self.name), payload)
         self.run.update_step(self.name, status=status, ended_at=utc_now(), duration_s=round(duration, 3))
 
-    def save_figure(self, fig: Any, name: str) -> str:
-        """Save a matplotlib figure to ``figures/<name>.png``, show it inline, close it."""
+    def save_figure(self, fig: Any, name: str, alt: str | None = None) -> str:
+        """Save a matplotlib figure to ``figures/<name>.png``, show it inline with alt text (``alt``, else the
+        figure's titles), close it."""
         plt = pyplot()
         path = self.run.figures_dir / f"{name}.png"
+        text = alt or figure_description(fig, name)
         fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
         if in_notebook():  # show the saved PNG: the same picture whatever matplotlib backend is active
             from IPython.display import Image, display
 
-            display(Image(filename=str(path)))
+            display(Image(filename=str(path), alt=text))
         return str(path.relative_to(self.run.dir))
+
+
+def figure_description(fig: Any, name: str) -> str:
+    """Alt text for a chart: its title and its panels' titles (what a reader of the HTML would see first)."""
+    parts = []
+    suptitle = getattr(fig, "_suptitle", None)
+    if suptitle is not None and suptitle.get_text():
+        parts.append(suptitle.get_text())
+    parts += [ax.get_title() for ax in fig.get_axes() if ax.get_title()]
+    return "; ".join(parts) or f"Chart: {name.replace('_', ' ')}"
 
 
 def begin(step: str, **raw_params: Any) -> Step:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from runbook_lib.core.mapping import id_collisions
 from runbook_lib.core.plan import plan_collection
 from runbook_lib.errors import DimensionMismatchError, RunbookError
 from runbook_lib.runtime.display import progress
@@ -124,6 +125,16 @@ def dry_run(step: Step) -> DryRunResult:
             inv = inventory(source, name, ids, p.batch_size)
             result.collections.append(inv)
             result.warnings.extend(inv["warnings"])
+            pairs = id_collisions(ids)
+            if pairs:
+                result.id_collisions[name] = [list(pair) for pair in pairs]
+                result.warnings.extend(
+                    f"{name}: Chroma ids {a!r} and {b!r} map to the same Qdrant point id; the migration will "
+                    "refuse until one of them is renamed."
+                    for a, b in pairs[:5]
+                )
+                if len(pairs) > 5:
+                    result.warnings.append(f"{name}: {len(pairs) - 5} more colliding id pairs (see id_collisions).")
             entry = plan_collection(source, name, run_id="<run_id>", cutover="plain", ids=ids)
             plan = entry.to_dict()
             dim = entry.dimension or 0

@@ -20,6 +20,8 @@ class DryRunResult:
     plan: list[dict[str, Any]] = field(default_factory=list)
     other_databases: list[dict[str, Any]] = field(default_factory=list)
     existing_targets: list[str] = field(default_factory=list)
+    #: collection -> pairs of distinct Chroma ids that would share a Qdrant point (migrate refuses them)
+    id_collisions: dict[str, list[list[str]]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     total_records: int = 0
     estimated_seconds: float = 0.0
@@ -27,7 +29,14 @@ class DryRunResult:
 
     @property
     def verdict(self) -> str:
-        return (
+        refuse = ""
+        if self.id_collisions:
+            names = ", ".join(repr(n) for n in self.id_collisions)
+            refuse = (
+                f"The migration would refuse: distinct Chroma ids share a Qdrant point id in {names} "
+                "(see the warnings). "
+            )
+        return refuse + (
             f"{len(self.collections)} collections, {self.total_records:,} records to migrate from {self.source} to "
             f"{self.target}; estimated {self.estimated_seconds / 60:.1f} min; {len(self.warnings)} warning(s)."
         )
@@ -42,6 +51,7 @@ class DryRunResult:
             "plan": self.plan,
             "other_databases": self.other_databases,
             "existing_targets": self.existing_targets,
+            "id_collisions": self.id_collisions,
             "warnings": self.warnings,
             "figures": self.figures,
         }

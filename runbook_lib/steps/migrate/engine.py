@@ -24,14 +24,13 @@ from typing import Any
 import numpy as np
 
 from runbook_lib.core.mapping import build_payload, normalise_rows, point_id
-from runbook_lib.core.plan import PlanEntry, plan_collection
+from runbook_lib.core.plan import PlanEntry
 from runbook_lib.errors import (
     DimensionMismatchError,
     ExistingCollectionError,
     MigrationError,
     RunbookError,
     SourceError,
-    TargetError,
 )
 from runbook_lib.runtime.display import progress
 from runbook_lib.runtime.step import Step
@@ -39,6 +38,7 @@ from runbook_lib.source.backup import Backup, create_backup, load_backup, verify
 from runbook_lib.source.chroma import ChromaSource, RecordBatch
 from runbook_lib.state.checkpoint import CHECKPOINT, Checkpoint
 from runbook_lib.steps.migrate.charts import migrate_charts
+from runbook_lib.steps.migrate.preflight import Planned, check_shape, existing_collection_error, preflight
 from runbook_lib.steps.migrate.result import MigrationResult
 from runbook_lib.target.qdrant import QdrantTarget
 
@@ -189,18 +189,13 @@ def _prepare_source(step: Step, checkpoint: Checkpoint) -> tuple[ChromaSource, B
 
 def _ensure_target(target: QdrantTarget, entry: PlanEntry, state: dict[str, Any], on_existing: str, p: Any) -> None:
     if state.get("created_by_run") and target.exists(entry.target):
-        _check_shape(target, entry)
+        check_shape(target, entry)
         return
     if target.exists(entry.target):
         if on_existing == "fail":
-            raise ExistingCollectionError(
-                f"Qdrant already has a collection {entry.target!r} that this run did not create: pass "
-                "on_existing=resume to add to it (same ids overwrite), on_existing=recreate to delete and "
-                "rebuild it, or choose cutover=alias to write a new versioned collection.",
-                collection=entry.target,
-            )
+            raise existing_collection_error(entry.target)
         if on_existing == "resume":
-            _check_shape(target, entry)
+            check_shape(target, entry)
             state["created_by_run"] = False
             return
         state["replaced_existing"] = True
@@ -218,51 +213,39 @@ def _ensure_target(target: QdrantTarget, entry: PlanEntry, state: dict[str, Any]
     state["created_by_run"] = True
 
 
-def _check_shape(target: QdrantTarget, entry: PlanEntry) -> None:
-    found = target.describe_collection(entry.target)
-    if found.size != entry.dimension:
-        raise DimensionMismatchError(entry.target, int(entry.dimension or 0), found.size)
-    if found.distance != entry.distance:
-        raise TargetError(
-            f"Qdrant collection {entry.target!r} uses distance {found.distance} but the Chroma collection "
-            f"{entry.source!r} uses {entry.space} (= {entry.distance}): recreate it with on_existing=recreate."
-        )
-
-
 def migrate(step: Step) -> MigrationResult:
-    """The migrate step (``02_migrate.ipynb``)."""
+    """The migrate step (``02_migrate.ipynb``).
+
+    Everything checkable is checked (:mod:`runbook_lib.steps.migrate.preflight`) before the backup is
+    made and before the first point is written, so a ConfigError (exit 2) means nothing changed.
+    """
     p = step.params
     t0 = time.perf_counter()
     checkpoint = Checkpoint(step.run.state_dir / CHECKPOINT)
     checkpoint.data.setdefault("target", step.settings.qdrant.describe())
-    source, backup = _prepare_source(step, checkpoint)
-    result = MigrationResult(ok=True, backup=backup.summary() if backup else None)
-    if source.upgraded_on_open:
-        result.warnings.append(
-            "The source was written by an older chromadb: the scratch copy was upgraded to read it; the live "
-            "directory and the backup are untouched."
-        )
-    if backup is None:
-        result.warnings.append("The source is a Chroma server: no file backup was taken (back the server up yourself).")
-    try:
-        with QdrantTarget(step.settings.qdrant) as target:
-            names = source.resolve_collections(p.collections)
-            if p.cutover == "alias":
-                existing = set(target.collection_names())
-                clash = [n for n in names if n in existing]
-                if clash:
-                    raise ExistingCollectionError(
-                        f"Qdrant has a collection named {clash[0]!r}, so cutover=alias cannot create an alias of "
-                        "that name: delete or rename that collection, or migrate with cutover=plain and "
-                        "on_existing=resume or recreate.",
-                        collection=clash[0],
-                    )
-            overall = progress(total=0, desc="all collections", unit="rec")
-            for name in names:
-                ids = source.snapshot_ids(name)
-                entry = plan_collection(source, name, run_id=step.run.run_id, cutover=p.cutover, ids=ids)
-                overall.total += entry.count
-                overall.refresh()
+    chroma = step.settings.chroma
+    with QdrantTarget(step.settings.qdrant) as target:  # the target is reachable before anything changes
+        if not chroma.is_server and not checkpoint.data.get("backup_path"):
+            with ChromaSource.open(chroma) as live:  # a scratch copy of the live directory, before the backup
+                _record_plan(checkpoint, _preflight(step, live, target, checkpoint))
+        source, backup = _prepare_source(step, checkpoint)
+        try:
+            # checked again on what is actually read (the backup): this id snapshot is the one copied
+            planned = _preflight(step, source, target, checkpoint)
+            _record_plan(checkpoint, planned)
+            result = MigrationResult(ok=True, backup=backup.summary() if backup else None)
+            if source.upgraded_on_open:
+                result.warnings.append(
+                    "The source was written by an older chromadb: the scratch copy was upgraded to read it; the "
+                    "live directory and the backup are untouched."
+                )
+            if backup is None:
+                result.warnings.append(
+                    "The source is a Chroma server: no file backup was taken (back the server up yourself)."
+                )
+            overall = progress(total=sum(pl.entry.count for pl in planned), desc="all collections", unit="rec")
+            for pl in planned:
+                entry = pl.entry
                 state = checkpoint.entry(entry.source)
                 state.update(
                     target=entry.target,
@@ -271,17 +254,28 @@ def migrate(step: Step) -> MigrationResult:
                     dimension=entry.dimension,
                     distance=entry.distance,
                 )
-                row = _migrate_one(source, target, entry, ids, state, checkpoint, p, overall, result)
+                row = _migrate_one(source, target, entry, pl.ids, state, checkpoint, p, overall, result)
                 result.rows.append(row)
                 result.total_records += row["records"] if row["status"] == "done" else 0
                 source.release()  # memory follows the largest collection, not the database
             overall.close()
-    finally:
-        source.close()
+        finally:
+            source.close()
     result.seconds = time.perf_counter() - t0
     result.ok = not result.errors
     result.figures = migrate_charts(step, result)
     return result
+
+
+def _preflight(step: Step, source: ChromaSource, target: QdrantTarget, checkpoint: Checkpoint) -> list[Planned]:
+    return preflight(source, target, step.params, run_id=step.run.run_id, states=checkpoint.data["collections"])
+
+
+def _record_plan(checkpoint: Checkpoint, planned: list[Planned]) -> None:
+    """``planned``: the source collections this run migrates, in order, saved before anything is copied
+    (so verify can fail a run that stopped between collections)."""
+    checkpoint.data["planned"] = [pl.entry.source for pl in planned]
+    checkpoint.save()
 
 
 def _migrate_one(

@@ -34,14 +34,29 @@ from runbook_lib.state.checkpoint import read_checkpoint
 from runbook_lib.steps.verify.charts import verify_charts
 from runbook_lib.steps.verify.checks import Histogram, Planned, verify_collection
 from runbook_lib.steps.verify.queries import PERTURBATION, QUERY_SEED
-from runbook_lib.steps.verify.result import FAIL, MAX_LISTED, SKIPPED, SOURCE_CHECK, Check, VerifyResult
+from runbook_lib.steps.verify.result import (
+    FAIL,
+    MAX_LISTED,
+    SKIPPED,
+    SOURCE_CHECK,
+    Check,
+    CollectionReport,
+    VerifyResult,
+)
 from runbook_lib.target.qdrant import QdrantTarget
 
 log = logging.getLogger(__name__)
 
 
 # --- what to verify ------------------------------------------------------------------------------------------
+#: Checkpoint statuses of a collection the migrate step finished (``skipped``: empty, nothing to copy).
+FINISHED = ("done", "skipped")
+
+
 def _plan(source: ChromaSource, checkpoint: dict[str, Any] | None, requested: list[str], run_id: str) -> list[Planned]:
+    """The collections to verify. With a checkpoint: every collection the run planned (``planned``, written
+    before the copy; older runs: the checkpoint's collections), each with its migrate status -- a planned
+    collection the migration did not finish is in the list, to be reported as not copied."""
     if checkpoint is None:
         out = []
         for name in source.resolve_collections(requested):
@@ -49,14 +64,49 @@ def _plan(source: ChromaSource, checkpoint: dict[str, Any] | None, requested: li
             out.append(Planned(name, target, alias, None))
         return out
     entries: dict[str, dict[str, Any]] = checkpoint.get("collections", {})
-    names = list(dict.fromkeys(requested)) if requested else list(entries)
-    unknown = [n for n in names if n not in entries]
+    planned = [str(n) for n in checkpoint.get("planned") or []]
+    known = list(dict.fromkeys([*planned, *entries]))
+    names = list(dict.fromkeys(requested)) if requested else known
+    unknown = [n for n in names if n not in known]
     if unknown:
         raise ConfigError(
-            f"Run {run_id} did not migrate collection {unknown[0]!r} (it migrated {', '.join(entries) or 'none'}): "
+            f"Run {run_id} did not migrate collection {unknown[0]!r} (it migrated {', '.join(known) or 'none'}): "
             "fix the `collections` parameter, or verify another tool's migration in a new run (empty run_id)."
         )
-    return [Planned(n, entries[n].get("target") or n, entries[n].get("alias"), entries[n].get("status")) for n in names]
+    out = []
+    for n in names:
+        entry = entries.get(n) or {}
+        out.append(Planned(n, entry.get("target") or n, entry.get("alias"), entry.get("status") or "not started"))
+    return out
+
+
+def _not_copied(plan: Planned, run_id: str) -> dict[str, Any]:
+    """The report of a planned collection the migration did not finish: FAILED, no check run."""
+    rep = CollectionReport(collection=plan.source, target=plan.target, alias=plan.alias)
+    rep.migrate_status = plan.migrate_status
+    rep.error = (
+        f"not copied (migrate status {plan.migrate_status!r}: the migration stopped part-way; resume it with "
+        f"runbook migrate --run-id {run_id})"
+    )
+    rep.status = "FAILED"
+    for chk in rep.checks.values():
+        chk.summary = f"not run: {rep.error}"
+    return rep.to_dict()
+
+
+def _run_problems(step: Step, checkpoint: dict[str, Any] | None) -> list[str]:
+    """Run-wide reasons the run cannot be verified: its migrate step failed or is running and left no checkpoint."""
+    if checkpoint is not None:
+        return []
+    migrate = step.run.manifest().get("steps", {}).get("migrate", {})
+    status = migrate.get("status")
+    if status in ("failed", "running"):
+        what = "failed" if status == "failed" else "is still running (or was killed)"
+        return [
+            f"the migrate step of run {step.run.run_id} {what} and left no migration checkpoint: nothing was "
+            f"copied to verify (run runbook migrate --run-id {step.run.run_id})"
+        ]
+    return []
 
 
 # --- the step ----------------------------------------------------------------------------------------------------
@@ -137,9 +187,11 @@ def verify(step: Step) -> VerifyResult:
             f"{step.settings.qdrant.describe()}: check QDRANT_URL / QDRANT_PATH."
         )
     hist = Histogram()
+    result.problems.extend(_run_problems(step, checkpoint))
     try:
         with QdrantTarget(step.settings.qdrant) as target:
-            plans = _plan(source, checkpoint, p.collections, step.run.run_id)
+            target.strong_reads = True  # a server answers from every replica: no stale replica reads as equal
+            plans = [] if result.problems else _plan(source, checkpoint, p.collections, step.run.run_id)
             if checkpoint is not None and not p.collections:
                 others = sorted(set(source.collection_names()) - {pl.source for pl in plans})
                 if others:
@@ -148,6 +200,9 @@ def verify(step: Step) -> VerifyResult:
                     )
             overall = progress(total=0, desc="verify", unit="rec")
             for pl in plans:
+                if checkpoint is not None and pl.migrate_status not in FINISHED:
+                    result.collections.append(_not_copied(pl, step.run.run_id))
+                    continue
                 overall.total += source.count(pl.source)  # grows as it goes: one collection in memory at a time
                 overall.refresh()
                 rep = verify_collection(source, target, pl, p, hist, overall)
@@ -160,9 +215,13 @@ def verify(step: Step) -> VerifyResult:
     result.source_unchanged = _source_unchanged(step, backup)
     result.vector_histogram = hist.to_dict(p.tolerance)
     result.seconds = time.perf_counter() - t0
-    result.ok = all(c["ok"] for c in result.collections) and result.source_unchanged["result"] != FAIL
-    if not result.collections:
-        result.warnings.append("No collection to verify.")
+    if not result.collections and not result.problems:
+        result.problems.append(
+            "nothing to verify: no collection was checked (the run planned none, or the source has none)"
+        )
+    result.ok = (
+        not result.problems and all(c["ok"] for c in result.collections) and result.source_unchanged["result"] != FAIL
+    )
     result.figures = verify_charts(step, result)
     log.info("%s", result.verdict)
     return result

@@ -28,6 +28,9 @@ PASS, FAIL, SKIPPED, NOT_RUN = "pass", "FAIL", "skipped", "not run"
 #: underflow bin (below 1e-12, exact zeros included) and an overflow bin (10 and above, NaN included).
 HIST_EDGES = np.logspace(-12, 1, 27)
 
+#: The SPEC's vector tolerance (max absolute component difference); a larger one is a relaxed check.
+SPEC_TOLERANCE = 1e-6
+
 
 @dataclass
 class Check:
@@ -95,6 +98,11 @@ def _shown(value: Any, limit: int = 300) -> Any:
     return value
 
 
+def _num(x: float) -> str:
+    """1e-06 as ``1e-6``, 0.5 as ``0.5``."""
+    return f"{x:g}".replace("e-0", "e-").replace("e+0", "e+")
+
+
 @dataclass
 class CollectionReport:
     collection: str
@@ -153,8 +161,22 @@ class VerifyResult:
     total_records: int = 0
     seconds: float = 0.0
     figures: list[str] = field(default_factory=list)
+    #: Run-wide reasons the run is not verified (its migration failed, nothing to verify), besides collections.
+    problems: list[str] = field(default_factory=list)
 
     # --- the one line ------------------------------------------------------------------------------
+    @property
+    def relaxed(self) -> list[str]:
+        """How this verification is weaker than the SPEC's (empty when strict)."""
+        out = []
+        tol = self.settings.get("tolerance")
+        if isinstance(tol, int | float) and tol > SPEC_TOLERANCE:
+            out.append(f"tolerance {_num(tol)} > {_num(SPEC_TOLERANCE)}")
+        check = self.settings.get("vector_check")
+        if check is not None and check != "all":
+            out.append(f"vectors sampled, {check} per collection")
+        return out
+
     @property
     def verdict(self) -> str:
         verified = [c for c in self.collections if c["status"] == "verified"]
@@ -163,8 +185,10 @@ class VerifyResult:
             k = self.settings.get("k")
             tol = self.settings.get("tolerance")
             which = "every vector" if self.settings.get("vector_check") == "all" else "sampled vectors"
+            relaxed = self.relaxed
+            head = f"VERIFIED (RELAXED: {'; '.join(relaxed)})" if relaxed else "VERIFIED"
             text = (
-                f"VERIFIED: {len(verified)} collection(s), {self.total_records:,} records: counts, ids, {which} "
+                f"{head}: {len(verified)} collection(s), {self.total_records:,} records: counts, ids, {which} "
                 f"(within {tol:g}), documents, metadata and uris equal; exact top-{k} search identical with "
                 "matching distances"
             )
@@ -173,7 +197,7 @@ class VerifyResult:
             if self.source_unchanged.get("result") == PASS:
                 text += "; the live source is unchanged since its backup"
             return text + "."
-        problems: list[str] = []
+        problems: list[str] = list(self.problems)
         for c in self.collections:
             if c["ok"]:
                 continue
@@ -203,6 +227,8 @@ class VerifyResult:
             "vector_histogram": self.vector_histogram,
             "warnings": self.warnings,
             "figures": self.figures,
+            "problems": self.problems,
+            "relaxed": self.relaxed,
         }
 
     @classmethod
@@ -222,6 +248,7 @@ class VerifyResult:
             total_records=int(data.get("total_records", 0)),
             seconds=float(data.get("seconds", 0.0)),
             figures=data.get("figures", []),
+            problems=data.get("problems", []),
         )
 
     # --- outcome ----------------------------------------------------------------------------------------------

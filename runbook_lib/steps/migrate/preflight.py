@@ -1,0 +1,124 @@
+"""Everything the migration can check before it changes anything (SPEC: exit 2 means nothing changed).
+
+Run before the backup is made and before the first point is written: the requested collections exist,
+no two Chroma ids share a point id, every target collection agrees with ``on_existing`` (and, when
+kept, has the right shape), and ``cutover=alias`` has no name clash. The id snapshot taken here is the
+one the copy loop uses, so the check costs no extra pass over the source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from runbook_lib.core.mapping import id_collisions
+from runbook_lib.core.plan import PlanEntry, plan_collection
+from runbook_lib.errors import ConfigError, DimensionMismatchError, ExistingCollectionError, TargetError
+from runbook_lib.source.chroma import ChromaSource
+from runbook_lib.target.qdrant import QdrantTarget
+
+#: At most this many colliding pairs are named in the error.
+_SHOWN_PAIRS = 5
+
+
+@dataclass
+class Planned:
+    """One collection to migrate: its plan and its id snapshot (sorted, as the checkpoint counts them)."""
+
+    entry: PlanEntry
+    ids: list[str]
+
+
+def requested_collections(source: ChromaSource, requested: Sequence[str] | None) -> list[str]:
+    """All source collections when ``requested`` is empty, else exactly those; an unknown name is a ConfigError."""
+    available = source.collection_names()
+    if not requested:
+        return available
+    missing = [n for n in dict.fromkeys(requested) if n not in available]
+    if missing:
+        raise ConfigError(
+            f"Collection {missing[0]!r} does not exist in ChromaDB"
+            + (f" (nor {', '.join(repr(m) for m in missing[1:])})" if len(missing) > 1 else "")
+            + f": available collections are {', '.join(repr(a) for a in available) or '(none)'}. "
+            "Fix the `collections` parameter; nothing was changed.",
+            collection=missing[0],
+        )
+    return list(dict.fromkeys(requested))
+
+
+def collision_error(collection: str, pairs: list[tuple[str, str]]) -> ConfigError:
+    shown = "; ".join(f"{a!r} and {b!r}" for a, b in pairs[:_SHOWN_PAIRS])
+    more = f" (and {len(pairs) - _SHOWN_PAIRS} more pairs)" if len(pairs) > _SHOWN_PAIRS else ""
+    return ConfigError(
+        f"Collection {collection!r} has distinct Chroma ids that would share one Qdrant point: {shown}{more}. "
+        "A canonical UUID id is kept as the point id and any other id is hashed with uuid5(NAMESPACE_URL, id), "
+        "so an id equal to another id's hash collides: rename one id of each pair in ChromaDB. Nothing was changed.",
+        collection=collection,
+        pairs=pairs,
+    )
+
+
+def check_shape(target: QdrantTarget, entry: PlanEntry) -> None:
+    """A kept target collection must have the source's dimension and distance."""
+    found = target.describe_collection(entry.target)
+    if found.size != entry.dimension:
+        raise DimensionMismatchError(entry.target, int(entry.dimension or 0), found.size)
+    if found.distance != entry.distance:
+        raise TargetError(
+            f"Qdrant collection {entry.target!r} uses distance {found.distance} but the Chroma collection "
+            f"{entry.source!r} uses {entry.space} (= {entry.distance}): recreate it with on_existing=recreate."
+        )
+
+
+def existing_collection_error(name: str) -> ExistingCollectionError:
+    return ExistingCollectionError(
+        f"Qdrant already has a collection {name!r} that this run did not create: pass "
+        "on_existing=resume to add to it (same ids overwrite), on_existing=recreate to delete and "
+        "rebuild it, or choose cutover=alias to write a new versioned collection.",
+        collection=name,
+    )
+
+
+def check_target(target: QdrantTarget, entry: PlanEntry, state: Mapping[str, Any], on_existing: str) -> None:
+    """What ``_ensure_target`` will do with this collection is allowed (read-only)."""
+    if entry.dimension is None or not target.exists(entry.target):
+        return  # empty source collections are skipped; a missing target is created
+    if state.get("created_by_run") or on_existing == "resume":
+        check_shape(target, entry)
+    elif on_existing == "fail":
+        raise existing_collection_error(entry.target)
+
+
+def preflight(
+    source: ChromaSource,
+    target: QdrantTarget,
+    p: Any,
+    *,
+    run_id: str,
+    states: Mapping[str, Mapping[str, Any]],
+) -> list[Planned]:
+    """Check every requested collection, in order; raise before anything is written. ``states`` is the
+    checkpoint's per-collection state (a collection this run created may be resumed whatever ``on_existing``)."""
+    names = requested_collections(source, p.collections)
+    if p.cutover == "alias":
+        existing = set(target.collection_names())
+        clash = [n for n in names if n in existing]
+        if clash:
+            raise ExistingCollectionError(
+                f"Qdrant has a collection named {clash[0]!r}, so cutover=alias cannot create an alias of "
+                "that name: delete or rename that collection, or migrate with cutover=plain and "
+                "on_existing=resume or recreate.",
+                collection=clash[0],
+            )
+    planned: list[Planned] = []
+    for name in names:
+        ids = source.snapshot_ids(name)
+        pairs = id_collisions(ids)
+        if pairs:
+            raise collision_error(name, pairs)
+        entry = plan_collection(source, name, run_id=run_id, cutover=p.cutover, ids=ids)
+        check_target(target, entry, states.get(name, {}), p.on_existing)
+        planned.append(Planned(entry=entry, ids=ids))
+        source.release()  # memory follows the largest collection, not the database
+    return planned

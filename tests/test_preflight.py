@@ -1,0 +1,126 @@
+"""Exit 2 means nothing changed: every check the migration can make runs before the backup and the first write."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import chromadb
+import numpy as np
+import pytest
+from qdrant_client import QdrantClient, models
+
+from runbook_lib.errors import ConfigError
+from runbook_lib.source.backup import backup_root
+from runbook_lib.state.checkpoint import CHECKPOINT
+from runbook_lib.steps.dry_run.engine import dry_run
+from runbook_lib.steps.migrate import engine as migrate_engine
+from runbook_lib.steps.migrate.engine import migrate
+
+from conftest import _close, run_step_inprocess
+
+URL = "https://x/doc1"
+HASHED = str(uuid.uuid5(uuid.NAMESPACE_URL, URL))
+
+
+def _colliding_db(path: Path) -> None:
+    client = chromadb.PersistentClient(path=str(path))
+    rng = np.random.default_rng(1)
+    first = client.create_collection("aaa_clean", metadata={"hnsw:space": "l2"}, embedding_function=None)
+    first.add(ids=[f"c{i}" for i in range(10)], embeddings=rng.normal(size=(10, 4)).tolist())
+    col = client.create_collection("web_pages", metadata={"hnsw:space": "l2"}, embedding_function=None)
+    col.add(ids=[URL, HASHED, "plain"], embeddings=rng.normal(size=(3, 4)).tolist())
+    _close(client)
+
+
+def _qdrant_state(path: Path) -> dict[str, Any]:
+    """Every collection with its point count and payloads (what "nothing changed" compares)."""
+    if not path.exists():
+        return {}
+    client = QdrantClient(path=str(path))
+    try:
+        state: dict[str, Any] = {}
+        for c in client.get_collections().collections:
+            records, _ = client.scroll(c.name, limit=1000, with_payload=True)
+            state[c.name] = sorted((str(r.id), json.dumps(r.payload, sort_keys=True)) for r in records)
+        return state
+    finally:
+        client.close()
+
+
+def _no_backup(runbook_env: dict[str, Path]) -> bool:
+    root = backup_root(runbook_env["chroma"])
+    return not root.exists() or not any(root.iterdir())
+
+
+def test_id_collision_refused_before_backup_and_writes(runbook_env: dict[str, Path]) -> None:
+    _colliding_db(runbook_env["chroma"])
+    with pytest.raises(ConfigError) as info:
+        run_step_inprocess("migrate", migrate)
+    text = str(info.value)
+    assert URL in text and HASHED in text and "web_pages" in text
+    assert info.value.exit_code == 2
+    assert _no_backup(runbook_env)
+    assert _qdrant_state(runbook_env["qdrant"]) == {}  # not even the clean first collection
+
+
+def test_dry_run_reports_id_collisions(runbook_env: dict[str, Path]) -> None:
+    _colliding_db(runbook_env["chroma"])
+    _, result = run_step_inprocess("dry-run", dry_run)
+    assert list(result.id_collisions) == ["web_pages"]
+    assert [set(pair) for pair in result.id_collisions["web_pages"]] == [{URL, HASHED}]
+    assert any(URL in w and HASHED in w for w in result.warnings)
+    assert "would refuse" in result.verdict and "web_pages" in result.verdict
+    assert result.to_dict()["id_collisions"] == result.id_collisions
+
+
+def test_unknown_collection_changes_nothing(small_source: dict[str, Any], runbook_env: dict[str, Path]) -> None:
+    with pytest.raises(ConfigError, match=r"'does_not_exist' does not exist.*alpha_docs.*beta_docs") as info:
+        run_step_inprocess("migrate", migrate, collections="alpha_docs,does_not_exist")
+    assert info.value.exit_code == 2
+    assert _no_backup(runbook_env)
+    assert _qdrant_state(runbook_env["qdrant"]) == {}
+
+
+def test_foreign_collection_at_second_collection_changes_nothing(
+    small_source: dict[str, Any], runbook_env: dict[str, Path]
+) -> None:
+    client = QdrantClient(path=str(runbook_env["qdrant"]))
+    client.create_collection("beta_docs", vectors_config=models.VectorParams(size=8, distance=models.Distance.DOT))
+    client.upsert("beta_docs", points=[models.PointStruct(id=1, vector=[0.0] * 8, payload={"stale": True})])
+    client.close()
+    before = _qdrant_state(runbook_env["qdrant"])
+    with pytest.raises(ConfigError, match=r"beta_docs.*on_existing=resume") as info:
+        run_step_inprocess("migrate", migrate, collections="alpha_docs,beta_docs")
+    assert info.value.exit_code == 2
+    assert _no_backup(runbook_env)
+    assert _qdrant_state(runbook_env["qdrant"]) == before  # alpha_docs was not created, beta_docs untouched
+
+
+def test_plan_is_recorded_before_the_copy_loop(
+    small_source: dict[str, Any], runbook_env: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[Any] = []
+
+    def killed(*args: Any, **kwargs: Any) -> None:
+        found = list(runbook_env["outputs"].glob(f"*/state/{CHECKPOINT}"))
+        seen.append(json.loads(found[0].read_text()))
+        raise KeyboardInterrupt  # the run dies during the first collection's copy
+
+    monkeypatch.setattr(migrate_engine, "copy_collection", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_step_inprocess("migrate", migrate, collections="gamma_docs,alpha_docs")
+    assert seen and seen[0]["planned"] == ["gamma_docs", "alpha_docs"]
+    # what a later verify reads from disk after the kill
+    found = list(runbook_env["outputs"].glob(f"*/state/{CHECKPOINT}"))
+    assert json.loads(found[0].read_text())["planned"] == ["gamma_docs", "alpha_docs"]
+
+
+def test_plan_is_recorded_after_a_run(small_source: dict[str, Any], runbook_env: dict[str, Path]) -> None:
+    step, result = run_step_inprocess("migrate", migrate)
+    assert result.ok
+    state = json.loads((step.run.state_dir / CHECKPOINT).read_text())
+    assert state["planned"] == ["alpha_docs", "beta_docs", "empty_docs", "gamma_docs"]
+    assert set(state["planned"]) == set(state["collections"])
