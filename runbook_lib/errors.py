@@ -64,6 +64,10 @@ class MigrationError(RunbookError):
     """Copying records failed (a permanent write error, or a count check that did not match)."""
 
 
+class SyncError(RunbookError):
+    """A sync could not carry a change over (a write that did not land, a record that vanished mid-sync)."""
+
+
 class VerificationFailed(RunbookError):
     """The target differs from the source; the step's result lists what differs."""
 

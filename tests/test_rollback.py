@@ -257,7 +257,7 @@ def test_without_confirm_nothing_changes(small_source: dict[str, Any], runbook_e
 # --- a run that failed halfway ---------------------------------------------------------------------------
 def test_rollback_of_a_run_that_failed_halfway(small_source: dict[str, Any], runbook_env: dict[str, Path]) -> None:
     chroma_dir, qdrant = runbook_env["chroma"], runbook_env["qdrant"]
-    # gamma_docs already exists in Qdrant: the migration (on_existing=fail) stops when it reaches it
+    # gamma_docs already exists in Qdrant (another app's)
     client = QdrantClient(path=str(qdrant))
     client.create_collection("gamma_docs", vectors_config=models.VectorParams(size=4, distance=models.Distance.DOT))
     client.upsert("gamma_docs", points=models.Batch(ids=[7], vectors=[[0.1, 0.2, 0.3, 0.4]], payloads=[{"own": 1}]))
@@ -265,14 +265,19 @@ def test_rollback_of_a_run_that_failed_halfway(small_source: dict[str, Any], run
     chroma_before = tree_digest(chroma_dir)
     qdrant_before = qdrant_state(qdrant)
 
-    step = begin("migrate")
+    # a foreign collection is now refused before anything is written (preflight): the run that failed halfway is
+    # one killed while copying beta_docs, before it reached gamma_docs
     with pytest.raises(ExistingCollectionError):
-        step.execute(migrate)
+        begin("migrate").execute(migrate)
+    assert qdrant_state(qdrant) == qdrant_before
+    step = begin("migrate", collections="alpha_docs,beta_docs")
+    step.execute(migrate)
     rid = step.run.run_id
-    # and beta_docs was killed while copying: checkpoint says "copying" at record 128, Qdrant holds part of it
+    # beta_docs was killed while copying: checkpoint says "copying" at record 128, Qdrant holds part of it
     path = step.run.state_dir / CHECKPOINT
     state = json.loads(path.read_text())
     assert state["collections"]["alpha_docs"]["status"] == "done"
+    state["planned"] = ["alpha_docs", "beta_docs", "gamma_docs"]
     state["collections"]["beta_docs"].update(status="copying", records_done=128)
     path.write_text(json.dumps(state))
     client = QdrantClient(path=str(qdrant))

@@ -159,12 +159,31 @@ class RollbackParams(StepParams):
         return self
 
 
+class SyncParams(CollectionsParams):
+    """Parameters of the sync step. ``run_id`` is required: it names the migrated run to bring up to date."""
+
+    direction: Literal["forward", "reverse"] = "forward"
+    on_conflict: Literal["stop", "source", "target"] = "stop"
+    confirm: bool = False
+    batch_size: int = Field(256, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _needs_run_id(self) -> SyncParams:
+        if not self.run_id:
+            raise ConfigError(
+                "A sync brings one migrated run up to date: pass its run id (`runbook sync --run-id ID`, or run_id "
+                "in the notebook; `runbook runs` lists the runs)."
+            )
+        return self
+
+
 PARAMS: dict[str, type[StepParams]] = {
     "dry-run": DryRunParams,
     "migrate": MigrateParams,
     "verify": VerifyParams,
     "monitor": MonitorParams,
     "rollback": RollbackParams,
+    "sync": SyncParams,
 }
 
 

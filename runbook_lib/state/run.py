@@ -33,6 +33,7 @@ STEPS: dict[str, str] = {
     "verify": "03_verify",
     "monitor": "04_monitor",
     "rollback": "05_rollback",
+    "sync": "06_sync",
 }
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MANIFEST = "manifest.json"

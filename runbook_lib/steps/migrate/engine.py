@@ -17,12 +17,13 @@ import queue
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from runbook_lib.core.fingerprint import Fingerprint, fingerprints
 from runbook_lib.core.mapping import build_payload, normalise_rows, point_id
 from runbook_lib.core.plan import PlanEntry
 from runbook_lib.errors import (
@@ -37,6 +38,7 @@ from runbook_lib.runtime.step import Step
 from runbook_lib.source.backup import Backup, create_backup, load_backup, verify_backup
 from runbook_lib.source.chroma import ChromaSource, RecordBatch
 from runbook_lib.state.checkpoint import CHECKPOINT, Checkpoint
+from runbook_lib.state.ledger import Ledger
 from runbook_lib.steps.migrate.charts import migrate_charts
 from runbook_lib.steps.migrate.preflight import Planned, check_shape, existing_collection_error, preflight
 from runbook_lib.steps.migrate.result import MigrationResult
@@ -53,11 +55,14 @@ class Points:
     ids: list[str]
     vectors: np.ndarray  # (n, dim) float32; QdrantTarget.upsert converts it once, outside its retries
     payloads: list[dict[str, Any]]
+    chroma_ids: list[str] = field(default_factory=list)
+    fingerprints: list[Fingerprint] = field(default_factory=list)  # for the run's ledger (what sync compares)
 
 
 def to_points(index: int, batch: RecordBatch, *, normalise: bool = False) -> Points:
     """Map a batch to points. ``normalise`` (Cosine collections) writes unit vectors, as a Qdrant server
-    stores them; qdrant-client's local mode would otherwise persist the raw vector to disk."""
+    stores them; qdrant-client's local mode would otherwise persist the raw vector to disk. The records'
+    fingerprints are taken here, in the pass that already holds them."""
     vectors = normalise_rows(batch.embeddings) if normalise else batch.embeddings
     return Points(
         index=index,
@@ -67,6 +72,10 @@ def to_points(index: int, batch: RecordBatch, *, normalise: bool = False) -> Poi
             build_payload(i, d, m, u)
             for i, d, m, u in zip(batch.ids, batch.documents, batch.metadatas, batch.uris, strict=True)
         ],
+        chroma_ids=list(batch.ids),
+        fingerprints=fingerprints(
+            batch.embeddings, batch.documents, batch.metadatas, batch.uris, cosine=normalise, target_vectors=vectors
+        ),
     )
 
 
@@ -84,9 +93,11 @@ def copy_collection(
     batch_size: int,
     workers: int,
     on_progress: Any,
+    ledger: Ledger | None = None,
 ) -> None:
     """Copy ``ids[start:]`` in batches. ``on_progress(records_done_contiguous, n_in_batch)`` is called
-    as batches complete; ``records_done_contiguous`` only counts an unbroken prefix of ``ids``."""
+    as batches complete; ``records_done_contiguous`` only counts an unbroken prefix of ``ids``. Each written
+    batch's fingerprints go to ``ledger`` (after the write, so the ledger never claims an unwritten record)."""
     starts = list(range(start, len(ids), batch_size))
     if not starts:
         return
@@ -124,6 +135,8 @@ def copy_collection(
 
     def complete(item: Points) -> None:
         nonlocal watermark
+        if ledger is not None:
+            ledger.put(entry.source, zip(item.chroma_ids, item.fingerprints, strict=True))
         done_flags[item.index] = True
         while watermark < len(starts) and done_flags[watermark]:
             watermark += 1
@@ -244,6 +257,7 @@ def migrate(step: Step) -> MigrationResult:
                     "The source is a Chroma server: no file backup was taken (back the server up yourself)."
                 )
             overall = progress(total=sum(pl.entry.count for pl in planned), desc="all collections", unit="rec")
+            ledger = Ledger.for_run(step.run.state_dir)
             for pl in planned:
                 entry = pl.entry
                 state = checkpoint.entry(entry.source)
@@ -254,11 +268,12 @@ def migrate(step: Step) -> MigrationResult:
                     dimension=entry.dimension,
                     distance=entry.distance,
                 )
-                row = _migrate_one(source, target, entry, pl.ids, state, checkpoint, p, overall, result)
+                row = _migrate_one(source, target, entry, pl.ids, state, checkpoint, p, overall, result, ledger)
                 result.rows.append(row)
                 result.total_records += row["records"] if row["status"] == "done" else 0
                 source.release()  # memory follows the largest collection, not the database
             overall.close()
+            ledger.close()
         finally:
             source.close()
     result.seconds = time.perf_counter() - t0
@@ -288,6 +303,7 @@ def _migrate_one(
     p: Any,
     overall: Any,
     result: MigrationResult,
+    ledger: Ledger | None = None,
 ) -> dict[str, Any]:
     row: dict[str, Any] = {
         "collection": entry.source,
@@ -333,6 +349,7 @@ def _migrate_one(
                 batch_size=p.batch_size,
                 workers=p.workers,
                 on_progress=on_progress,
+                ledger=ledger,
             )
             bar.close()
             target.finish_bulk_load(entry.target)

@@ -28,6 +28,7 @@ from runbook_lib.core.plan import target_names
 from runbook_lib.errors import ConfigError
 from runbook_lib.runtime.display import progress
 from runbook_lib.runtime.step import Step
+from runbook_lib.source import chroma_files
 from runbook_lib.source.backup import Backup, load_backup, source_unchanged, verify_backup
 from runbook_lib.source.chroma import ChromaSource
 from runbook_lib.state.checkpoint import read_checkpoint
@@ -113,6 +114,14 @@ def _run_problems(step: Step, checkpoint: dict[str, Any] | None) -> list[str]:
 def _open_source(step: Step, checkpoint: dict[str, Any] | None) -> tuple[ChromaSource, Backup | None, str]:
     chroma = step.settings.chroma
     backup_path = (checkpoint or {}).get("backup_path")
+    synced = (checkpoint or {}).get("sync") or {}
+    if synced.get("snapshot") and Path(synced["snapshot"]).is_dir() and not chroma.is_server:
+        return (
+            ChromaSource.open(chroma, copy_from=Path(synced["snapshot"])),
+            None,
+            f"a scratch copy of the source as of the run's last sync ({synced.get('synced_at')}, "
+            f"{synced.get('direction')}), kept at {synced['snapshot']}",
+        )
     if backup_path:
         if chroma.is_server:
             raise ConfigError(
@@ -130,8 +139,23 @@ def _open_source(step: Step, checkpoint: dict[str, Any] | None) -> tuple[ChromaS
     return ChromaSource.open(chroma), None, f"{where} ({chroma.describe()})"
 
 
-def _source_unchanged(step: Step, backup: Backup | None) -> dict[str, Any]:
+def _source_unchanged(step: Step, backup: Backup | None, synced: dict[str, Any] | None = None) -> dict[str, Any]:
     chk = Check(SOURCE_CHECK)
+    if synced and synced.get("live_stats") is not None and not step.settings.chroma.is_server:
+        live = step.settings.chroma.persist_dir
+        now = {name: list(v) for name, v in chroma_files.stat_tree(live).items()} if live.is_dir() else {}
+        then = synced["live_stats"]
+        changed = sorted(n for n in set(now) | set(then) if now.get(n) != then.get(n))
+        chk.set(
+            not changed,
+            f"{live} is unchanged since the last sync ({synced.get('synced_at')})"
+            if not changed
+            else f"{len(changed)} file(s) of {live} changed since the last sync (first: {changed[0]}): the app wrote "
+            "after it; run `runbook sync` again, then verify",
+            live_directory=str(live),
+            problems=changed[:MAX_LISTED],
+        )
+        return chk.to_dict()
     if backup is None:
         chk.result = SKIPPED
         chk.summary = "no file backup in this run (a Chroma server, or a migration by another tool): nothing to compare"
@@ -212,7 +236,7 @@ def verify(step: Step) -> VerifyResult:
             overall.close()
     finally:
         source.close()
-    result.source_unchanged = _source_unchanged(step, backup)
+    result.source_unchanged = _source_unchanged(step, backup, (checkpoint or {}).get("sync"))
     result.vector_histogram = hist.to_dict(p.tolerance)
     result.seconds = time.perf_counter() - t0
     if not result.collections and not result.problems:

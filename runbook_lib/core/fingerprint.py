@@ -1,0 +1,122 @@
+"""What a record looked like, in a few bytes: how a sync tells, without a second copy of the data, which records
+changed on either side since the run last synchronised.
+
+Per record, three parts (all computed from data already in hand, in the pass that reads it):
+
+``source``
+    sha256 (16 bytes) of the record exactly as ChromaDB holds it: the float32 vector's bytes, the document, the
+    metadata (type-strict: ``1``, ``1.0`` and ``True`` differ) and the uri. Reading the same record again gives
+    the same digest, so a change made in ChromaDB is always seen.
+``payload``
+    sha256 (16 bytes) of the document, metadata and uri alone, the same whether read from ChromaDB or from the
+    Qdrant payload (``metadata`` ``None`` is ``{}``, as the SPEC payload writes it).
+``sketch``
+    the vector as Qdrant stores it (unit length for Cosine) projected on 8 fixed random directions (32 bytes).
+    A Qdrant server may re-normalise a Cosine vector by a float32 ulp, so the vector is compared within
+    :data:`SKETCH_TOLERANCE` of its norm, not bit for bit; any real change of an embedding moves it far more.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from runbook_lib.core.mapping import normalise_rows
+
+SKETCH_DIRECTIONS = 8
+#: Two sketches agree when every projection differs by at most this share of the vector's norm (and at least
+#: this much in absolute terms): far above float32 rounding, far below any real change of an embedding.
+SKETCH_TOLERANCE = 1e-5
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    source: bytes
+    payload: bytes
+    sketch: bytes
+
+
+def _canonical(value: Any) -> Any:
+    """JSON-ready and type-tagged where JSON would merge types (NaN, infinities)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"$float": repr(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    if isinstance(value, np.generic):
+        return _canonical(value.item())
+    return value
+
+
+def payload_digest(document: str | None, metadata: Mapping[str, Any] | None, uri: str | None) -> bytes:
+    text = json.dumps(
+        [document, _canonical(dict(metadata or {})), uri], sort_keys=True, ensure_ascii=False, separators=(",", ":")
+    )
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:16]
+
+
+def source_digest(vector: np.ndarray, payload: bytes) -> bytes:
+    digest = hashlib.sha256(np.ascontiguousarray(vector, dtype="<f4").tobytes())
+    digest.update(payload)
+    return digest.digest()[:16]
+
+
+@lru_cache(maxsize=16)
+def _directions(dim: int) -> np.ndarray:
+    rng = np.random.default_rng([20261130, dim])
+    d = rng.standard_normal((SKETCH_DIRECTIONS, dim))
+    return (d / np.linalg.norm(d, axis=1, keepdims=True)).astype(np.float64)
+
+
+def sketches(target_vectors: np.ndarray) -> np.ndarray:
+    """(n, 8) float32 projections of vectors in their Qdrant form."""
+    v = np.asarray(target_vectors, dtype=np.float64)
+    if v.ndim != 2 or v.shape[0] == 0:
+        return np.zeros((0 if v.ndim != 2 else v.shape[0], SKETCH_DIRECTIONS), dtype=np.float32)
+    return (v @ _directions(v.shape[1]).T).astype(np.float32)
+
+
+def fingerprints(
+    embeddings: np.ndarray,
+    documents: Sequence[str | None],
+    metadatas: Sequence[Mapping[str, Any] | None],
+    uris: Sequence[str | None],
+    *,
+    cosine: bool,
+    target_vectors: np.ndarray | None = None,
+) -> list[Fingerprint]:
+    """Fingerprints of source records (``embeddings`` as ChromaDB holds them). ``target_vectors``: their Qdrant
+    form when the caller already has it (the migration normalises once for both)."""
+    vectors = np.asarray(embeddings, dtype=np.float32)
+    if target_vectors is None:
+        target_vectors = normalise_rows(vectors) if cosine else vectors
+    sk = sketches(target_vectors)
+    out = []
+    for i, (doc, meta, uri) in enumerate(zip(documents, metadatas, uris, strict=True)):
+        pay = payload_digest(doc, meta, uri)
+        out.append(Fingerprint(source_digest(vectors[i], pay), pay, sk[i].tobytes()))
+    return out
+
+
+def target_fingerprint(vector: Sequence[float], document: str | None, metadata: Any, uri: str | None) -> Fingerprint:
+    """The payload digest and sketch of a point as Qdrant returns it (``source`` is empty: a point is not the
+    source's exact bytes)."""
+    sk = sketches(np.asarray([vector], dtype=np.float32))[0]
+    return Fingerprint(b"", payload_digest(document, metadata, uri), sk.tobytes())
+
+
+def sketches_agree(a: bytes, b: bytes) -> bool:
+    x = np.frombuffer(a, dtype=np.float32).astype(np.float64)
+    y = np.frombuffer(b, dtype=np.float32).astype(np.float64)
+    if x.shape != y.shape:
+        return False
+    scale = max(1.0, float(np.abs(x).max(initial=0.0)), float(np.abs(y).max(initial=0.0)))
+    return bool(np.all(np.abs(x - y) <= SKETCH_TOLERANCE * scale))

@@ -1,0 +1,115 @@
+"""Carrying a sync plan over: ChromaDB's changes into Qdrant (forward), Qdrant's into ChromaDB (reverse).
+
+Each batch is written, then its fingerprints go to the ledger, so a killed sync leaves a ledger that claims
+nothing unwritten; running the sync again re-plans and finds the written records already in step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from qdrant_client import models
+
+from runbook_lib.core.fingerprint import Fingerprint, fingerprints
+from runbook_lib.core.mapping import build_payload, normalise_rows, point_id
+from runbook_lib.errors import SyncError
+from runbook_lib.source.chroma import ChromaSource
+from runbook_lib.state.ledger import Ledger
+from runbook_lib.steps.sync.chroma_writer import ChromaWriter
+from runbook_lib.steps.sync.diff import CollectionDiff, point_record
+from runbook_lib.target.qdrant import QdrantTarget, retry_transient
+
+
+def _batches(items: Sequence[str], size: int) -> list[Sequence[str]]:
+    return [items[s : s + size] for s in range(0, len(items), size)]
+
+
+def refresh_ledger(ledger: Ledger, diff: CollectionDiff) -> None:
+    """Records already equal on both sides: bring the ledger up to them."""
+    ledger.put(diff.collection, [(cid, fp) for cid, fp in diff.in_step.items() if fp is not None])
+    ledger.delete(diff.collection, [cid for cid, fp in diff.in_step.items() if fp is None])
+
+
+def to_qdrant(
+    source: ChromaSource,
+    target: QdrantTarget,
+    ledger: Ledger,
+    diff: CollectionDiff,
+    *,
+    upserts: list[str],
+    deletes: list[str],
+    batch_size: int,
+    on_batch: Any = None,
+) -> None:
+    for chunk in _batches(upserts, batch_size):
+        batch = source.fetch(diff.collection, list(chunk), expected_dim=diff.dimension)
+        vectors = normalise_rows(batch.embeddings) if diff.cosine else batch.embeddings
+        payloads = [
+            build_payload(i, d, m, u)
+            for i, d, m, u in zip(batch.ids, batch.documents, batch.metadatas, batch.uris, strict=True)
+        ]
+        target.upsert(diff.target, [point_id(i) for i in batch.ids], vectors, payloads, batch_label="a sync batch")
+        fps = fingerprints(
+            batch.embeddings, batch.documents, batch.metadatas, batch.uris, cosine=diff.cosine, target_vectors=vectors
+        )
+        ledger.put(diff.collection, zip(batch.ids, fps, strict=True))
+        if on_batch is not None:
+            on_batch(len(chunk))
+    for chunk in _batches(deletes, batch_size):
+        selector = models.PointIdsList(points=[point_id(i) for i in chunk])  # type: ignore[misc]
+        retry_transient(target.client.delete)(collection_name=diff.target, points_selector=selector, wait=True)
+        ledger.delete(diff.collection, list(chunk))
+        if on_batch is not None:
+            on_batch(len(chunk))
+
+
+def to_chroma(
+    target: QdrantTarget,
+    writer: ChromaWriter,
+    diff: CollectionDiff,
+    *,
+    upserts: list[str],
+    deletes: list[str],
+    batch_size: int,
+    on_batch: Any = None,
+) -> tuple[list[tuple[str, Fingerprint]], list[str]]:
+    """Write Qdrant's records into ChromaDB (through ``writer``) and read them back; returns the ledger rows to
+    record once the writer has committed (a staged directory is not live until then)."""
+    rows: list[tuple[str, Fingerprint]] = []
+    for chunk in _batches(upserts, batch_size):
+        points = target.retrieve(diff.target, [point_id(i) for i in chunk], with_vectors=True)
+        records = [point_record(p) for p in points]
+        if len(records) != len(chunk):
+            missing = sorted(set(chunk) - {r[0] for r in records})[:5]
+            raise SyncError(f"Qdrant no longer has points for {missing} of {diff.target!r}; run the sync again.")
+        ids = [r[0] for r in records]
+        vectors = np.asarray([r[1] for r in records], dtype=np.float32)
+        documents = [r[2] for r in records]
+        metadatas = [r[3] or None for r in records]
+        uris = [r[4] for r in records]
+        writer.upsert(diff.collection, ids, vectors, documents, metadatas, uris)
+        back = writer.read(diff.collection, ids)
+        _check_read_back(diff.collection, ids, vectors, documents, back)
+        fps = fingerprints(vectors, documents, metadatas, uris, cosine=diff.cosine, target_vectors=vectors)
+        rows.extend(zip(ids, fps, strict=True))
+        if on_batch is not None:
+            on_batch(len(chunk))
+    for chunk in _batches(deletes, batch_size):
+        writer.delete(diff.collection, list(chunk))
+        if writer.read(diff.collection, list(chunk))["ids"]:
+            raise SyncError(f"ChromaDB still holds deleted ids of {diff.collection!r}; nothing was replaced.")
+        if on_batch is not None:
+            on_batch(len(chunk))
+    return rows, list(deletes)
+
+
+def _check_read_back(name: str, ids: list[str], vectors: np.ndarray, documents: list[Any], back: Any) -> None:
+    position = {cid: k for k, cid in enumerate(back["ids"])}
+    if set(position) != set(ids):
+        raise SyncError(f"ChromaDB did not keep every record written to {name!r}; nothing was replaced.")
+    got = np.asarray([back["embeddings"][position[i]] for i in ids], dtype=np.float32)
+    docs = [back["documents"][position[i]] for i in ids]
+    if not np.array_equal(got, vectors) or docs != documents:
+        raise SyncError(f"ChromaDB read back other values than were written to {name!r}; nothing was replaced.")

@@ -1,0 +1,246 @@
+"""The sync step (``06_sync.ipynb``): bring a migrated run up to date with a live app (SPEC "Live data").
+
+1. Read the live source as it is now: a Chroma server directly; a persistent directory through a snapshot kept in
+   the run's ``state/sync_snapshot`` (so a verify after the sync checks the target against the source as of
+   this sync) and read from a scratch copy of it.
+2. Plan (:mod:`~runbook_lib.steps.sync.diff`): changes on each side since the last sync, and conflicts.
+3. Stop before writing when the plan holds what this direction must not overwrite (a conflict, or a change
+   made on the side being written) unless ``on_conflict`` picks a side; a reverse sync without ``confirm`` only
+   shows its plan.
+4. Apply (:mod:`~runbook_lib.steps.sync.apply`): forward into Qdrant; reverse into ChromaDB (a staged copy of a
+   persistent directory, verified, then swapped in). The ledger follows each written batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from runbook_lib.errors import ConfigError
+from runbook_lib.runtime.display import progress
+from runbook_lib.runtime.step import Step
+from runbook_lib.source import chroma_files
+from runbook_lib.source.chroma import ChromaSource
+from runbook_lib.state.checkpoint import CHECKPOINT, Checkpoint
+from runbook_lib.state.ledger import Ledger
+from runbook_lib.state.run import utc_now
+from runbook_lib.steps.sync import apply
+from runbook_lib.steps.sync.chroma_writer import ChromaWriter
+from runbook_lib.steps.sync.diff import CollectionDiff, diff_collection
+from runbook_lib.steps.sync.result import SyncResult
+from runbook_lib.target.qdrant import QdrantTarget
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT = "sync_snapshot"
+
+
+def _snapshot(step: Step) -> tuple[Path, dict[str, list[int]]]:
+    """A consistent copy of the live directory in the run's state folder (replacing the previous sync's), and the
+    live files' (size, mtime) when it was taken, so a verify can tell whether the app wrote after this sync."""
+    live = step.settings.chroma.require_persist_dir()
+    final = step.run.state_dir / SNAPSHOT
+    partial = final.with_name(SNAPSHOT + ".partial")
+    for _attempt in range(3):
+        shutil.rmtree(partial, ignore_errors=True)
+        chroma_files.ensure_free_space(partial.parent, chroma_files.tree_size(live), "the sync snapshot")
+        before = chroma_files.stat_tree(live)
+        chroma_files.copy_chroma_dir(live, partial)
+        if chroma_files.stat_tree(live) == before:
+            shutil.rmtree(final, ignore_errors=True)
+            partial.rename(final)
+            return final, {name: list(v) for name, v in before.items()}
+        log.info("%s changed while it was copied; copying it again", live)
+    shutil.rmtree(partial, ignore_errors=True)
+    raise ConfigError(
+        f"{live} kept changing while the sync copied it: the app is writing continuously; run the sync again in a "
+        "quieter moment (or pause the app's writes for the few seconds of the copy)."
+    )
+
+
+def _collections(step: Step, checkpoint: Checkpoint) -> list[tuple[str, dict[str, Any]]]:
+    states = checkpoint.data.get("collections", {})
+    if not states:
+        raise ConfigError(
+            f"Run {step.run.run_id} has no migration to synchronise: run `runbook migrate --run-id "
+            f"{step.run.run_id}` first (a sync brings a migrated run up to date)."
+        )
+    planned = checkpoint.data.get("planned") or list(states)
+    wanted = step.params.collections or planned
+    unknown = [n for n in wanted if n not in planned]
+    if unknown:
+        raise ConfigError(
+            f"Collection {unknown[0]!r} is not part of run {step.run.run_id} (it migrated {', '.join(planned)}): "
+            "migrate it first, or leave it out of `collections`."
+        )
+    out = []
+    for name in wanted:
+        state = states.get(name, {})
+        if state.get("status") == "skipped":
+            continue
+        if state.get("status") != "done":
+            raise ConfigError(
+                f"The migration of {name!r} in run {step.run.run_id} has not finished (status "
+                f"{state.get('status', 'not started')!r}): resume it with `runbook migrate --run-id "
+                f"{step.run.run_id}` before synchronising."
+            )
+        out.append((name, state))
+    return out
+
+
+def _decide(diffs: list[CollectionDiff], direction: str, on_conflict: str) -> list[str]:
+    """Why this sync must stop before writing (empty: it may write)."""
+    reasons = []
+    conflicts = sum(len(d.conflicts) for d in diffs)
+    if conflicts and on_conflict == "stop":
+        first = next(f"{d.collection}/{d.conflicts[0]}" for d in diffs if d.conflicts)
+        reasons.append(
+            f"{conflicts} record(s) changed on both sides since the last sync (first: {first}); choose which side "
+            "wins with -p on_conflict source or -p on_conflict target"
+        )
+    other = sum((d.qdrant if direction == "forward" else d.source).total() for d in diffs)
+    if other and on_conflict == "stop":
+        where, fix, winner = (
+            ("Qdrant", "run `-p direction reverse -p confirm true` first to bring them to ChromaDB", "source")
+            if direction == "forward"
+            else ("ChromaDB", "run a forward sync first to bring them to Qdrant", "target")
+        )
+        reasons.append(
+            f"{other} record(s) were changed in {where} since the last sync and this direction would overwrite "
+            f"them: {fix}, or pass -p on_conflict {winner} to overwrite them"
+        )
+    return reasons
+
+
+def _work(diff: CollectionDiff, direction: str, on_conflict: str) -> tuple[list[str], list[str]]:
+    """(upserts, deletes) on the side being written, following the winner for conflicts and cross-side changes."""
+    if direction == "forward":
+        mine, other, gone = diff.source, diff.qdrant, diff.conflict_gone_in_source
+        wins = on_conflict == "source"
+    else:
+        mine, other, gone = diff.qdrant, diff.source, diff.conflict_gone_in_qdrant
+        wins = on_conflict == "target"
+    upserts, deletes = mine.upserts(), list(mine.deleted)
+    if wins:  # put the other side back to how this side has it
+        upserts += other.changed + other.deleted
+        deletes += other.added
+        upserts += [c for c in diff.conflicts if c not in gone]
+        deletes += [c for c in diff.conflicts if c in gone]
+    return sorted(upserts), sorted(deletes)
+
+
+def sync(step: Step) -> SyncResult:
+    p = step.params
+    t0 = time.perf_counter()
+    checkpoint = Checkpoint(step.run.state_dir / CHECKPOINT)
+    todo = _collections(step, checkpoint)
+    result = SyncResult(ok=True, direction=p.direction, on_conflict=p.on_conflict)
+    chroma = step.settings.chroma
+    with QdrantTarget(step.settings.qdrant) as target, Ledger.for_run(step.run.state_dir) as ledger:
+        snapshot, live_stats = (None, None) if chroma.is_server else _snapshot(step)
+        result.snapshot = str(snapshot) if snapshot else None
+        source = ChromaSource.open(chroma, copy_from=snapshot)
+        try:
+            diffs = []
+            for name, state in todo:
+                bar = progress(desc=f"plan {name}", unit="rec", leave=False)
+                diffs.append(
+                    diff_collection(
+                        source,
+                        target,
+                        ledger,
+                        name,
+                        state["target"],
+                        cosine=state.get("distance") == "Cosine",
+                        dimension=state.get("dimension"),
+                        batch_size=p.batch_size,
+                        on_batch=bar.update,
+                    )
+                )
+                bar.close()
+                source.release()
+            result.collections = [d.summary() for d in diffs]
+            result.blocked = _decide(diffs, p.direction, p.on_conflict)
+            if result.blocked:
+                result.ok = False
+            elif p.direction == "reverse" and not p.confirm:
+                result.plan_only = True
+            else:
+                _apply(step, source, target, ledger, diffs, result)
+        finally:
+            source.close()
+    if result.applied:  # a completed sync, even one with nothing to do: verify reads the source as of it
+        checkpoint.data["sync"] = {
+            "synced_at": utc_now(),
+            "direction": p.direction,
+            "snapshot": result.snapshot,
+            "live_stats": result.live_stats or live_stats,
+            "records_applied": result.totals()["applied"],
+        }
+        checkpoint.save()
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _apply(
+    step: Step,
+    source: ChromaSource,
+    target: QdrantTarget,
+    ledger: Ledger,
+    diffs: list[CollectionDiff],
+    result: SyncResult,
+) -> None:
+    p = step.params
+    work = {d.collection: _work(d, p.direction, p.on_conflict) for d in diffs}
+    total = sum(len(u) + len(d) for u, d in work.values())
+    bar = progress(total=total, desc=f"sync {p.direction}", unit="rec")
+    if p.direction == "forward":
+        for diff, summary in zip(diffs, result.collections, strict=True):
+            upserts, deletes = work[diff.collection]
+            apply.refresh_ledger(ledger, diff)
+            apply.to_qdrant(
+                source,
+                target,
+                ledger,
+                diff,
+                upserts=upserts,
+                deletes=deletes,
+                batch_size=p.batch_size,
+                on_batch=bar.update,
+            )
+            summary["applied"] = len(upserts) + len(deletes)
+            source.release()
+    else:
+        writer = ChromaWriter.open(step.settings.chroma, server_client=source.client)
+        pending: list[tuple[CollectionDiff, Any, list[str]]] = []
+        try:
+            for diff, summary in zip(diffs, result.collections, strict=True):
+                upserts, deletes = work[diff.collection]
+                rows, deleted = apply.to_chroma(
+                    target,
+                    writer,
+                    diff,
+                    upserts=upserts,
+                    deletes=deletes,
+                    batch_size=p.batch_size,
+                    on_batch=bar.update,
+                )
+                pending.append((diff, rows, deleted))
+                summary["applied"] = len(upserts) + len(deletes)
+            previous = writer.commit()
+        except BaseException:
+            writer.discard()
+            raise
+        result.previous_dir = str(previous) if previous else None
+        for diff, rows, deleted in pending:  # the ledger follows only once ChromaDB holds the writes
+            apply.refresh_ledger(ledger, diff)
+            ledger.put(diff.collection, rows)
+            ledger.delete(diff.collection, deleted)
+        if previous is not None:  # ChromaDB changed: the source as of this sync is the new directory
+            snap, result.live_stats = _snapshot(step)
+            result.snapshot = str(snap)
+    bar.close()
+    result.applied = True

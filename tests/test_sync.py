@@ -1,0 +1,202 @@
+"""The sync step on real components: a persistent ChromaDB directory, qdrant-client's local mode, the run's
+ledger. An app adds, changes and deletes records on both sides around each step; sync carries every change over
+(including deletions and changes of uri and of metadata types), stops before writing on a conflict, and a killed
+sync resumes exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import chromadb
+import numpy as np
+import pytest
+from qdrant_client import QdrantClient, models
+
+from runbook_lib.core.mapping import build_payload, normalise_rows, point_id
+from runbook_lib.errors import ConfigError, VerificationFailed
+from runbook_lib.state.ledger import Ledger
+from runbook_lib.steps.migrate.engine import migrate
+from runbook_lib.steps.sync import apply as sync_apply
+from runbook_lib.steps.sync.engine import sync
+
+from conftest import _close, assert_exact_copy, run_step_inprocess
+
+
+def _migrate() -> str:
+    step, result = run_step_inprocess("migrate", migrate)
+    assert result.ok
+    return step.run.run_id
+
+
+def chroma_app_writes(chroma_dir: Path) -> dict[str, Any]:
+    """What a live app does to ChromaDB after the migration's snapshot."""
+    client = chromadb.PersistentClient(path=str(chroma_dir))
+    alpha = client.get_collection("alpha_docs", embedding_function=None)
+    beta = client.get_collection("beta_docs", embedding_function=None)
+    rng = np.random.default_rng(7)
+    alpha.add(
+        ids=["a-new-1", "a-new-2"],
+        embeddings=rng.normal(size=(2, 16)).tolist(),
+        documents=["n1", None],
+        metadatas=[{"k": 1}, None],
+        uris=["s3://x/new1", None],
+    )
+    alpha.update(ids=["a-0005"], embeddings=rng.normal(size=(1, 16)).tolist())  # vector only
+    alpha.update(ids=["a-0007"], metadatas=[{"i": 7.0, "half": 3.5, "even": False, "tag": "t2"}])  # int -> float
+    beta.update(ids=["b-0003"], uris=["s3://moved/3.txt"])  # uri changed
+    beta.update(ids=["b-0004"], documents=["rewritten"], embeddings=rng.normal(size=(1, 8)).tolist())
+    alpha.delete(ids=["a-0010", "a-0011"])
+    beta.delete(ids=["b-0100"])
+    _close(client)
+    return {"added": 2, "changed": 4, "deleted": 3}
+
+
+def qdrant_app_writes(qdrant_dir: Path) -> None:
+    """What the app does to Qdrant after cutover (the SPEC mapping, as the wrapper writes it)."""
+    q = QdrantClient(path=str(qdrant_dir))
+    rng = np.random.default_rng(11)
+    vec = normalise_rows(rng.normal(size=(1, 16)).astype(np.float32))[0]
+    q.upsert(
+        "alpha_docs",
+        [
+            models.PointStruct(
+                id=point_id("a-q-1"),
+                vector=vec.tolist(),
+                payload=build_payload("a-q-1", "from qdrant", {"src": "q"}, None),
+            )
+        ],
+    )
+    old = q.retrieve("gamma_docs", [point_id("g-0002")], with_payload=True, with_vectors=True)[0]
+    payload = dict(old.payload or {})
+    payload["metadata"] = {**(payload.get("metadata") or {}), "edited": True}
+    q.upsert("gamma_docs", [models.PointStruct(id=old.id, vector=old.vector, payload=payload)])
+    q.delete("gamma_docs", points_selector=models.PointIdsList(points=[point_id("g-0003")]))
+    q.close()
+
+
+def test_migration_fills_the_ledger_in_its_copy_pass(
+    small_source: dict[str, Any], runbook_env: dict[str, Path]
+) -> None:
+    run_id = _migrate()
+    with Ledger.for_run(runbook_env["outputs"] / run_id / "state") as ledger:
+        assert {n: ledger.count(n) for n in ("alpha_docs", "beta_docs", "gamma_docs")} == {
+            "alpha_docs": 700,
+            "beta_docs": 300,
+            "gamma_docs": 120,
+        }
+    # nothing changed: a sync says so and writes nothing
+    _, result = run_step_inprocess("sync", sync, run_id=run_id)
+    assert result.verdict.startswith("IN SYNC") and result.totals()["applied"] == 0
+
+
+def test_forward_sync_carries_every_source_change(small_source: dict[str, Any], runbook_env: dict[str, Path]) -> None:
+    run_id = _migrate()
+    chroma_app_writes(runbook_env["chroma"])
+    _, result = run_step_inprocess("sync", sync, run_id=run_id)
+    t = result.totals()
+    assert t["source"] == 9 and t["qdrant"] == 0 and t["conflicts"] == 0 and t["applied"] == 9, result.collections
+    by = {c["collection"]: c for c in result.collections}
+    assert by["alpha_docs"]["source_changes"] == {"added": 2, "changed": 2, "deleted": 2}
+    assert by["beta_docs"]["source_changes"] == {"added": 0, "changed": 2, "deleted": 1}
+    assert assert_exact_copy(runbook_env["chroma"], runbook_env["qdrant"]) == 1120 + 2 - 3
+    # idempotent: again, nothing to do
+    _, again = run_step_inprocess("sync", sync, run_id=run_id)
+    assert again.verdict.startswith("IN SYNC"), again.verdict
+
+
+def test_qdrant_side_changes_stop_a_forward_sync_and_come_back_with_reverse(
+    small_source: dict[str, Any], runbook_env: dict[str, Path]
+) -> None:
+    run_id = _migrate()
+    qdrant_app_writes(runbook_env["qdrant"])
+    with pytest.raises(VerificationFailed, match="changed in Qdrant"):
+        run_step_inprocess("sync", sync, run_id=run_id)
+    # reverse without confirm: the plan only
+    before = sorted(p.name for p in runbook_env["chroma"].parent.iterdir())
+    _, plan = run_step_inprocess("sync", sync, run_id=run_id, direction="reverse")
+    assert plan.plan_only and plan.totals()["qdrant"] == 3
+    assert sorted(p.name for p in runbook_env["chroma"].parent.iterdir()) == before
+    _, done = run_step_inprocess("sync", sync, run_id=run_id, direction="reverse", confirm=True)
+    assert done.totals()["applied"] == 3 and done.previous_dir and Path(done.previous_dir).is_dir()
+    client = chromadb.PersistentClient(path=str(runbook_env["chroma"]))
+    got = client.get_collection("alpha_docs").get(ids=["a-q-1"], include=["documents", "metadatas"])
+    assert got["documents"] == ["from qdrant"] and got["metadatas"] == [{"src": "q"}]
+    gamma = client.get_collection("gamma_docs")
+    assert gamma.get(ids=["g-0003"])["ids"] == []
+    assert gamma.get(ids=["g-0002"], include=["metadatas"])["metadatas"][0]["edited"] is True
+    _close(client)
+    assert assert_exact_copy(runbook_env["chroma"], runbook_env["qdrant"]) == 1120
+    _, again = run_step_inprocess("sync", sync, run_id=run_id)
+    assert again.verdict.startswith("IN SYNC"), again.verdict
+
+
+def test_a_conflict_stops_before_writing_unless_a_side_is_chosen(
+    small_source: dict[str, Any], runbook_env: dict[str, Path]
+) -> None:
+    run_id = _migrate()
+    client = chromadb.PersistentClient(path=str(runbook_env["chroma"]))
+    client.get_collection("gamma_docs", embedding_function=None).update(ids=["g-0002"], metadatas=[{"chroma_edit": 1}])
+    _close(client)
+    qdrant_app_writes(runbook_env["qdrant"])  # edits g-0002 too
+    with pytest.raises(VerificationFailed, match=r"changed on both sides.*gamma_docs/g-0002"):
+        run_step_inprocess("sync", sync, run_id=run_id, on_conflict="stop")
+    q = QdrantClient(path=str(runbook_env["qdrant"]))
+    assert q.retrieve("gamma_docs", [point_id("g-0002")])[0].payload["metadata"]["edited"] is True  # untouched
+    q.close()
+    _, result = run_step_inprocess("sync", sync, run_id=run_id, on_conflict="source")
+    assert result.totals()["conflicts"] == 1
+    assert assert_exact_copy(runbook_env["chroma"], runbook_env["qdrant"]) == 1120
+
+
+def test_a_killed_sync_resumes_exactly(
+    small_source: dict[str, Any], runbook_env: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_id = _migrate()
+    chroma_app_writes(runbook_env["chroma"])
+    real = sync_apply.to_qdrant
+    calls = {"n": 0}
+
+    def dies_after_the_first_collection(*args: Any, **kwargs: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # the process is stopped part-way
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(sync_apply, "to_qdrant", dies_after_the_first_collection)
+    with pytest.raises(KeyboardInterrupt):
+        run_step_inprocess("sync", sync, run_id=run_id)
+    monkeypatch.setattr(sync_apply, "to_qdrant", real)
+    _, resumed = run_step_inprocess("sync", sync, run_id=run_id)
+    by = {c["collection"]: c for c in resumed.collections}
+    assert by["alpha_docs"]["in_step"] == 6 or by["alpha_docs"]["applied"] == 0  # done before the kill
+    assert assert_exact_copy(runbook_env["chroma"], runbook_env["qdrant"]) == 1119
+
+
+def test_sync_needs_a_migrated_run(small_source: dict[str, Any], runbook_env: dict[str, Path]) -> None:
+    step, _ = run_step_inprocess("dry-run", __import__("runbook_lib.steps.dry_run.engine", fromlist=["x"]).dry_run)
+    with pytest.raises(ConfigError, match="has no migration to synchronise"):
+        run_step_inprocess("sync", sync, run_id=step.run.run_id)
+    with pytest.raises(ConfigError, match="pass its run id"):
+        run_step_inprocess("sync", sync)
+
+
+def test_verify_after_a_sync_checks_the_source_as_of_that_sync(
+    small_source: dict[str, Any], runbook_env: dict[str, Path]
+) -> None:
+    from runbook_lib.steps.verify.engine import verify
+
+    run_id = _migrate()
+    chroma_app_writes(runbook_env["chroma"])
+    with pytest.raises(VerificationFailed):  # the live source moved on since the backup
+        run_step_inprocess("verify", verify, run_id=run_id)
+    run_step_inprocess("sync", sync, run_id=run_id)
+    _, result = run_step_inprocess("verify", verify, run_id=run_id)
+    assert result.ok and "as of the run's last sync" in result.source_read, result.verdict
+    assert result.total_records == 1119
+    # the app writes again after the sync: verify says so (and names the fix)
+    client = chromadb.PersistentClient(path=str(runbook_env["chroma"]))
+    client.get_collection("beta_docs", embedding_function=None).delete(ids=["b-0200"])
+    _close(client)
+    with pytest.raises(VerificationFailed, match="changed since the last sync"):
+        run_step_inprocess("verify", verify, run_id=run_id)
