@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,20 @@ def _snapshot(step: Step) -> tuple[Path, dict[str, list[int]]]:
     )
 
 
-def _collections(step: Step, checkpoint: Checkpoint) -> list[tuple[str, dict[str, Any]]]:
+@dataclass(frozen=True)
+class SyncOptions:
+    """How to sync: the sync step's parameters, or what a rollback asks for (a reverse sync that keeps ChromaDB's
+    own changes: ``keep_other_side``)."""
+
+    direction: str = "forward"
+    on_conflict: str = "stop"
+    confirm: bool = False
+    batch_size: int = 256
+    collections: tuple[str, ...] = ()
+    keep_other_side: bool = False
+
+
+def _collections(step: Step, checkpoint: Checkpoint, requested: tuple[str, ...]) -> list[tuple[str, dict[str, Any]]]:
     states = checkpoint.data.get("collections", {})
     if not states:
         raise ConfigError(
@@ -69,7 +83,7 @@ def _collections(step: Step, checkpoint: Checkpoint) -> list[tuple[str, dict[str
             f"{step.run.run_id}` first (a sync brings a migrated run up to date)."
         )
     planned = checkpoint.data.get("planned") or list(states)
-    wanted = step.params.collections or planned
+    wanted = list(requested) or planned
     unknown = [n for n in wanted if n not in planned]
     if unknown:
         raise ConfigError(
@@ -91,7 +105,7 @@ def _collections(step: Step, checkpoint: Checkpoint) -> list[tuple[str, dict[str
     return out
 
 
-def _decide(diffs: list[CollectionDiff], direction: str, on_conflict: str) -> list[str]:
+def _decide(diffs: list[CollectionDiff], direction: str, on_conflict: str, keep_other_side: bool = False) -> list[str]:
     """Why this sync must stop before writing (empty: it may write)."""
     reasons = []
     conflicts = sum(len(d.conflicts) for d in diffs)
@@ -102,7 +116,7 @@ def _decide(diffs: list[CollectionDiff], direction: str, on_conflict: str) -> li
             "wins with -p on_conflict source or -p on_conflict target"
         )
     other = sum((d.qdrant if direction == "forward" else d.source).total() for d in diffs)
-    if other and on_conflict == "stop":
+    if other and on_conflict == "stop" and not keep_other_side:
         where, fix, winner = (
             ("Qdrant", "run `-p direction reverse -p confirm true` first to bring them to ChromaDB", "source")
             if direction == "forward"
@@ -133,10 +147,23 @@ def _work(diff: CollectionDiff, direction: str, on_conflict: str) -> tuple[list[
 
 
 def sync(step: Step) -> SyncResult:
-    p = step.params
+    """The sync step (``06_sync.ipynb``)."""
+    sp = step.params
+    opts = SyncOptions(
+        direction=sp.direction,
+        on_conflict=sp.on_conflict,
+        confirm=sp.confirm,
+        batch_size=sp.batch_size,
+        collections=tuple(sp.collections),
+    )
+    return run_sync(step, opts)
+
+
+def run_sync(step: Step, p: SyncOptions) -> SyncResult:
+    """Plan, and (when allowed) apply, a sync of ``step``'s run; used by the sync and rollback steps."""
     t0 = time.perf_counter()
     checkpoint = Checkpoint(step.run.state_dir / CHECKPOINT)
-    todo = _collections(step, checkpoint)
+    todo = _collections(step, checkpoint, p.collections)
     result = SyncResult(ok=True, direction=p.direction, on_conflict=p.on_conflict)
     chroma = step.settings.chroma
     with QdrantTarget(step.settings.qdrant) as target, Ledger.for_run(step.run.state_dir) as ledger:
@@ -163,13 +190,13 @@ def sync(step: Step) -> SyncResult:
                 bar.close()
                 source.release()
             result.collections = [d.summary() for d in diffs]
-            result.blocked = _decide(diffs, p.direction, p.on_conflict)
+            result.blocked = _decide(diffs, p.direction, p.on_conflict, p.keep_other_side)
             if result.blocked:
                 result.ok = False
             elif p.direction == "reverse" and not p.confirm:
                 result.plan_only = True
             else:
-                _apply(step, source, target, ledger, diffs, result)
+                _apply(step, p, source, target, ledger, diffs, result)
         finally:
             source.close()
     if result.applied:  # a completed sync, even one with nothing to do: verify reads the source as of it
@@ -187,13 +214,13 @@ def sync(step: Step) -> SyncResult:
 
 def _apply(
     step: Step,
+    p: SyncOptions,
     source: ChromaSource,
     target: QdrantTarget,
     ledger: Ledger,
     diffs: list[CollectionDiff],
     result: SyncResult,
 ) -> None:
-    p = step.params
     work = {d.collection: _work(d, p.direction, p.on_conflict) for d in diffs}
     total = sum(len(u) + len(d) for u, d in work.values())
     bar = progress(total=total, desc=f"sync {p.direction}", unit="rec")
