@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # Extra arguments for `runbook all` in `make run` (the sample re-runs cleanly into the same embedded Qdrant).
 RUN_ARGS ?= -p on_existing resume
 
-.PHONY: run test lab lint format clean-venv bench
+.PHONY: run test lab lint format clean-venv bench system-tools
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (found %d.%d): set PYTHON=/path/to/python3.11" % sys.version_info[:2])'
@@ -32,7 +32,21 @@ run: $(VENV)/.installed-base
 	$(BIN)/runbook all $(RUN_ARGS)
 	$(BIN)/runbook runs
 
-test: $(VENV)/.installed-test
+# Debian packages the tests drive (chromium for the JupyterLab browser test; prometheus and promtool for the
+# monitoring tests): installed when missing, only as root (CI); elsewhere those tests skip with the reason.
+SYSTEM_TOOLS := chromium:chromium promtool:prometheus prometheus:prometheus
+
+system-tools:
+	@if [ "$$(id -u)" = 0 ]; then \
+	  missing=""; for pair in $(SYSTEM_TOOLS); do \
+	    command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  fi; \
+	fi
+
+test: $(VENV)/.installed-test system-tools
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
@@ -43,13 +57,14 @@ lab: $(VENV)/.installed-lab
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/migrate_bench.py
 	$(BIN)/python benchmarks/verify_bench.py
+	$(BIN)/python benchmarks/sync_bench.py --scales 1
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check runbook_lib tests benchmarks tools
+	$(BIN)/ruff format --check runbook_lib runbook_fixtures tests benchmarks tools monitoring
 
 format: $(VENV)/.installed-test
-	$(BIN)/ruff format runbook_lib tests benchmarks tools
+	$(BIN)/ruff format runbook_lib runbook_fixtures tests benchmarks tools monitoring
 
 clean-venv:
 	rm -rf $(VENV)

@@ -223,7 +223,7 @@ def map_batch(index: int, batch: Any, coll: Coll) -> Any:
     library's ``to_points`` has that option)."""
     import inspect
 
-    from runbook_lib.steps.migrate.engine import to_points
+    from runbook_lib.steps.migrate.pipeline import to_points
 
     if "normalise" in inspect.signature(to_points).parameters:
         return to_points(index, batch, normalise=coll.distance == "Cosine")

@@ -36,13 +36,13 @@ from _common import (
     replaced,
 )
 
-import runbook_lib.steps.migrate.engine as migrate_mod
+import runbook_lib.steps.migrate.pipeline as pipeline_mod
 from runbook_lib.config.settings import load_settings
 from runbook_lib.core.mapping import build_payload, normalise_rows, point_id
 from runbook_lib.core.plan import plan_collection
 from runbook_lib.source.chroma import ChromaSource, RecordBatch
 from runbook_lib.state.checkpoint import Checkpoint
-from runbook_lib.steps.migrate.engine import Points, copy_collection, to_points
+from runbook_lib.steps.migrate.pipeline import Points, copy_collection, to_points
 from runbook_lib.target.qdrant import QdrantTarget
 
 
@@ -166,7 +166,7 @@ def copy_all(
         checkpoint = Checkpoint(work / "checkpoint.json")
         stack.enter_context(patched(QdrantTarget, "upsert", clock.wrap("upsert")))
         if deferred:
-            stack.enter_context(patched(migrate_mod, "to_points", replaced(to_points_deferred)))
+            stack.enter_context(patched(pipeline_mod, "to_points", replaced(to_points_deferred)))
         writer: Any = ListsAtUpsert(target) if deferred else target
         gc.collect()
         started = time.perf_counter()

@@ -69,9 +69,10 @@ from _common import (
 )
 
 import runbook_lib.steps.migrate.engine as migrate_mod
+import runbook_lib.steps.migrate.pipeline as pipeline_mod
 from runbook_lib.source.chroma import ChromaSource
 from runbook_lib.state.checkpoint import Checkpoint
-from runbook_lib.steps.migrate.engine import Points
+from runbook_lib.steps.migrate.pipeline import Points
 from runbook_lib.target.qdrant import QdrantTarget
 
 #: Context quoted next to our rate: the seed migration guide and Qdrant's own migration tool.
@@ -109,7 +110,7 @@ def measure_migration(db: Path, batch_size: int, work: Path) -> dict[str, Any]:
         patched(QdrantTarget, "upsert", clock.wrap("upsert")),
         patched(Checkpoint, "save", clock.wrap("checkpoint_save")),
         patched(ChromaSource, "fetch", clock.wrap("fetch")),
-        patched(migrate_mod, "to_points", clock.wrap("to_points")),
+        patched(pipeline_mod, "to_points", clock.wrap("to_points")),
     ):
         gc.collect()
         started = time.perf_counter()

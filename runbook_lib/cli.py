@@ -14,7 +14,7 @@ from typing import Any
 
 from runbook_lib.config.settings import load_settings
 from runbook_lib.errors import ConfigError, RunbookError
-from runbook_lib.state.run import STEPS, Run, list_runs, write_json
+from runbook_lib.state.run import STEPS, Run, list_runs, outputs_error, write_json
 from runbook_lib.steps import cleanup
 
 ALL_STEPS = ("dry-run", "migrate", "verify", "monitor")
@@ -78,7 +78,7 @@ def _load_params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run_steps(steps: Sequence[str], args: argparse.Namespace) -> int:
-    from runbook_lib.runtime.runner import coerce_parameters, execute_step
+    from runbook_lib.runtime.runner import coerce_parameters
 
     settings = load_settings()
     raw = _load_params(args)
@@ -100,6 +100,14 @@ def _run_steps(steps: Sequence[str], args: argparse.Namespace) -> int:
             "Pass the run id of the migration to undo: runbook rollback --run-id ID (`runbook runs` lists them)."
         )
     run = Run.open(settings.outputs, args.run_id) if args.run_id else Run.create(settings.outputs)
+    with run.driving():  # one process drives a run: a second one is refused before it changes anything
+        return _drive(steps, run, per_step)
+
+
+def _drive(steps: Sequence[str], run: Run, per_step: dict[str, dict[str, Any]]) -> int:
+    from runbook_lib.runtime.interrupt import EXIT_INTERRUPTED
+    from runbook_lib.runtime.runner import execute_step
+
     print(f"runbook: run {run.run_id} in {run.dir}", file=sys.stderr)
     for step in steps:
         print(f"runbook: {step} ...", file=sys.stderr)
@@ -107,6 +115,13 @@ def _run_steps(steps: Sequence[str], args: argparse.Namespace) -> int:
         if outcome.exit_code == 0:
             print(f"runbook: {step} ok: {outcome.message}", file=sys.stderr)
             continue
+        if outcome.exit_code == EXIT_INTERRUPTED:
+            print(
+                f"runbook: {step} interrupted; what it did so far is filed in {run.dir} "
+                f"(run again with --run-id {run.run_id} to continue).",
+                file=sys.stderr,
+            )
+            return EXIT_INTERRUPTED
         if not run.result_path(step).is_file():
             write_json(
                 run.result_path(step),
@@ -184,9 +199,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunbookError as exc:
         print(f"runbook: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a full outputs disk outside the writes that already say so
+        error = outputs_error(Path(exc.filename or load_settings().outputs), exc)
+        if error is None:
+            raise
+        print(f"runbook: error: {error}", file=sys.stderr)
+        return error.exit_code
     except KeyboardInterrupt:
         print("runbook: interrupted; run again with the same --run-id to resume.", file=sys.stderr)
-        return 1
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -74,3 +74,11 @@ class VerificationFailed(RunbookError):
 
 class ExistingCollectionError(ConfigError):
     """A target collection exists that this run did not create."""
+
+
+class OutputsFullError(RunbookError):
+    """The run folder could not be written: its disk is full. What was filed so far is intact (atomic writes)."""
+
+
+class RunBusyError(ConfigError):
+    """Another process is driving the same run (its lock is held). Nothing was changed."""

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient, models
 
-from runbook_lib.errors import ConfigError
+from runbook_lib.errors import ConfigError, RunbookError
 from runbook_lib.source.backup import backup_root
 from runbook_lib.state.checkpoint import CHECKPOINT
 from runbook_lib.steps.dry_run.engine import dry_run
@@ -124,3 +124,43 @@ def test_plan_is_recorded_after_a_run(small_source: dict[str, Any], runbook_env:
     state = json.loads((step.run.state_dir / CHECKPOINT).read_text())
     assert state["planned"] == ["alpha_docs", "beta_docs", "empty_docs", "gamma_docs"]
     assert set(state["planned"]) == set(state["collections"])
+
+
+def test_the_catalog_reads_names_and_ids_without_touching_the_directory(
+    small_source: dict[str, Any], runbook_env: dict[str, Path]
+) -> None:
+    """The checks before the backup read SQLite in read-only mode: same names and ids as chromadb, no copy, no
+    byte or timestamp of the live directory changed."""
+    import os
+
+    from runbook_lib.config.settings import load_settings
+    from runbook_lib.source.catalog import Catalog
+    from runbook_lib.source.chroma import ChromaSource
+
+    chroma = runbook_env["chroma"]
+    stamps = {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in chroma.rglob("*") if p.is_file()}
+    with Catalog(chroma) as catalog:
+        names = catalog.collection_names()
+        ids = {n: catalog.snapshot_ids(n) for n in names}
+        dims = {n: catalog.dimension(n) for n in names}
+    assert {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in chroma.rglob("*") if p.is_file()} == stamps
+    assert sorted(os.listdir(chroma)) == sorted(p.name for p in chroma.iterdir())  # no journal file appeared
+    with ChromaSource.open(load_settings().chroma) as source:
+        assert names == source.collection_names()
+        assert ids == {n: source.snapshot_ids(n) for n in names}
+        assert {n: dims[n] for n in names if ids[n]} == {n: source.dimension(n) for n in names if ids[n]}
+
+
+def test_a_problem_found_on_the_backup_removes_the_backup(
+    small_source: dict[str, Any], runbook_env: dict[str, Path]
+) -> None:
+    """on_existing=resume onto a Qdrant collection of another distance is only seen once the distance is read (from
+    the backup): the run stops with exit 2 and leaves no backup behind."""
+    q = QdrantClient(path=str(runbook_env["qdrant"]))
+    q.create_collection("beta_docs", vectors_config=models.VectorParams(size=8, distance=models.Distance.DOT))
+    q.close()
+    with pytest.raises(RunbookError) as info:
+        run_step_inprocess("migrate", migrate, on_existing="resume")
+    assert "distance" in str(info.value)
+    root = backup_root(runbook_env["chroma"])
+    assert not root.exists() or not list(root.iterdir())

@@ -8,6 +8,7 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -135,7 +136,7 @@ def test_parallel_writers_deliver_every_batch_once(
     from runbook_lib.core.mapping import normalise_rows, point_id
     from runbook_lib.core.plan import plan_collection
     from runbook_lib.source.chroma import ChromaSource
-    from runbook_lib.steps.migrate.engine import copy_collection
+    from runbook_lib.steps.migrate.pipeline import copy_collection
 
     url, handler = stub
     handler.write_status = 200
@@ -174,3 +175,124 @@ def test_parallel_writers_deliver_every_batch_once(
         vec, payload = by_id[point_id(cid)]
         assert np.allclose(vec, vectors[k], atol=1e-7)
         assert payload["chroma_id"] == cid and payload["document"] == expected.documents[k]
+
+
+# --- deferred indexing: the collection's own threshold comes back, only on collections the run created ------------
+def test_indexing_to_restore_decision() -> None:
+    decide = qdrant_target.indexing_to_restore
+    assert decide(deferred_from=12_345, current=0) == 12_345  # the run switched it off: its own value comes back
+    assert decide(deferred_from=None, current=0) is None  # not created (or not deferred) by the run: never touched
+    assert decide(deferred_from=None, current=5_000) is None
+    assert decide(deferred_from=12_345, current=7_000) is None  # someone set it meanwhile: kept
+
+
+def test_local_mode_indexing_is_untouched(tmp_path: Path) -> None:
+    with QdrantTarget(QdrantSettings(path=tmp_path / "q")) as target:
+        assert target.create_collection("books", size=2, distance="Cosine", defer_indexing=True) is None
+        assert target.indexing_threshold("books") == 20_000  # local mode's default, never switched off
+        assert target.finish_bulk_load("books") is None
+        assert target.finish_bulk_load("books", restore_to=777) is None
+        assert target.indexing_threshold("books") == 20_000
+
+
+class _ConfigStub(BaseHTTPRequestHandler):
+    """A Qdrant server as far as collection configuration goes: create (PUT), read (GET), update (PATCH)."""
+
+    template: dict[str, Any] = {}  # noqa: RUF012
+    thresholds: dict[str, int] = {}  # noqa: RUF012
+    calls: list[tuple[str, str, dict[str, Any] | None]] = []  # noqa: RUF012
+    own_threshold = 12_345
+
+    def _reply(self, body: Any) -> None:
+        data = json.dumps({"result": body, "status": "ok", "time": 0.0}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self) -> dict[str, Any] | None:
+        length = int(self.headers.get("Content-Length") or 0)
+        return json.loads(self.rfile.read(length)) if length else None
+
+    def do_GET(self) -> None:
+        cls = type(self)
+        path = self.path.split("?")[0]
+        cls.calls.append(("GET", path, None))
+        if path == "/collections":
+            self._reply({"collections": [{"name": n} for n in cls.thresholds]})
+            return
+        info = json.loads(json.dumps(cls.template))
+        info["config"]["optimizer_config"]["indexing_threshold"] = cls.thresholds[path.rsplit("/", 1)[1]]
+        self._reply(info)
+
+    def do_PUT(self) -> None:
+        cls = type(self)
+        path, body = self.path.split("?")[0], self._body()
+        cls.calls.append(("PUT", path, body))
+        cls.thresholds[path.rsplit("/", 1)[1]] = cls.own_threshold
+        self._reply(True)
+
+    def do_PATCH(self) -> None:
+        cls = type(self)
+        path, body = self.path.split("?")[0], self._body()
+        cls.calls.append(("PATCH", path, body))
+        value = ((body or {}).get("optimizers_config") or {}).get("indexing_threshold")
+        if value is not None:
+            cls.thresholds[path.rsplit("/", 1)[1]] = value
+        self._reply(True)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def config_stub(tmp_path: Path) -> Iterator[tuple[str, type[_ConfigStub]]]:
+    from qdrant_client import QdrantClient, models
+
+    local = QdrantClient(path=str(tmp_path / "template"))
+    local.create_collection("t", vectors_config=models.VectorParams(size=2, distance=models.Distance.COSINE))
+    template = json.loads(local.get_collection("t").model_dump_json())
+    local.close()
+    handler = type("ConfigStub", (_ConfigStub,), {"template": template, "thresholds": {"theirs": 0}, "calls": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _patches(handler: type[_ConfigStub], name: str) -> list[Any]:
+    return [
+        b["optimizers_config"]["indexing_threshold"] for m, p, b in handler.calls if m == "PATCH" and p.endswith(name)
+    ]
+
+
+def test_deferred_indexing_restores_the_collections_own_threshold(config_stub: tuple[str, type[_ConfigStub]]) -> None:
+    url, handler = config_stub
+    settings = QdrantSettings(path=None, url=url, timeout_s=5)  # type: ignore[arg-type]
+    with QdrantTarget(settings) as target:
+        assert target.create_collection("books", size=2, distance="Cosine", defer_indexing=True) == 12_345
+        create = next(b for m, p, b in handler.calls if m == "PUT")
+        assert (create or {}).get("optimizers_config") is None  # created with its own settings, then deferred
+        assert handler.thresholds["books"] == 0 and _patches(handler, "books") == [0]
+        assert target.finish_bulk_load("books") == 12_345  # its own value, not a fixed number
+        assert handler.thresholds["books"] == 12_345 and _patches(handler, "books") == [0, 12_345]
+        # a collection the run did not create (on_existing=resume) is never touched, even with indexing off
+        assert target.finish_bulk_load("theirs") is None
+        assert target.finish_bulk_load("theirs", restore_to=None) is None
+        assert _patches(handler, "theirs") == [] and handler.thresholds["theirs"] == 0
+        assert target.create_collection("plain", size=2, distance="Cosine", defer_indexing=False) is None
+        assert target.finish_bulk_load("plain") is None and _patches(handler, "plain") == []
+        handler.own_threshold = 50_000
+        assert target.create_collection("later", size=2, distance="Cosine") == 50_000
+    # a resumed run (a new process) passes what create_collection returned, kept in its checkpoint
+    with QdrantTarget(settings) as target:
+        assert target.finish_bulk_load("later") is None  # this target did not create it and was not told
+        assert target.finish_bulk_load("later", restore_to=50_000) == 50_000
+        handler.thresholds["later"] = 9_000  # someone tuned it meanwhile: kept
+        assert target.finish_bulk_load("later", restore_to=50_000) is None
+    assert handler.thresholds["later"] == 9_000

@@ -143,11 +143,10 @@ def test_full_cycle_restores_everything_as_it_was(
     assert result.ok, result.errors
     assert tree_digest(chroma_dir) == chroma_before  # byte-identical to the pre-migration directory
     assert qdrant_state(qdrant) == qdrant_before  # exactly what was there before, the legacy collection included
-    assert [n for n in siblings(chroma_dir) if ".old-" in n or ".restore-" in n] == []
-    assert {r["collection"]: r["restored_count"] for r in result.counts} == {
-        n: s["count"] for n, s in small_source.items()
-    }
-    assert all(r["match"] for r in result.counts)
+    assert [n for n in siblings(chroma_dir) if ".old-" in n or ".restore-" in n or ".pre-sync-" in n] == []
+    assert result.chroma["mode"] == "keep"  # the live directory stays (nothing to restore, nothing came back)
+    assert {r["collection"]: r["count"] for r in result.counts} == {n: s["count"] for n, s in small_source.items()}
+    assert not result.counts_compared and all(r["match"] is None for r in result.counts)
     ops = {(a.op, a.name): a.status for a in result.actions}
     if cutover == "alias":
         assert ops[("put back alias", "alpha_docs")] == "done"
@@ -186,7 +185,7 @@ def test_full_cycle_through_the_runner(small_source: dict[str, Any], runbook_env
     assert "Rolled back run" in nb and "delete collection" in nb and "VECTOR_DB=chroma" in nb
 
 
-def test_restore_replaces_a_changed_directory_and_keeps_the_old_one(
+def test_a_changed_directory_is_kept_unless_a_restore_is_asked_for(
     small_source: dict[str, Any], runbook_env: dict[str, Path]
 ) -> None:
     chroma_dir = runbook_env["chroma"]
@@ -196,25 +195,33 @@ def test_restore_replaces_a_changed_directory_and_keeps_the_old_one(
     changed = tree_digest(chroma_dir)
 
     _, plan = run_step_inprocess("rollback", rollback, run_id=rid)
-    assert plan.ok and plan.actions[0].op == "restore directory"
-    assert any("changed since the backup" in w for w in plan.warnings)
+    assert plan.ok and plan.actions[0].op == "keep directory" and "changed since the backup" in plan.actions[0].detail
     assert tree_digest(chroma_dir) == changed  # plan only: untouched
 
-    _, result = run_step_inprocess("rollback", rollback, run_id=rid, confirm=True)
+    _, kept = run_step_inprocess("rollback", rollback, run_id=rid, confirm=True)
+    assert kept.ok, kept.errors
+    assert kept.chroma["mode"] == "keep" and kept.kept_old_dir is None
+    assert tree_digest(chroma_dir) == changed  # the app's write stays: not replaced by the older backup
+    assert chroma_counts(chroma_dir)["alpha_docs"] == small_source["alpha_docs"]["count"] + 1
+    assert [n for n in siblings(chroma_dir) if ".old-" in n or ".restore-" in n] == []
+
+    # restore_from_backup=True: replaced by the verified backup, the changed directory kept beside it
+    _, result = run_step_inprocess("rollback", rollback, run_id=rid, confirm=True, restore_from_backup=True)
 
     assert result.ok, result.errors
-    assert result.actions[0].status == "done"
+    assert result.actions[0].op == "restore directory" and result.actions[0].status == "done"
     restored = tree_digest(chroma_dir)
     assert restored == {k: v["sha256"] for k, v in backup.manifest["files"].items()}  # exactly the verified backup
     assert chroma_counts(chroma_dir)["alpha_docs"] == small_source["alpha_docs"]["count"]
     old = Path(result.kept_old_dir or "")
     assert old.name.startswith("chroma_db.old-") and tree_digest(old) == changed  # kept, never deleted
     assert [n for n in siblings(chroma_dir) if ".restore-" in n] == []
+    assert result.counts_compared and all(r["match"] for r in result.counts)
     assert {r["collection"]: r["backup_count"] for r in result.counts}["alpha_docs"] == 700
 
     # running it again finds the directory already restored: no second swap, nothing else set aside
-    _, again = run_step_inprocess("rollback", rollback, run_id=rid, confirm=True)
-    assert again.ok and again.chroma["mode"] == "unchanged" and "restored earlier" in again.chroma["note"]
+    _, again = run_step_inprocess("rollback", rollback, run_id=rid, confirm=True, restore_from_backup=True)
+    assert again.ok and again.chroma["mode"] == "keep" and "restored earlier" in again.chroma["note"]
     assert tree_digest(chroma_dir) == restored
     assert len([n for n in siblings(chroma_dir) if ".old-" in n]) == 1
 
@@ -227,15 +234,16 @@ def test_restore_recreates_a_deleted_directory(small_source: dict[str, Any], run
     _, result = run_step_inprocess("rollback", rollback, run_id=rid, confirm=True)
 
     assert result.ok, result.errors
-    assert result.kept_old_dir is None
+    assert result.chroma["mode"] == "restore" and result.kept_old_dir is None
     assert chroma_counts(chroma_dir) == {n: s["count"] for n, s in small_source.items()}
+    assert result.counts_compared and all(r["match"] for r in result.counts)  # restored, nothing came back
 
 
 # --- without confirm -------------------------------------------------------------------------------------
 def test_without_confirm_nothing_changes(small_source: dict[str, Any], runbook_env: dict[str, Path]) -> None:
     chroma_dir, qdrant = runbook_env["chroma"], runbook_env["qdrant"]
     rid = migrate_ok(cutover="alias")
-    add_chroma_record(chroma_dir)  # so a restore *would* be needed
+    add_chroma_record(chroma_dir)  # the app wrote to ChromaDB: the directory is kept (no restore)
     chroma_before = tree_digest(chroma_dir)
     qdrant_before = qdrant_state(qdrant)
     siblings_before = siblings(chroma_dir)
@@ -249,7 +257,8 @@ def test_without_confirm_nothing_changes(small_source: dict[str, Any], runbook_e
     assert siblings(chroma_dir) == siblings_before
     assert not (step.run.dir / "rollback.env").exists()
     planned = [a for a in result.actions if a.is_change]
-    assert len(planned) == 1 + 2 * len(MIGRATED)  # restore + an alias and a collection per migrated collection
+    assert result.actions[0].op == "keep directory"
+    assert len(planned) == 2 * len(MIGRATED)  # an alias and a collection per migrated collection
     assert all(a.status == "not done (confirm=False)" for a in planned)
     assert report.plan_table(result).shape[0] == len(result.actions)
 
@@ -405,6 +414,7 @@ def test_rollback_of_a_server_migration(server_env: dict[str, Any]) -> None:
 
     assert result.ok, result.errors
     assert result.chroma["mode"] == "skipped" and "Chroma server" in result.chroma["note"]
+    assert result.reverse_sync is not None and result.brought_back == 0  # nothing changed in Qdrant
     assert result.actions[0].status == "skipped"
     assert qdrant_state(qdrant)["collections"] == []
     assert result.health is not None and result.health["ok"]

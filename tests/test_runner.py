@@ -234,3 +234,75 @@ def test_no_secret_in_any_output_file(small_source: dict[str, Any], runbook_env:
     full = [m for m in manifests if "monitor" in m["steps"]]
     assert len(full) == 1 and full[0]["settings"]["chroma_auth_token_set"] is True
     assert {s["status"] for s in full[0]["steps"].values()} == {"ok"}, full[0]["steps"]
+
+
+# --- what the reader of an executed notebook sees ---------------------------------------------------
+#: over qdrant-client local mode's 20,000-point threshold, so its "not recommended" UserWarning fires
+BIG_RECORDS = 20_500
+
+
+def make_big_db(path: Path, n: int = BIG_RECORDS) -> int:
+    """One cosine collection of ``n`` small vectors: a migration that takes seconds, over local mode's limit."""
+    import chromadb
+    import numpy as np
+
+    from conftest import _close
+
+    client = chromadb.PersistentClient(path=str(path))
+    col = client.create_collection("big_docs", embedding_function=None, metadata={"hnsw:space": "cosine"})
+    rng = np.random.default_rng(7)
+    for start in range(0, n, 5000):
+        ids = range(start, min(n, start + 5000))
+        col.add(
+            ids=[f"big-{i}" for i in ids],
+            embeddings=rng.normal(size=(len(ids), 8)).astype(np.float32).tolist(),
+            metadatas=[{"i": i} for i in ids],
+        )
+    _close(client)
+    return n
+
+
+@pytest.fixture
+def big_source(runbook_env: dict[str, Path]) -> int:
+    return make_big_db(runbook_env["chroma"])
+
+
+def _outputs(nb_path: Path) -> list[tuple[str, Any]]:
+    """(kind, output) in reading order: "text" for stream/text output, "image" for a PNG, "error"."""
+    import nbformat
+
+    out: list[tuple[str, Any]] = []
+    for cell in nbformat.read(nb_path, as_version=4).cells:
+        for o in cell.get("outputs", []):
+            data = o.get("data", {})
+            kind = "image" if "image/png" in data else "error" if o["output_type"] == "error" else "text"
+            out.append((kind, o))
+    return out
+
+
+def _text(o: Any) -> str:
+    return o.get("text") or "".join(o.get("data", {}).get("text/plain", "")) or json.dumps(o.get("data", {}))
+
+
+@pytest.mark.slow
+def test_the_verdict_comes_first_and_warnings_are_one_line(big_source: int, runbook_env: dict[str, Path]) -> None:
+    for step in ("dry-run", "migrate", "verify"):
+        extra = ("-p", "vector_check", "200", "-p", "sample_queries", "2") if step == "verify" else ()
+        run_id = ("--run-id", _run_dir(runbook_env["outputs"]).name) if step != "dry-run" else ()
+        done = run_cli(step, *run_id, *extra)
+        assert done.returncode == 0, done.stderr[-3000:]
+    run = _run_dir(runbook_env["outputs"])
+    for stem in ("01_dry_run", "02_migrate", "03_verify"):
+        verdict = json.loads((run / f"{stem}.json").read_text())["verdict"]
+        outputs = _outputs(run / f"{stem}.ipynb")
+        kinds = [k for k, _ in outputs]
+        assert "image" in kinds, stem
+        first_verdict = next(i for i, (_, o) in enumerate(outputs) if verdict in _text(o))
+        assert first_verdict < kinds.index("image"), (stem, kinds)  # the verdict, then the charts
+        images = [o for k, o in outputs if k == "image"]
+        assert all(o["metadata"]["image/png"]["alt"] for o in images), stem  # alt text kept
+        for _, o in outputs:  # library warnings: one readable line, never a UserWarning block with a path
+            assert "UserWarning" not in _text(o) and "site-packages" not in _text(o), (stem, _text(o)[:500])
+    texts = [_text(o) for _, o in _outputs(run / "02_migrate.ipynb")]
+    local_mode = [t for t in texts if "Local mode is not recommended" in t]
+    assert len(local_mode) == 1 and "Warning: Local mode is not recommended" in local_mode[0], texts

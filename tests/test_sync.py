@@ -200,3 +200,50 @@ def test_verify_after_a_sync_checks_the_source_as_of_that_sync(
     _close(client)
     with pytest.raises(VerificationFailed, match="changed since the last sync"):
         run_step_inprocess("verify", verify, run_id=run_id)
+
+
+def test_the_next_sync_replays_the_dual_write_journal(
+    small_source: dict[str, Any], runbook_env: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """VECTOR_DB=dual before cutover: a write Qdrant missed (its folder held by another process's client) is
+    journaled; the next sync carries it over and clears the journal."""
+    import os
+
+    from runbook_lib.app import VectorDBClient
+    from runbook_lib.app.journal import Journal
+
+    run_id = _migrate()
+    monkeypatch.setenv("VECTOR_DB", "dual")
+    monkeypatch.setenv("VECTOR_DB_READ", "chroma")
+    holder = QdrantClient(path=str(runbook_env["qdrant"]))  # Qdrant's local folder is locked: the secondary fails
+    try:
+        with VectorDBClient(os.environ) as app:
+            app.add("beta_docs", ids=["b-dual-1"], embeddings=[[0.5] * 8], documents=["written while Qdrant was away"])
+            assert app.journal_backlog() == 1
+    finally:
+        holder.close()
+    journal = Journal(runbook_env["outputs"] / "dual_write_journal.jsonl")
+    assert [e.ids for e in journal.pending()] == [["b-dual-1"]]
+    _, result = run_step_inprocess("sync", sync, run_id=run_id)
+    assert result.journal_replayed == 1 and journal.pending() == []
+    assert assert_exact_copy(runbook_env["chroma"], runbook_env["qdrant"]) == 1121
+
+
+def test_a_plan_only_sync_leaves_the_last_sync_snapshot_alone(
+    small_source: dict[str, Any], runbook_env: dict[str, Path]
+) -> None:
+    import json
+
+    from runbook_lib.source.chroma_files import checksum_tree
+
+    run_id = _migrate()
+    run_step_inprocess("sync", sync, run_id=run_id)
+    state = runbook_env["outputs"] / run_id / "state"
+    before = checksum_tree(state / "sync_snapshot")
+    synced = json.loads((state / "migrate_checkpoint.json").read_text())["sync"]
+    qdrant_app_writes(runbook_env["qdrant"])
+    _, plan = run_step_inprocess("sync", sync, run_id=run_id, direction="reverse")
+    assert plan.plan_only
+    assert checksum_tree(state / "sync_snapshot") == before
+    assert json.loads((state / "migrate_checkpoint.json").read_text())["sync"] == synced
+    assert not (state / "sync_snapshot.candidate").exists()

@@ -2,8 +2,10 @@
 
 :class:`VectorDBClient` searches Qdrant (``VECTOR_DB=qdrant``, the default) or ChromaDB (``VECTOR_DB=chroma``,
 a rollback) and answers both with the same :class:`SearchResult` in Chroma's conventions (ids, documents,
-metadata, uris, distances) and the same ``where`` filters. It is configured from the runbook's environment
-variables. Every error it raises is a :class:`RunbookError` with a one-sentence message.
+metadata, uris, distances) and the same ``where`` filters. It writes too, with Chroma's ``add`` / ``upsert`` /
+``update`` / ``delete`` / ``get`` / ``count``, and ``VECTOR_DB=dual`` writes to both stores during a cutover.
+It is configured from the runbook's environment variables. Every error it raises is a :class:`RunbookError` with
+a one-sentence message (invalid arguments: :class:`ValueError`).
 
 Nothing here imports the runbook layer (steps, notebooks, state, the ``runbook`` command) or its packages
 (papermill, nbconvert, pandas, matplotlib, ...): this package depends only on :mod:`runbook_lib.config`,
@@ -19,7 +21,9 @@ from runbook_lib.app.client import (
     VectorDBClient,
     backend_from_env,
 )
-from runbook_lib.app.errors import QueryDimensionMismatchError, UnknownCollectionError
+from runbook_lib.app.errors import QueryDimensionMismatchError, UnknownCollectionError, WriteDimensionMismatchError
+from runbook_lib.app.journal import Journal, JournalEntry, JournalError
+from runbook_lib.app.records import GetResult
 from runbook_lib.app.results import SearchResult
 from runbook_lib.errors import ConfigError, DimensionMismatchError, RunbookError, SourceError, TargetError
 
@@ -31,6 +35,10 @@ __all__ = [
     "Backend",
     "ConfigError",
     "DimensionMismatchError",
+    "GetResult",
+    "Journal",
+    "JournalEntry",
+    "JournalError",
     "QueryDimensionMismatchError",
     "RunbookError",
     "SearchResult",
@@ -38,5 +46,6 @@ __all__ = [
     "TargetError",
     "UnknownCollectionError",
     "VectorDBClient",
+    "WriteDimensionMismatchError",
     "backend_from_env",
 ]

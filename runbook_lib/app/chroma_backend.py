@@ -8,19 +8,24 @@ looked up, never created. chromadb is imported on first use, so the app starts w
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
-from runbook_lib.app.errors import UnknownCollectionError, closed_client_error, short_error
+import runbook_lib.app.chroma_writes as chroma_writes
+from runbook_lib.app.errors import UnknownCollectionError, WriteDimensionMismatchError, closed_client_error, short_error
+from runbook_lib.app.records import Field, GetResult, Records, WriteKind
 from runbook_lib.app.results import CollectionInfo, SearchResult, check_dimension
 from runbook_lib.config.settings import ChromaSettings
-from runbook_lib.errors import SourceError
+from runbook_lib.errors import RunbookError, SourceError
 
 log = logging.getLogger(__name__)
 
 _CHROMA_INCLUDE = ["documents", "metadatas", "distances", "uris"]
+_DIMENSION_ERROR = re.compile(r"dimension of (\d+), got (\d+)")
+_T = TypeVar("_T")
 
 
 class ChromaBackend:
@@ -70,6 +75,57 @@ class ChromaBackend:
                     f"ChromaDB could not search collection {collection!r} at {self.describe()}: {short_error(exc)}"
                 ) from exc
             return chroma_result(response)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # --- writes and reads by id (runbook_lib.app.chroma_writes) ---------------------------------
+    def write(self, collection: str, kind: WriteKind, recs: Records) -> None:
+        """``add`` / ``upsert`` / ``update`` through chromadb, after the same dimension check as Qdrant's."""
+
+        def run(col: Any) -> None:
+            info = self._collection_info(collection, col)
+            if recs.dimension is not None and info.dimension is not None and recs.dimension != info.dimension:
+                raise WriteDimensionMismatchError(collection, info.dimension, recs.dimension)
+            chroma_writes.write(col, kind, recs)
+
+        self._run(collection, f"write ({kind}) to", run)
+
+    def delete(self, collection: str, ids: list[str] | None, where: Mapping[str, Any] | None) -> None:
+        self._run(collection, "delete records of", lambda col: chroma_writes.delete(col, ids, where))
+
+    def get(
+        self,
+        collection: str,
+        ids: list[str] | None,
+        where: Mapping[str, Any] | None,
+        limit: int | None,
+        offset: int,
+        include: Sequence[Field],
+    ) -> GetResult:
+        return self._run(collection, "read", lambda col: chroma_writes.get(col, ids, where, limit, offset, include))
+
+    def count(self, collection: str) -> int:
+        return self._run(collection, "count", chroma_writes.count)
+
+    def _run(self, collection: str, what: str, fn: Callable[[Any], _T]) -> _T:
+        """``fn(collection object)``; a collection deleted since it was cached is looked up once more."""
+        for attempt in (1, 2):
+            col = self._collection(collection)
+            try:
+                return fn(col)
+            except RunbookError:
+                raise
+            except Exception as exc:
+                if is_chroma_not_found(exc):
+                    self._forget(collection)
+                    if attempt == 1:
+                        continue
+                    raise UnknownCollectionError(collection, self.describe()) from exc
+                found = _DIMENSION_ERROR.search(str(exc))
+                if found:
+                    raise WriteDimensionMismatchError(collection, int(found[1]), int(found[2])) from exc
+                raise SourceError(
+                    f"ChromaDB could not {what} collection {collection!r} at {self.describe()}: {short_error(exc)}"
+                ) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _open_client(self) -> Any:

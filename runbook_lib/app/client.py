@@ -7,7 +7,10 @@ with the same :class:`SearchResult`: the original Chroma ids, documents, user me
 same ``where`` filter language (Chroma's, translated for Qdrant by :mod:`runbook_lib.core.filters`).
 
 Configuration is the runbook's own environment (:func:`runbook_lib.config.settings.load_settings`) plus
-``VECTOR_DB`` = ``qdrant`` (default) or ``chroma``. Connections open lazily, on first use, so an
+``VECTOR_DB`` = ``qdrant`` (default), ``chroma`` or ``dual`` (writes to both, reads from ``VECTOR_DB_READ``, what
+the second store misses journaled in ``VECTOR_DB_JOURNAL``: :mod:`~runbook_lib.app.dual`). Chroma-shaped writes
+and reads by id (``add``, ``upsert``, ``update``, ``delete``, ``get``, ``count``) come from
+:class:`~runbook_lib.app.writes.WriteMethods`. Connections open lazily, on first use, so an
 unreachable server does not stop the app from starting and :meth:`VectorDBClient.health` can report it.
 Qdrant's embedded local mode locks ``QDRANT_PATH`` for one client at a time: use the client as a context
 manager, or call :meth:`VectorDBClient.close`.
@@ -25,9 +28,13 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 
 from runbook_lib.app.chroma_backend import ChromaBackend
+from runbook_lib.app.dual import DualWriter, journal_path_from_env, read_store_from_env
 from runbook_lib.app.errors import QueryDimensionMismatchError, UnknownCollectionError, short_error
+from runbook_lib.app.journal import Journal
+from runbook_lib.app.metrics import AppMetrics, default_metrics, measured, serve_from_env
 from runbook_lib.app.qdrant_backend import QdrantBackend
 from runbook_lib.app.results import SearchResult, query_vector
+from runbook_lib.app.writes import WriteMethods
 from runbook_lib.config.settings import Settings, load_settings
 from runbook_lib.core.filters import to_qdrant_filter
 from runbook_lib.errors import ConfigError
@@ -45,8 +52,8 @@ __all__ = [
     "backend_from_env",
 ]
 
-Backend = Literal["qdrant", "chroma"]
-BACKENDS: tuple[Backend, ...] = ("qdrant", "chroma")
+Backend = Literal["qdrant", "chroma", "dual"]
+BACKENDS: tuple[Backend, ...] = ("qdrant", "chroma", "dual")
 VECTOR_DB_VARIABLE = "VECTOR_DB"
 DEFAULT_BACKEND: Backend = "qdrant"
 
@@ -57,7 +64,7 @@ _T = TypeVar("_T")
 
 
 def backend_from_env(env: Mapping[str, str]) -> Backend:
-    """``VECTOR_DB`` (``qdrant`` or ``chroma``, any case; unset or empty means ``qdrant``)."""
+    """``VECTOR_DB`` (``qdrant``, ``chroma`` or ``dual``, any case; unset or empty means ``qdrant``)."""
     raw = env.get(VECTOR_DB_VARIABLE)
     value = (raw or "").strip().lower()
     if value == "":
@@ -66,13 +73,15 @@ def backend_from_env(env: Mapping[str, str]) -> Backend:
         return "qdrant"
     if value == "chroma":
         return "chroma"
+    if value == "dual":
+        return "dual"
     raise ConfigError(
         f"{VECTOR_DB_VARIABLE}={raw!r} is not a vector database this app can use: set {VECTOR_DB_VARIABLE} "
-        "to qdrant (after the migration) or chroma (to roll back)."
+        "to qdrant (after the migration), chroma (to roll back) or dual (write to both during the cutover)."
     )
 
 
-class VectorDBClient:
+class VectorDBClient(WriteMethods):
     """Search Qdrant or ChromaDB, chosen by ``VECTOR_DB``, with the same results and filters.
 
     ``env`` defaults to ``os.environ``. Construction validates the settings (a bad setting raises
@@ -80,16 +89,44 @@ class VectorDBClient:
     does. Thread-safe for concurrent searches once connected.
     """
 
-    def __init__(self, env: Mapping[str, str] | None = None, *, health_timeout_s: float = DEFAULT_HEALTH_TIMEOUT_S):
+    def __init__(
+        self,
+        env: Mapping[str, str] | None = None,
+        *,
+        health_timeout_s: float = DEFAULT_HEALTH_TIMEOUT_S,
+        metrics: AppMetrics | None = None,
+    ):
         env = os.environ if env is None else env
         self.backend: Backend = backend_from_env(env)
         self.settings: Settings = load_settings(env)
         if health_timeout_s <= 0:
             raise ValueError("health_timeout_s must be greater than zero")
         self.health_timeout_s = float(health_timeout_s)
-        self._store: QdrantBackend | ChromaBackend = (
-            QdrantBackend(self.settings.qdrant) if self.backend == "qdrant" else ChromaBackend(self.settings.chroma)
-        )
+        self.journal = Journal(journal_path_from_env(env, self.settings))
+        self._dual: DualWriter | None = None
+        self._secondary: QdrantBackend | ChromaBackend | None = None
+        if self.backend == "dual":
+            self.read_from = read_store_from_env(env)
+            chroma, qdrant = ChromaBackend(self.settings.chroma), QdrantBackend(self.settings.qdrant)
+            primary, self._secondary = (chroma, qdrant) if self.read_from == "chroma" else (qdrant, chroma)
+            self._store = primary
+            self._dual = DualWriter(
+                primary,
+                self._secondary,
+                primary_name=self.read_from,
+                secondary_name="qdrant" if self.read_from == "chroma" else "chroma",
+                journal=self.journal,
+                secrets=self.settings.secrets(),
+            )
+        else:
+            self.read_from = self.backend
+            self._store = (
+                QdrantBackend(self.settings.qdrant) if self.backend == "qdrant" else ChromaBackend(self.settings.chroma)
+            )
+        # Prometheus metrics (runbook_lib.app.metrics): no-ops without prometheus-client; exposed only on request.
+        self.metrics = metrics if metrics is not None else default_metrics()
+        self.metrics.set_live_backend(self.read_from)
+        serve_from_env(env, self.metrics)
 
     # --- lifecycle -----------------------------------------------------------------------------
     def __enter__(self) -> VectorDBClient:
@@ -101,6 +138,8 @@ class VectorDBClient:
     def close(self) -> None:
         """Release the connection (and the lock on ``QDRANT_PATH`` in local mode). Idempotent."""
         self._store.close()
+        if self._secondary is not None:
+            self._secondary.close()
 
     @property
     def closed(self) -> bool:
@@ -114,6 +153,7 @@ class VectorDBClient:
         return f"VectorDBClient(backend={self.backend!r}, {self.describe()})"
 
     # --- search --------------------------------------------------------------------------------
+    @measured("search")
     def search(
         self,
         collection: str,
@@ -138,6 +178,7 @@ class VectorDBClient:
         return self._store.search(collection, query, limit, dict(where) if where else None)
 
     # --- health --------------------------------------------------------------------------------
+    @measured("health")
     def health(self) -> dict[str, Any]:
         """Probe the backend by listing its collections. Never raises; bounded in time for servers.
 

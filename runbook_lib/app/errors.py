@@ -43,3 +43,15 @@ def closed_client_error(backend_description: str) -> RunbookError:
         f"This VectorDBClient ({backend_description}) is closed: create a new one (closing releases the "
         "connection and, in Qdrant's local mode, the lock on QDRANT_PATH)."
     )
+
+
+class WriteDimensionMismatchError(DimensionMismatchError):
+    """An embedding written through the wrapper does not fit the collection's vectors."""
+
+    def __init__(self, collection: str, expected: int, found: int) -> None:
+        super().__init__(collection, expected, found)
+        self.message = (
+            f"The embeddings written to collection {collection!r} have dimension {found}, expected {expected}: "
+            "embed with the same model (and dimension) that produced the collection's vectors."
+        )
+        self.args = (self.message,)

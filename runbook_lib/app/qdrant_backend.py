@@ -9,13 +9,18 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from qdrant_client import models
-from qdrant_client.http.exceptions import UnexpectedResponse
 
-from runbook_lib.app.errors import UnknownCollectionError, closed_client_error, short_error
+import runbook_lib.app.qdrant_writes as qdrant_writes
+from runbook_lib.app.errors import UnknownCollectionError, WriteDimensionMismatchError, closed_client_error, short_error
+from runbook_lib.app.qdrant_writes import is_not_found
+from runbook_lib.app.records import Field, GetResult, Records, WriteKind
 from runbook_lib.app.results import CollectionInfo, SearchResult, check_dimension
 from runbook_lib.config.settings import QdrantSettings
+from runbook_lib.core.filters import to_qdrant_filter
 from runbook_lib.core.mapping import (
     PAYLOAD_DOCUMENT_KEY,
     PAYLOAD_ID_KEY,
@@ -91,6 +96,49 @@ class QdrantBackend:
             uris=[r[4] for r in rows],
         )
 
+    # --- writes and reads by id (runbook_lib.app.qdrant_writes) --------------------------------
+    def write(self, collection: str, kind: WriteKind, recs: Records) -> None:
+        """An add, upsert or update with Chroma's semantics, written as the migration writes points."""
+        target = self._open_target()
+        info = self._collection_info(target, collection)
+        if recs.dimension is not None and info.dimension is not None and recs.dimension != info.dimension:
+            raise WriteDimensionMismatchError(collection, info.dimension, recs.dimension)
+        self._forgetting(collection, qdrant_writes.write, target, collection, info.space or "l2", kind, recs)
+
+    def delete(self, collection: str, ids: list[str] | None, where: Mapping[str, Any] | None) -> None:
+        qdrant_filter = to_qdrant_filter(where) if where else None
+        target = self._open_target()
+        self._collection_info(target, collection)  # UnknownCollectionError before anything else
+        self._forgetting(collection, qdrant_writes.delete, target, collection, ids, qdrant_filter)
+
+    def get(
+        self,
+        collection: str,
+        ids: list[str] | None,
+        where: Mapping[str, Any] | None,
+        limit: int | None,
+        offset: int,
+        include: Sequence[Field],
+    ) -> GetResult:
+        qdrant_filter = to_qdrant_filter(where) if where else None
+        target = self._open_target()
+        self._collection_info(target, collection)
+        return self._forgetting(  # type: ignore[no-any-return]
+            collection, qdrant_writes.get, target, collection, ids, qdrant_filter, limit, offset, include
+        )
+
+    def count(self, collection: str) -> int:
+        target = self._open_target()
+        return self._forgetting(collection, qdrant_writes.count, target, collection)  # type: ignore[no-any-return]
+
+    def _forgetting(self, collection: str, fn: Any, /, *args: Any) -> Any:
+        """``fn(*args)``, forgetting what is cached about ``collection`` when it turns out to be gone."""
+        try:
+            return fn(*args)
+        except UnknownCollectionError:
+            self._forget(collection)
+            raise
+
     def _open_target(self) -> QdrantTarget:
         with self._lock:
             if self._closed:
@@ -157,10 +205,3 @@ class QdrantBackend:
             return count, time.perf_counter() - started
         finally:
             client.close()
-
-
-def is_not_found(exc: BaseException) -> bool:
-    """Whether qdrant-client's ``exc`` says the collection does not exist (a server's 404, local mode's ValueError)."""
-    if isinstance(exc, UnexpectedResponse):
-        return exc.status_code == 404
-    return isinstance(exc, ValueError) and "not found" in str(exc).lower()

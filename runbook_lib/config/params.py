@@ -143,10 +143,17 @@ class MonitorParams(CollectionsParams):
 
 
 class RollbackParams(StepParams):
-    """Parameters of the rollback step. ``run_id`` is required: it names the migration to undo."""
+    """Parameters of the rollback step. ``run_id`` is required: it names the migration to undo.
+
+    ``restore_chroma`` brings ChromaDB back (the live directory kept, or restored from the backup when it is missing
+    or damaged, or when ``restore_from_backup`` asks; then Qdrant's changes since the last sync brought back);
+    ``on_conflict`` decides a record changed on both sides since the last sync (``stop``: the rollback stops before
+    changing anything; ``source``: ChromaDB's version stays; ``target``: Qdrant's version is written)."""
 
     confirm: bool = False
     restore_chroma: bool = True
+    restore_from_backup: bool = False
+    on_conflict: Literal["stop", "source", "target"] = "stop"
     remove_qdrant: bool = True
 
     @model_validator(mode="after")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
@@ -70,6 +71,7 @@ class Environment(BaseSettings):
     QDRANT_TIMEOUT: Seconds = 60.0
     RUNBOOK_ALLOW_INSECURE_API_KEY: bool = False
     RUNBOOK_OUTPUTS: str = DEFAULT_OUTPUTS
+    RUNBOOK_SCRATCH_DIR: str | None = None
 
     @field_validator("*", mode="before")
     @classmethod
@@ -132,10 +134,16 @@ class ChromaSettings(BaseModel):
     database: str | None = None
     timeout_s: float = 60.0
     auth_token: SecretStr | None = None
+    #: Where scratch copies of a persistent directory go (``RUNBOOK_SCRATCH_DIR``); None: the system temp dir.
+    scratch_dir: Path | None = None
 
     @property
     def is_server(self) -> bool:
         return self.host is not None
+
+    def scratch_root(self) -> Path:
+        """The folder scratch copies are made in: ``RUNBOOK_SCRATCH_DIR``, else the system temp dir."""
+        return self.scratch_dir if self.scratch_dir is not None else Path(tempfile.gettempdir())
 
     def describe(self) -> str:
         if self.is_server:
@@ -191,6 +199,11 @@ class Settings(BaseModel):
     qdrant: QdrantSettings
     outputs: Path
 
+    @property
+    def scratch_dir(self) -> Path:
+        """``RUNBOOK_SCRATCH_DIR`` (default: the system temp dir): where scratch copies of the source go."""
+        return self.chroma.scratch_root()
+
     def public(self) -> dict[str, object]:
         """Everything but the secrets, for the manifest and the notebooks."""
         return {
@@ -208,6 +221,7 @@ class Settings(BaseModel):
             "qdrant_api_key_set": self.qdrant.api_key is not None,
             "qdrant_prefer_grpc": self.qdrant.prefer_grpc,
             "outputs": str(self.outputs),
+            "scratch_dir": str(self.chroma.scratch_root()),
         }
 
     def secrets(self) -> list[str]:
@@ -234,6 +248,18 @@ def _validate_qdrant_url(url: str, api_key: bool, allow_insecure: bool) -> str:
     return url.rstrip("/")
 
 
+def _scratch_dir(value: str | None) -> Path | None:
+    if value is None:
+        return None
+    path = resolve(value)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(
+            f"RUNBOOK_SCRATCH_DIR points to {path}, which is a file: point it at a directory with room for a copy "
+            "of the ChromaDB directory, or unset it to use the system temp dir."
+        )
+    return path
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting; raise :class:`ConfigError` naming the first bad variable."""
     e = read_environment(env)
@@ -254,6 +280,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         database=e.CHROMA_DATABASE,
         timeout_s=e.CHROMA_TIMEOUT,
         auth_token=e.CHROMA_AUTH_TOKEN,
+        scratch_dir=_scratch_dir(e.RUNBOOK_SCRATCH_DIR),
     )
     api_key = e.QDRANT_API_KEY
     url = e.QDRANT_URL

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -63,3 +64,16 @@ def show(obj: Any) -> None:
         display(obj)
     else:
         print(obj)
+
+
+def show_figures(figures: Iterable[tuple[Path | str, str] | Path | str]) -> None:
+    """Show saved charts (PNG paths, or (path, alt text) pairs) in a notebook, each with its alt text; in a
+    terminal, print where they are. The saved PNG is shown: the same picture whatever matplotlib backend."""
+    for item in figures:
+        path, alt = item if isinstance(item, tuple) else (item, "")
+        if in_notebook():
+            from IPython.display import Image, display
+
+            display(Image(filename=str(path), alt=alt or Path(path).stem.replace("_", " ")))
+        else:
+            print(f"chart: {path}")

@@ -21,7 +21,18 @@ from typing import Any
 from runbook_lib import errors
 from runbook_lib.config.paths import notebooks_dir, project_root
 from runbook_lib.errors import ConfigError
-from runbook_lib.state.run import Run, step_stem, utc_now
+from runbook_lib.runtime.interrupt import EXIT_INTERRUPTED, Interrupt, StepInterrupted
+from runbook_lib.source import scratch
+from runbook_lib.state.run import (
+    OutputsFullError,
+    Run,
+    outputs_error,
+    outputs_guard,
+    step_stem,
+    utc_now,
+    write_json,
+    write_text_scrubbed,
+)
 from runbook_lib.state.scrub import current_secrets, scrub
 
 log = logging.getLogger("runbook.runner")
@@ -111,6 +122,7 @@ def _kernel_dir() -> Path:
     from ipykernel.kernelspec import write_kernel_spec
 
     root = Path(tempfile.mkdtemp(prefix="runbook-kernel-"))
+    scratch.claim(root)  # a run killed with -9 leaves it behind; the next run removes it (its owner is dead)
     write_kernel_spec(
         root / "kernels" / KERNEL_NAME,
         overrides={
@@ -142,10 +154,17 @@ def step_log_path(run: Run, step: str) -> Path:
     return folder / f"{step_stem(step)}.log"
 
 
+class _LogFile(logging.FileHandler):
+    """The step's log file; a line that cannot be written (a full disk) is dropped, not printed as a traceback."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 @contextlib.contextmanager
 def _log_to(path: Path) -> Iterator[None]:
     """Send :data:`QUIET_LOGGERS` (and Python warnings) to ``path`` only, for the duration of the block."""
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = _LogFile(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     saved = []
     for name in QUIET_LOGGERS:
@@ -166,13 +185,15 @@ def _log_to(path: Path) -> Iterator[None]:
         handler.close()
 
 
-def _set_aside(path: Path) -> None:
-    """Keep an earlier attempt of the same step in ``attempts/`` instead of overwriting it."""
+def _set_aside(path: Path, *, name: str | None = None) -> None:
+    """Keep an earlier attempt of the same step in ``attempts/`` (as ``<stem>.<time><suffix>`` of ``name``, default
+    the file's own name) instead of overwriting it."""
     if path.exists():
         stamp = datetime.fromtimestamp(path.stat().st_mtime, UTC).strftime("%Y%m%dT%H%M%SZ")
         attempts = path.parent / "attempts"
         attempts.mkdir(exist_ok=True)
-        shutil.move(str(path), attempts / f"{path.stem}.{stamp}{path.suffix}")
+        kept = Path(name or path.name)
+        shutil.move(str(path), attempts / f"{kept.stem}.{stamp}{kept.suffix}")
 
 
 def export_html(notebook: Path) -> Path:
@@ -182,7 +203,7 @@ def export_html(notebook: Path) -> Path:
     nb = nbformat.read(notebook, as_version=4)
     body, _ = HTMLExporter().from_notebook_node(nb)
     html = notebook.with_suffix(".html")
-    html.write_text(scrub(_with_alt_text(body, nb), current_secrets()), encoding="utf-8")
+    write_text_scrubbed(html, _with_alt_text(body, nb))  # atomic: never a truncated page under the real name
     return html
 
 
@@ -218,83 +239,157 @@ def scrub_run_folder(run: Run) -> list[str]:
         text = path.read_text(encoding="utf-8", errors="replace")
         clean = scrub(text, secrets)
         if clean != text:
-            path.write_text(clean, encoding="utf-8")
+            write_text_scrubbed(path, clean)
             changed.append(str(path.relative_to(run.dir)))
     return changed
 
 
 def execute_step(step: str, run: Run, parameters: dict[str, Any]) -> StepOutcome:
-    """Run one step's notebook into the run folder. Never raises for a failing notebook: returns its exit code."""
+    """Run one step's notebook into the run folder. Never raises for a failing notebook: returns its exit code.
+
+    Raises :class:`RunBusyError` (nothing changed) when another process drives the run, and
+    :class:`OutputsFullError` when the run folder's disk is full (what was filed is intact)."""
+    with run.driving():
+        return _execute_step(step, run, parameters)
+
+
+def _execute_step(step: str, run: Run, parameters: dict[str, Any]) -> StepOutcome:
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
     source = notebook_for(step)
     stem = step_stem(step)
     output = run.dir / f"{stem}.ipynb"
-    _set_aside(output)
-    _set_aside(output.with_suffix(".html"))
-    _set_aside(run.result_path(step))  # a retry that fails early must not leave the last attempt's "ok" behind
+    partial = run.dir / f".{stem}.partial.ipynb"  # papermill rewrites its output often: never under the real name
+    with outputs_guard(run.dir):
+        _set_aside(output)
+        _set_aside(output.with_suffix(".html"))
+        _set_aside(run.result_path(step))  # a retry that fails early must not leave the last attempt's "ok" behind
+        if partial.is_file():  # an attempt killed with -9 left its notebook as far as it ran: keep it as evidence
+            _set_aside(partial, name=f"{stem}.ipynb")
+        log_file = step_log_path(run, step)
     params = {**parameters, "run_id": run.run_id}
     kernel_root = _kernel_dir()
-    old_env = {
-        k: os.environ.get(k)
-        for k in ("JUPYTER_PATH", "RUNBOOK_HEADLESS", "PYDEVD_DISABLE_FILE_VALIDATION", "RUNBOOK_KERNEL_LOG")
-    }
-    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(kernel_root), old_env["JUPYTER_PATH"]]))
+    interrupt = Interrupt(kernel_root / "kernel.pid")
+    saved_env = {k: os.environ.get(k) for k in _KERNEL_ENV}
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(kernel_root), saved_env["JUPYTER_PATH"]]))
     os.environ["RUNBOOK_HEADLESS"] = "1"
     os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
-    os.environ["RUNBOOK_KERNEL_LOG"] = str(step_log_path(run, step))
+    os.environ["RUNBOOK_KERNEL_LOG"] = str(log_file)
+    os.environ["RUNBOOK_KERNEL_PIDFILE"] = str(interrupt.pidfile)
     os.environ.setdefault("RUNBOOK_HOME", str(project_root()))
     exit_code, message = 0, "ok"
+    disk_full: OutputsFullError | None = None
     started = utc_now()
-    log_file = step_log_path(run, step)
-    try:
-        with _log_to(log_file):
-            papermill.execute_notebook(
-                str(source),
-                str(output),
-                parameters=params,
-                kernel_name=KERNEL_NAME,
-                progress_bar=False,
-                log_output=True,
-                cwd=str(notebooks_dir()),
-            )
-        message = _verdict(run, step) or "ok"
-    except PapermillExecutionError as exc:
-        cls = getattr(errors, exc.ename, None)
-        exit_code = cls.exit_code if isinstance(cls, type) and issubclass(cls, errors.RunbookError) else 1
-        message = f"{exc.ename}: {exc.evalue}"
-    except Exception as exc:  # kernel died, notebook unreadable, ...
-        exit_code = 1
-        message = f"{type(exc).__name__}: {exc}"
-    finally:
-        for key, value in old_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        shutil.rmtree(kernel_root, ignore_errors=True)
-    html = None
-    if output.is_file():
+    notebook = html = None
+    with interrupt.installed():
         try:
             with _log_to(log_file):
-                html = export_html(output)
-        except Exception as exc:  # pragma: no cover - an HTML failure must not hide the step's result
-            log.warning("HTML export of %s failed: %s", output.name, exc)
-    status = "ok" if exit_code == 0 else "failed"
-    run.update_step(
-        step,
-        status=status,
-        exit_code=exit_code,
-        notebook=output.name if output.is_file() else None,
-        html=html.name if html else None,
-        runner_started_at=started,
-        message=scrub(message, current_secrets()),
-    )
-    scrub_run_folder(run)
-    return StepOutcome(
-        step, exit_code, scrub(message, current_secrets()), output if output.is_file() else None, html, log_file
-    )
+                papermill.execute_notebook(
+                    str(source),
+                    str(partial),
+                    parameters=params,
+                    kernel_name=KERNEL_NAME,
+                    progress_bar=False,
+                    log_output=True,
+                    cwd=str(notebooks_dir()),
+                    on_cell_start=interrupt.stop_before_next_cell,
+                )
+            message = _verdict(run, step) or "ok"
+        except PapermillExecutionError as exc:
+            cls = getattr(errors, exc.ename, None)
+            exit_code = cls.exit_code if isinstance(cls, type) and issubclass(cls, errors.RunbookError) else 1
+            message = f"{exc.ename}: {exc.evalue}"
+            if exc.ename == OutputsFullError.__name__:  # the kernel could not write the run folder either
+                disk_full, message = OutputsFullError(exc.evalue), exc.evalue
+        except StepInterrupted:
+            pass
+        except Exception as exc:  # kernel died, notebook unreadable, the outputs disk full, ...
+            disk_full = outputs_error(partial, exc) if isinstance(exc, OSError) else None
+            exit_code = 1
+            message = str(disk_full) if disk_full else f"{type(exc).__name__}: {exc}"
+        finally:
+            interrupt.kill_kernel()  # normally gone already; after an interrupt or a crash it must not outlive the step
+            _restore_env(saved_env)
+            shutil.rmtree(kernel_root, ignore_errors=True)
+        if interrupt.requested:
+            exit_code, message = EXIT_INTERRUPTED, "interrupted by the user (Ctrl-C)"
+        try:
+            notebook, html = _file_notebook(partial, output, log_file)
+            status = "interrupted" if interrupt.requested else "ok" if exit_code == 0 else "failed"
+            if interrupt.requested:
+                _mark_interrupted(run, step, message)
+            run.update_step(
+                step,
+                status=status,
+                exit_code=exit_code,
+                notebook=notebook.name if notebook else None,
+                html=html.name if html else None,
+                runner_started_at=started,
+                message=scrub(message, current_secrets()),
+            )
+            scrub_run_folder(run)
+        except OutputsFullError as exc:
+            disk_full = disk_full or exc
+        if disk_full is not None:
+            raise disk_full
+    return StepOutcome(step, exit_code, scrub(message, current_secrets()), notebook, html, log_file)
+
+
+_KERNEL_ENV = (
+    "JUPYTER_PATH",
+    "RUNBOOK_HEADLESS",
+    "PYDEVD_DISABLE_FILE_VALIDATION",
+    "RUNBOOK_KERNEL_LOG",
+    "RUNBOOK_KERNEL_PIDFILE",
+    "RUNBOOK_HOME",
+)
+
+
+def _restore_env(saved: dict[str, str | None]) -> None:
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def _file_notebook(partial: Path, output: Path, log_file: Path) -> tuple[Path | None, Path | None]:
+    """Give the executed notebook its real name once it is a whole notebook, then render its HTML. A notebook
+    cut short by a full disk is removed rather than filed (a truncated file must not look like evidence)."""
+    import nbformat
+
+    if not partial.is_file():
+        return None, None
+    try:
+        nbformat.read(partial, as_version=4)
+    except Exception:  # truncated JSON: papermill's last write did not finish
+        partial.unlink(missing_ok=True)
+        log.warning("The executed notebook %s was incomplete and is not filed.", output.name)
+        return None, None
+    os.replace(partial, output)
+    html = None
+    try:
+        with _log_to(log_file):
+            html = export_html(output)
+    except OutputsFullError:
+        raise
+    except Exception as exc:  # pragma: no cover - an HTML failure must not hide the step's result
+        log.warning("HTML export of %s failed: %s", output.name, exc)
+    return output, html
+
+
+def _mark_interrupted(run: Run, step: str, message: str) -> None:
+    """The step's JSON says ``interrupted`` whether the kernel filed it (a step that stops on its own at an
+    interrupt, as monitor does, files what it measured) or never got that far."""
+    try:
+        data = run.read_result(step)
+    except ValueError:
+        data = None
+    if not data:
+        data = {"step": step, "run_id": run.run_id, "finished_at": utc_now(), "error": message}
+    data.update(status="interrupted", ok=False)
+    write_json(run.result_path(step), data)
 
 
 def _verdict(run: Run, step: str) -> str | None:

@@ -8,10 +8,13 @@ or fails, so a run folder always says what happened.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -19,8 +22,8 @@ from pydantic import BaseModel, ValidationError
 from runbook_lib.config.params import params_model
 from runbook_lib.config.settings import Settings, load_settings
 from runbook_lib.errors import ConfigError, RunbookError, VerificationFailed
-from runbook_lib.runtime.display import in_notebook, pyplot
-from runbook_lib.state.run import Run, utc_now
+from runbook_lib.runtime.display import in_notebook, pyplot, show_figures
+from runbook_lib.state.run import Run, outputs_guard, utc_now
 
 log = logging.getLogger("runbook")
 
@@ -47,11 +50,31 @@ def _install_clean_errors() -> None:
     def handler(self: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None) -> list[str]:
         # IPython discards what a custom handler returns; publish the error output ourselves so
         # papermill and the runner see the exception's name and message.
-        stb = [f"\x1b[1;31m{etype.__name__}\x1b[0m: {value}"]
+        text = str(value) or "interrupted; what the step did so far is filed with status 'interrupted'"
+        stb = [f"\x1b[1;31m{etype.__name__}\x1b[0m: {text}"]
         self._showtraceback(etype, value, stb)
         return stb
 
-    shell.set_custom_exc((RunbookError,), handler)
+    shell.set_custom_exc((RunbookError, KeyboardInterrupt), handler)
+
+
+_warned: set[str] = set()
+
+
+def _show_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None
+) -> None:
+    """A library warning as one readable line, once per message (not a ``UserWarning`` block with a file path)."""
+    text = str(message).strip()
+    if text in _warned:
+        return
+    _warned.add(text)
+    print(f"Warning: {text}", file=sys.stdout)
+
+
+def _install_readable_warnings() -> None:
+    if in_notebook():
+        warnings.showwarning = _show_warning
 
 
 def param_error(step: str, exc: ValidationError) -> ConfigError:
@@ -72,6 +95,9 @@ class Step:
     settings: Settings
     run: Run
     started: float = field(default_factory=time.perf_counter)
+    #: the charts saved so far, as (path, alt text); shown by :meth:`show_figures` after the verdict
+    figures: list[tuple[Path, str]] = field(default_factory=list)
+    _executing: bool = field(default=False, repr=False)
 
     @property
     def p(self) -> Any:
@@ -79,12 +105,19 @@ class Step:
         return self.params
 
     def execute(self, fn: Callable[[Step], T]) -> T:
-        """Run the step's work and file its JSON result, on success and on failure alike."""
+        """Run the step's work and file its JSON result, on success and on failure alike (an interrupt, Ctrl-C
+        or Jupyter's stop button, files it with status ``interrupted``)."""
+        self._executing = True
         try:
             result = fn(self)
+        except KeyboardInterrupt:
+            self.finish({"ok": False, "error": "interrupted by the user"}, status="interrupted")
+            raise
         except BaseException as exc:
             self.finish({"ok": False, "error": f"{type(exc).__name__}: {exc}"}, status="failed")
             raise
+        finally:
+            self._executing = False
         data = result.to_dict() if hasattr(result, "to_dict") else dict(result)  # type: ignore[call-overload]
         ok = bool(getattr(result, "ok", data.get("ok", True)))
         self.finish(data, status="ok" if ok else "failed")
@@ -111,18 +144,28 @@ class Step:
         self.run.update_step(self.name, status=status, ended_at=utc_now(), duration_s=round(duration, 3))
 
     def save_figure(self, fig: Any, name: str, alt: str | None = None) -> str:
-        """Save a matplotlib figure to ``figures/<name>.png``, show it inline with alt text (``alt``, else the
-        figure's titles), close it."""
+        """Save a matplotlib figure to ``figures/<name>.png`` (atomically) with alt text (``alt``, else the
+        figure's titles) and close it. Inside :meth:`execute` the chart is kept for :meth:`show_figures`, so a
+        notebook shows the step's verdict first; outside it, it is shown at once."""
         plt = pyplot()
         path = self.run.figures_dir / f"{name}.png"
         text = alt or figure_description(fig, name)
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        if in_notebook():  # show the saved PNG: the same picture whatever matplotlib backend is active
-            from IPython.display import Image, display
-
-            display(Image(filename=str(path), alt=text))
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
+        try:
+            with outputs_guard(path):
+                fig.savefig(tmp, dpi=110, bbox_inches="tight")
+                os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+            plt.close(fig)
+        self.figures = [f for f in self.figures if f[0] != path] + [(path, text)]
+        if not self._executing and in_notebook():
+            show_figures([(path, text)])
         return str(path.relative_to(self.run.dir))
+
+    def show_figures(self) -> None:
+        """Show the charts the step saved (the notebook's cell after the verdict)."""
+        show_figures(self.figures)
 
 
 def figure_description(fig: Any, name: str) -> str:
@@ -138,6 +181,7 @@ def figure_description(fig: Any, name: str) -> str:
 def begin(step: str, **raw_params: Any) -> Step:
     """Validate parameters and settings, open (or create) the run folder, and record the step as running."""
     _install_clean_errors()
+    _install_readable_warnings()
     # In a notebook, log lines are part of the record: plain output, not red stderr boxes.
     logging.basicConfig(
         level=logging.INFO,

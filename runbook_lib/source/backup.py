@@ -8,8 +8,10 @@ written and again before any restore.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,16 +60,25 @@ def create_backup(persist_dir: Path, run_id: str) -> Backup:
             f"A backup for run {run_id} already exists at {dest}; resume that run (it reuses its backup) "
             "or start a new run id."
         )
+    db = persist_dir / chroma_files.SQLITE_NAME
+    problem = chroma_files.sqlite_problem(db)
+    if problem is not None:  # before anything is written: no empty backup folder is left behind
+        raise chroma_files.damaged_sqlite_error(db, problem)
     needed = chroma_files.tree_size(persist_dir)
     chroma_files.ensure_free_space(dest.parent, needed, f"the backup of {persist_dir}")
     before = chroma_files.stat_tree(persist_dir)
     source_files = chroma_files.checksum_tree(persist_dir, with_wal=True)
+    root_existed = dest.parent.exists()
     tmp = dest.with_name(dest.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
-        chroma_files.copy_chroma_dir(persist_dir, tmp / DATA_DIR)
-        data = tmp / DATA_DIR
+        try:
+            chroma_files.copy_chroma_dir(persist_dir, tmp / DATA_DIR)
+            data = tmp / DATA_DIR
+            integrity = chroma_files.sqlite_integrity(data / chroma_files.SQLITE_NAME)
+        except sqlite3.DatabaseError as exc:  # damaged pages the schema read did not reach
+            raise chroma_files.damaged_sqlite_error(db, str(exc)) from exc
         changed = _changed_files(before, chroma_files.stat_tree(persist_dir))
         if changed:
             raise BackupError(
@@ -76,9 +87,11 @@ def create_backup(persist_dir: Path, run_id: str) -> Backup:
                 "for the few seconds of the backup.",
                 changed=changed,
             )
-        integrity = chroma_files.sqlite_integrity(data / chroma_files.SQLITE_NAME)
         if integrity != "ok":
-            raise BackupError(f"The SQLite copy of {persist_dir} failed its integrity check: {integrity}.")
+            raise BackupError(
+                f"The SQLite copy of {persist_dir} failed its integrity check ({integrity}): {db} is damaged; "
+                "repair or restore CHROMA_PERSIST_DIR before migrating it."
+            )
         manifest = {
             "format": 1,
             "run_id": run_id,
@@ -93,6 +106,9 @@ def create_backup(persist_dir: Path, run_id: str) -> Backup:
         tmp.rename(dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if not root_existed:  # the backup root this call created, if nothing else is in it
+            with contextlib.suppress(OSError):
+                dest.parent.rmdir()
         raise
     backup = Backup(dest, manifest)
     verify_backup(backup)

@@ -8,9 +8,7 @@ then fetched by id in chunks that keep each request under SQLite's variable limi
 from __future__ import annotations
 
 import logging
-import shutil
 import sqlite3
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +22,10 @@ from chromadb.api.models.Collection import Collection
 from runbook_lib.config.settings import ChromaSettings
 from runbook_lib.core.mapping import chroma_space
 from runbook_lib.errors import ConfigError, DimensionMismatchError, SourceError
-from runbook_lib.source import chroma_files
+from runbook_lib.source import chroma_files, scratch
+from runbook_lib.source.chroma_server import apply_timeout, http_client, http_settings, read_with_retry
+
+__all__ = ["INCLUDE_ALL", "ChromaSource", "CollectionInfo", "RecordBatch", "apply_timeout"]
 
 log = logging.getLogger(__name__)
 
@@ -75,24 +76,39 @@ class ChromaSource:
     @classmethod
     def open(cls, settings: ChromaSettings, *, copy_from: Path | None = None) -> ChromaSource:
         """Open the source. A persistent directory (or ``copy_from``, e.g. a verified backup) is first
-        copied to a scratch folder, because chromadb upgrades an older database it opens in place."""
+        copied to a scratch folder in ``RUNBOOK_SCRATCH_DIR``, because chromadb upgrades an older database it
+        opens in place. Scratch folders left by dead processes are removed first."""
+        root = settings.scratch_root()
+        scratch.sweep_stale(root, scratch.default_root())
         if settings.is_server:
-            return cls(_http_client(settings), settings)
+            return cls(http_client(settings), settings)
         origin = copy_from if copy_from is not None else settings.require_persist_dir()
-        scratch_parent = Path(tempfile.mkdtemp(prefix="runbook-scratch-"))
-        scratch = scratch_parent / "chroma_db"
+        db = origin / chroma_files.SQLITE_NAME
+        problem = chroma_files.sqlite_problem(db)
+        if problem is not None:
+            raise chroma_files.damaged_sqlite_error(db, problem, is_persist_dir=copy_from is None)
+        chroma_files.ensure_free_space(
+            root,
+            chroma_files.tree_size(origin),
+            f"the scratch copy of {origin} in {root}",
+            fix="free some space there, or set RUNBOOK_SCRATCH_DIR to a folder on a disk with room.",
+        )
+        scratch_parent = scratch.make_scratch(root)
+        scratch_db = scratch_parent / "chroma_db"
         try:
-            chroma_files.ensure_free_space(scratch_parent, chroma_files.tree_size(origin), "the scratch copy")
-            chroma_files.copy_chroma_dir(origin, scratch)
-            before = _migration_versions(scratch / chroma_files.SQLITE_NAME)
-            client = chromadb.PersistentClient(path=str(scratch))
+            try:
+                chroma_files.copy_chroma_dir(origin, scratch_db)
+            except sqlite3.DatabaseError as exc:  # damaged pages the schema read did not reach
+                raise chroma_files.damaged_sqlite_error(db, str(exc), is_persist_dir=copy_from is None) from exc
+            before = _migration_versions(scratch_db / chroma_files.SQLITE_NAME)
+            client = chromadb.PersistentClient(path=str(scratch_db))
             if settings.tenant or settings.database:
                 _select_database(client, settings)
-        except Exception:
-            shutil.rmtree(scratch_parent, ignore_errors=True)
+        except BaseException:
+            scratch.remove_scratch(scratch_parent)
             raise
         source = cls(client, settings, scratch_parent)
-        source.upgraded_on_open = _migration_versions(scratch / chroma_files.SQLITE_NAME) != before
+        source.upgraded_on_open = _migration_versions(scratch_db / chroma_files.SQLITE_NAME) != before
         return source
 
     def __enter__(self) -> ChromaSource:
@@ -116,7 +132,7 @@ class ChromaSource:
                 SharedSystemClient.clear_system_cache()
             except Exception:  # pragma: no cover
                 log.debug("clearing chromadb's system cache failed", exc_info=True)
-            shutil.rmtree(self.scratch, ignore_errors=True)
+            scratch.remove_scratch(self.scratch)
             self.scratch = None
 
     def release(self) -> None:
@@ -138,13 +154,14 @@ class ChromaSource:
 
     # --- collections ---------------------------------------------------------------------------
     def collection_names(self) -> list[str]:
-        return sorted(c if isinstance(c, str) else c.name for c in self.client.list_collections())
+        found = read_with_retry(self.client.list_collections)
+        return sorted(c if isinstance(c, str) else c.name for c in found)
 
     def collection(self, name: str) -> Collection:
         """The collection ``name``; :class:`SourceError` listing what exists when it does not."""
         if name not in self._collections:
             try:
-                self._collections[name] = self.client.get_collection(name, embedding_function=None)
+                self._collections[name] = read_with_retry(self.client.get_collection, name, embedding_function=None)
             except Exception as exc:
                 known = self.collection_names()
                 if name in known:
@@ -165,7 +182,7 @@ class ChromaSource:
         return list(dict.fromkeys(requested))
 
     def count(self, name: str) -> int:
-        return int(self.collection(name).count())
+        return int(read_with_retry(self.collection(name).count))
 
     def space(self, name: str) -> str:
         col = self.collection(name)
@@ -174,7 +191,7 @@ class ChromaSource:
     def dimension(self, name: str) -> int | None:
         """The dimension read from the data (first record), or None for an empty collection."""
         col = self.collection(name)
-        first = col.get(limit=1, include=["embeddings"])
+        first = read_with_retry(col.get, limit=1, include=["embeddings"])
         embeddings = first.get("embeddings")
         if embeddings is None or len(embeddings) == 0:
             return None
@@ -218,7 +235,7 @@ class ChromaSource:
                     found.append({"tenant": tenant, "database": name, "collections": int(n)})
             return found
         try:
-            admin = chromadb.AdminClient(_http_settings(self.settings))
+            admin = chromadb.AdminClient(http_settings(self.settings))
             for tenant in {current[0]}:
                 for db in admin.list_databases(tenant=tenant):
                     if (tenant, db["name"]) != current:
@@ -230,7 +247,7 @@ class ChromaSource:
     # --- records -------------------------------------------------------------------------------
     def snapshot_ids(self, name: str) -> list[str]:
         """Every id of the collection, sorted: a fixed order so a resumed run skips the same batches."""
-        result = self.collection(name).get(include=[])
+        result = read_with_retry(self.collection(name).get, include=[])
         return sorted(result["ids"])
 
     def fetch(self, name: str, ids: Sequence[str], *, expected_dim: int | None = None) -> RecordBatch:
@@ -239,7 +256,7 @@ class ChromaSource:
         parts: list[dict[str, Any]] = []
         for start in range(0, len(ids), MAX_IDS_PER_REQUEST):
             chunk = list(ids[start : start + MAX_IDS_PER_REQUEST])
-            parts.append(col.get(ids=chunk, include=INCLUDE_ALL))  # type: ignore[arg-type]
+            parts.append(read_with_retry(col.get, ids=chunk, include=INCLUDE_ALL))
         got_ids: list[str] = [i for p in parts for i in p["ids"]]
         position = {rid: k for k, rid in enumerate(got_ids)}
         if len(position) != len(ids) or any(i not in position for i in ids):
@@ -274,7 +291,9 @@ class ChromaSource:
         """Ids of the ``k`` nearest records per query from Chroma's approximate index, or why they are
         unavailable (``"unavailable: ..."``). Never raises: the answers are information only."""
         try:
-            res = self.collection(name).query(query_embeddings=queries, n_results=k, include=["distances"])
+            res = read_with_retry(
+                self.collection(name).query, query_embeddings=queries, n_results=k, include=["distances"]
+            )
             return [list(r) for r in res["ids"]]
         except Exception as exc:  # an index problem here is reported, never fatal
             return f"unavailable: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
@@ -316,77 +335,6 @@ def _migration_versions(db: Path) -> list[tuple[str, int]]:
         return []
     finally:
         con.close()
-
-
-def _http_settings(settings: ChromaSettings) -> chromadb.config.Settings:
-    kwargs: dict[str, Any] = {
-        "chroma_api_impl": "chromadb.api.fastapi.FastAPI",
-        "chroma_server_host": settings.host,
-        "chroma_server_http_port": settings.port,
-        "chroma_server_ssl_enabled": settings.ssl,
-        "anonymized_telemetry": False,
-    }
-    if settings.auth_token:
-        kwargs["chroma_client_auth_provider"] = "chromadb.auth.token_authn.TokenAuthClientProvider"
-        kwargs["chroma_client_auth_credentials"] = settings.auth_token.get_secret_value()
-    return chromadb.config.Settings(**kwargs)
-
-
-def apply_timeout(client: ClientAPI, seconds: float) -> bool:
-    """Give chromadb's HTTP client the ``CHROMA_TIMEOUT`` it has no setting for (its httpx session is created with
-    ``timeout=None``: a hung server would be waited on forever). True when the timeout was applied."""
-    import httpx
-
-    session = getattr(getattr(client, "_server", None), "_session", None)
-    if isinstance(session, httpx.Client):
-        session.timeout = httpx.Timeout(seconds)
-        return True
-    log.warning("chromadb's HTTP client has changed shape: CHROMA_TIMEOUT cannot be applied to it")
-    return False
-
-
-def _preflight(base_url: str, seconds: float) -> None:
-    """One heartbeat within ``CHROMA_TIMEOUT`` before chromadb's client (which has no timeout) is created."""
-    import httpx
-
-    try:
-        httpx.get(f"{base_url}/api/v2/heartbeat", timeout=seconds)
-    except httpx.TimeoutException:
-        raise TimeoutError(f"no answer within CHROMA_TIMEOUT={seconds:g} s") from None
-
-
-def _http_client(settings: ChromaSettings) -> ClientAPI:
-    scheme = "https" if settings.ssl else "http"
-    where = f"{scheme}://{settings.host}:{settings.port}"
-    try:
-        _preflight(where, settings.timeout_s)  # chromadb's constructor already talks to the server, with no timeout
-        client = chromadb.HttpClient(
-            host=str(settings.host),
-            port=settings.port,
-            ssl=settings.ssl,
-            settings=_http_settings(settings),
-            tenant=settings.tenant or chromadb.DEFAULT_TENANT,
-            database=settings.database or chromadb.DEFAULT_DATABASE,
-        )
-        apply_timeout(client, settings.timeout_s)
-        client.heartbeat()
-    except Exception as exc:
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "tenant" in text.lower() or "database" in text.lower():
-            raise ConfigError(
-                f"The Chroma server at {where} has no tenant {settings.tenant or 'default_tenant'!r} with "
-                f"database {settings.database or 'default_database'!r} ({text}): fix CHROMA_TENANT / "
-                "CHROMA_DATABASE."
-            ) from exc
-        if "401" in text or "403" in text or "auth" in text.lower():
-            raise ConfigError(
-                f"The Chroma server at {where} refused the credentials ({text}): check CHROMA_AUTH_TOKEN."
-            ) from exc
-        raise ConfigError(
-            f"Cannot reach the Chroma server at {where} ({text}): start it, or fix CHROMA_HOST / CHROMA_PORT / "
-            "CHROMA_SSL."
-        ) from exc
-    return client
 
 
 def _select_database(client: ClientAPI, settings: ChromaSettings) -> None:

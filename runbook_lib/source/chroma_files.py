@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-from runbook_lib.errors import BackupError
+from runbook_lib.errors import BackupError, SourceError
 
 SQLITE_NAME = "chroma.sqlite3"
 _TRANSIENT_SUFFIXES = ("-wal", "-shm", "-journal")
@@ -101,8 +101,25 @@ def sqlite_integrity(path: Path) -> str:
         con.close()
 
 
-def ensure_free_space(dest: Path, needed: int, what: str) -> None:
-    """Fail before copying anything when the disk holding ``dest`` has no room for ``needed`` bytes."""
+def sqlite_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a SQLite database (e.g. ``file is not a database``), or None when it can.
+    Opens it read-only and reads its schema: cheap, and what fails first on a damaged or foreign file."""
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        return str(exc) or type(exc).__name__
+    try:
+        con.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error as exc:
+        return str(exc) or type(exc).__name__
+    finally:
+        con.close()
+    return None
+
+
+def ensure_free_space(dest: Path, needed: int, what: str, *, fix: str | None = None) -> None:
+    """Fail before copying anything when the disk holding ``dest`` has no room for ``needed`` bytes; ``fix`` says
+    how to make room (default: for a backup)."""
     probe = dest
     while not probe.exists():
         probe = probe.parent
@@ -111,8 +128,8 @@ def ensure_free_space(dest: Path, needed: int, what: str) -> None:
     if free < needed + margin:
         raise BackupError(
             f"Not enough disk space for {what}: {needed / 1e6:.1f} MB needed (plus {margin / 1e6:.0f} MB margin) "
-            f"but only {free / 1e6:.1f} MB free on the disk holding {probe}; free some space or move "
-            "CHROMA_PERSIST_DIR's backup location.",
+            f"but only {free / 1e6:.1f} MB free on the disk holding {probe}; "
+            + (fix or "free some space or move CHROMA_PERSIST_DIR's backup location."),
             needed=needed,
             free=free,
         )
@@ -129,3 +146,19 @@ def copy_chroma_dir(src: Path, dst: Path, *, consistent_sqlite: bool = True) -> 
             sqlite_backup(path, out)
         else:
             shutil.copy2(path, out)
+
+
+def damaged_sqlite_error(db: Path, problem: str, *, is_persist_dir: bool = True) -> SourceError:
+    """The one sentence for a ``chroma.sqlite3`` that SQLite cannot read (garbage, truncated, another format)."""
+    if is_persist_dir:
+        return SourceError(
+            f"{db} is not a readable SQLite database ({problem}): the ChromaDB directory CHROMA_PERSIST_DIR="
+            f"{db.parent} is damaged or is not a ChromaDB directory; restore it from a backup (under "
+            f"{db.parent.name}.backup/) or point CHROMA_PERSIST_DIR at a healthy ChromaDB directory.",
+            path=str(db),
+        )
+    return SourceError(
+        f"{db} is not a readable SQLite database ({problem}): this copy of CHROMA_PERSIST_DIR is damaged and cannot "
+        "be read; use another backup, or start a new run to take a new backup.",
+        path=str(db),
+    )

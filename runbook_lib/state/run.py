@@ -7,6 +7,8 @@ are scrubbed from everything written here.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import platform
@@ -14,6 +16,7 @@ import re
 import secrets as _secrets
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -23,7 +26,7 @@ from typing import Any
 from pydantic_core import to_jsonable_python
 
 from runbook_lib.config.paths import project_root
-from runbook_lib.errors import ConfigError
+from runbook_lib.errors import ConfigError, OutputsFullError, RunBusyError
 from runbook_lib.state.scrub import current_secrets, scrub
 
 #: step name -> file stem (notebook, HTML and JSON share it).
@@ -38,6 +41,34 @@ STEPS: dict[str, str] = {
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MANIFEST = "manifest.json"
 _PACKAGES = ("runbook-lib", "chromadb", "qdrant-client", "papermill", "nbconvert", "numpy", "pandas", "matplotlib")
+
+
+#: errno values that mean "the outputs disk has no room" (full disk, exhausted quota).
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+def outputs_error(path: Path, exc: OSError) -> OutputsFullError | None:
+    """The one sentence for a write into the outputs that failed for lack of space (``None`` for other errors)."""
+    if exc.errno not in _DISK_FULL:
+        return None
+    folder = path if path.is_dir() else path.parent
+    return OutputsFullError(
+        f"Cannot write the run folder {folder}: no space left on its disk; free some space or set RUNBOOK_OUTPUTS "
+        "to a disk with room, then run the step again.",
+        path=str(path),
+    )
+
+
+@contextlib.contextmanager
+def outputs_guard(path: Path) -> Iterator[None]:
+    """Turn a full-disk ``OSError`` raised while writing ``path`` into :class:`OutputsFullError`."""
+    try:
+        yield
+    except OSError as exc:
+        error = outputs_error(path, exc)
+        if error is None:
+            raise
+        raise error from None
 
 
 def utc_now() -> str:
@@ -72,11 +103,12 @@ def write_text_scrubbed(path: Path, text: str) -> None:
     so a full disk or a kill never leaves a truncated file that looks valid."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(scrub(text, current_secrets()))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        with outputs_guard(path):
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(scrub(text, current_secrets()))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -116,11 +148,13 @@ class Run:
     # --- opening -------------------------------------------------------------------------------
     @classmethod
     def create(cls, outputs: Path) -> Run:
-        outputs.mkdir(parents=True, exist_ok=True)
+        with outputs_guard(outputs):
+            outputs.mkdir(parents=True, exist_ok=True)
         for _ in range(20):
             run_id = new_run_id()
             try:
-                (outputs / run_id).mkdir()
+                with outputs_guard(outputs):
+                    (outputs / run_id).mkdir()
             except FileExistsError:
                 continue
             run = cls(run_id, outputs / run_id)
@@ -177,6 +211,32 @@ class Run:
         path = self.result_path(step)
         return json.loads(path.read_text()) if path.is_file() else None
 
+    # --- one driver at a time ---------------------------------------------------------------------
+    @contextlib.contextmanager
+    def driving(self) -> Iterator[None]:
+        """Hold the run's lock (``.run.lock``) while a process drives one of its steps; re-entrant in a process.
+
+        Taken without waiting: a second process driving the same run gets :class:`RunBusyError` before it
+        changes anything (no manifest entry, no result set aside)."""
+        from filelock import FileLock, Timeout
+
+        key = str(self.dir.resolve())
+        lock = _DRIVING.get(key)
+        if lock is None:
+            lock = _DRIVING[key] = FileLock(self.dir / ".run.lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise RunBusyError(
+                f"Run {self.run_id} is being driven by another process right now (its lock {self.dir / '.run.lock'} "
+                "is held): wait for that step to finish, or start a new run without --run-id.",
+                run_id=self.run_id,
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
     # --- manifest ------------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:
         return json.loads((self.dir / MANIFEST).read_text())
@@ -204,6 +264,9 @@ class Run:
             self._write_manifest(data)
 
 
+_DRIVING: dict[str, Any] = {}
+
+
 def list_runs(outputs: Path) -> list[dict[str, Any]]:
     """Every run under ``outputs`` with its overall status (newest first)."""
     runs: list[dict[str, Any]] = []
@@ -224,6 +287,8 @@ def list_runs(outputs: Path) -> list[dict[str, Any]]:
             status = "empty"
         elif "failed" in statuses:
             status = "failed"
+        elif "interrupted" in statuses:
+            status = "interrupted"
         elif "running" in statuses:
             status = "incomplete"
         else:

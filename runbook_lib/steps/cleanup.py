@@ -2,8 +2,17 @@
 
 Lists the backups under ``<CHROMA_PERSIST_DIR>.backup/`` (one folder per migration run, plus any
 ``<run_id>.partial`` left by an interrupted backup) that are older than the limit; ``--yes`` deletes them.
-The newest backup that passes its checksum verification is always kept, however old, because it is
-what a rollback restores from; ``--force`` deletes it too. Without ``--yes`` nothing is deleted.
+Without ``--force`` these are kept, however old:
+
+* the backup of a run that has not finished (its manifest says a step is running or failed, or cannot be read):
+  the run may still be resumed or rolled back;
+* the backup of the newest run of each collection that is still live in Qdrant (the run's target collection exists,
+  or its alias still points at it): what a rollback of the live data restores from; when Qdrant cannot be read,
+  every run that migrated something keeps its backup;
+* the newest backup that passes its checksum verification.
+
+Without ``--yes`` nothing is deleted. A deleted backup cannot be restored: a rollback of that run can then only keep
+what is still in the live directory.
 
 The directories a rollback sets aside (``<CHROMA_PERSIST_DIR>.old-<time>``) are listed for
 information only: they are never deleted here.
@@ -12,17 +21,21 @@ information only: they are never deleted here.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import sys
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from runbook_lib.config.settings import load_settings
+from runbook_lib.config.settings import QdrantSettings, load_settings
 from runbook_lib.errors import BackupError, RunbookError
 from runbook_lib.source.backup import backup_root, load_backup, verify_backup
+from runbook_lib.state.checkpoint import CHECKPOINT, load_checkpoint
+from runbook_lib.state.run import MANIFEST
 
 DEFAULT_OLDER_THAN = "7d"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
@@ -126,14 +139,119 @@ def find_backups(root: Path) -> list[BackupInfo]:
     return found
 
 
+# --- what the runs say ---------------------------------------------------------------------------------------
+#: Step statuses of a run that has finished cleanly.
+_FINISHED = {"ok"}
+
+
+@dataclass
+class RunFacts:
+    """What cleanup needs to know about one run folder."""
+
+    run_id: str
+    created_at: str
+    unfinished: str | None  # why the run is not finished (a step running or failed, an unreadable file), or None
+    #: source collection -> (Qdrant collection the run wrote, alias it set or None)
+    migrated: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+
+
+def read_runs(outputs: Path) -> dict[str, RunFacts]:
+    """run id -> :class:`RunFacts` for every run folder under ``outputs`` (nothing is written)."""
+    runs: dict[str, RunFacts] = {}
+    if not outputs.is_dir():
+        return runs
+    for folder in sorted(outputs.iterdir()):
+        if not (folder / MANIFEST).is_file():
+            continue
+        facts = RunFacts(folder.name, folder.name, None)
+        runs[folder.name] = facts
+        try:
+            manifest = json.loads((folder / MANIFEST).read_text())
+            facts.created_at = str(manifest.get("created_at") or folder.name)
+            steps = manifest.get("steps") or {}
+            bad = {name: str(st.get("status")) for name, st in steps.items() if st.get("status") not in _FINISHED}
+            if bad:
+                facts.unfinished = "run not finished (" + ", ".join(f"{k} {v}" for k, v in sorted(bad.items())) + ")"
+        except (OSError, ValueError, AttributeError):
+            facts.unfinished = "run manifest unreadable"
+            continue
+        try:
+            checkpoint = load_checkpoint(folder / "state" / CHECKPOINT) or {"collections": {}}
+        except RunbookError:
+            facts.unfinished = "migration checkpoint unreadable"
+            continue
+        for source, state in checkpoint["collections"].items():
+            if isinstance(state, dict) and state.get("target") and state.get("status") not in ("pending", "skipped"):
+                facts.migrated[str(source)] = (str(state["target"]), state.get("alias"))
+    return runs
+
+
+@dataclass(frozen=True)
+class LiveNames:
+    """The collections and aliases (alias -> collection) present in Qdrant."""
+
+    collections: frozenset[str]
+    aliases: Mapping[str, str]
+
+    def holds(self, target: str, alias: str | None) -> bool:
+        """True when a run's target collection is still there, or its alias still points at it."""
+        return target in self.collections or (alias is not None and self.aliases.get(alias) == target)
+
+
+def read_live(settings: QdrantSettings) -> LiveNames | None:
+    """What is live in Qdrant, or None when it cannot be read (a server down, local storage open elsewhere).
+    An embedded local-mode folder that does not exist holds nothing (and is not created)."""
+    if not settings.is_server and (settings.path is None or not settings.path.is_dir()):
+        return LiveNames(frozenset(), {})
+    from runbook_lib.target.qdrant import QdrantTarget
+
+    try:
+        with QdrantTarget(settings) as target:
+            return LiveNames(frozenset(target.collection_names()), dict(target.aliases()))
+    except Exception:
+        return None
+
+
+def protected_backups(runs: Mapping[str, RunFacts], live: LiveNames | None) -> dict[str, str]:
+    """run id -> why its backup must be kept without ``--force``: the run is unfinished, or it is the newest run of
+    a collection still live in Qdrant (every run that migrated something when ``live`` is None: unknown)."""
+    keep: dict[str, str] = {}
+    newest: dict[str, RunFacts] = {}
+    for facts in runs.values():
+        if facts.unfinished:
+            keep[facts.run_id] = facts.unfinished
+        for source, (target, alias) in facts.migrated.items():
+            if live is None:
+                keep.setdefault(facts.run_id, "Qdrant could not be read to tell whether its collections are live")
+            elif live.holds(target, alias):
+                best = newest.get(source)
+                if best is None or (facts.created_at, facts.run_id) > (best.created_at, best.run_id):
+                    newest[source] = facts
+    live_of: dict[str, list[str]] = {}
+    for source, facts in sorted(newest.items()):
+        target, alias = facts.migrated[source]
+        name = alias or target
+        live_of.setdefault(facts.run_id, []).append(repr(source) + ("" if name == source else f" (as {name!r})"))
+    for run_id, names in live_of.items():
+        reason = f"newest run of {', '.join(names)}, live in Qdrant"
+        keep[run_id] = keep[run_id] + "; " + reason if run_id in keep else reason
+    return keep
+
+
 def plan_cleanup(
-    root: Path, older_than: timedelta, *, force: bool = False, now: datetime | None = None
+    root: Path,
+    older_than: timedelta,
+    *,
+    force: bool = False,
+    now: datetime | None = None,
+    protect: Mapping[str, str] | None = None,
 ) -> list[BackupInfo]:
     """The backups under ``root`` with ``action`` decided (nothing is deleted here).
 
-    The newest backup that passes :func:`verify_backup` is kept unless ``force``; backups are verified
-    newest first until one passes."""
+    ``protect`` (run id -> reason, from :func:`protected_backups`) names backups kept unless ``force``; so is the
+    newest backup that passes :func:`verify_backup` (backups are verified newest first until one passes)."""
     now = now or datetime.now(UTC)
+    protect = protect or {}
     backups = find_backups(root)
     newest_verified: BackupInfo | None = None
     for info in backups:
@@ -148,8 +266,11 @@ def plan_cleanup(
         newest_verified = info
         break
     for info in backups:
+        run_id = info.name.removesuffix(PARTIAL_SUFFIX)
         if info.age(now) < older_than:
             info.action = f"keep: newer than {format_age(older_than)}"
+        elif run_id in protect and not force:
+            info.action = f"keep: {protect[run_id]} (--force to delete it)"
         elif info is newest_verified and not force:
             info.action = "keep: newest verified backup (--force to delete it)"
         else:
@@ -186,6 +307,15 @@ def _print_table(backups: list[BackupInfo], now: datetime) -> None:
         print("  ".join(str(v).ljust(w) for v, w in zip(c, widths, strict=True)).rstrip())
 
 
+def rollback_warning(doomed: list[BackupInfo], persist_dir: Path) -> str:
+    """What deleting these backups means for a rollback, in one sentence."""
+    names = ", ".join(b.name.removesuffix(PARTIAL_SUFFIX) for b in doomed[:5]) + (", ..." if len(doomed) > 5 else "")
+    return (
+        f"A deleted backup cannot be restored: a rollback of run(s) {names} can then only keep what is still in the "
+        f"live directory {persist_dir} (CHROMA_PERSIST_DIR), with no older copy to fall back on if it is damaged."
+    )
+
+
 def add_parser(subparsers: Any) -> None:
     """Add the ``cleanup`` subcommand to the ``runbook`` command's subparsers."""
     sp = subparsers.add_parser(
@@ -193,7 +323,9 @@ def add_parser(subparsers: Any) -> None:
         help="list (and with --yes delete) migration backups older than a limit",
         description=(
             "List the backups under <CHROMA_PERSIST_DIR>.backup/ older than --older-than; --yes deletes them. "
-            "The newest verified backup is kept unless --force."
+            "Kept unless --force: the backup of an unfinished run, of the newest run of each collection still live "
+            "in Qdrant, and the newest verified backup. A deleted backup cannot be restored: a rollback can then "
+            "only keep what is still in the live directory."
         ),
     )
     sp.add_argument(
@@ -204,7 +336,11 @@ def add_parser(subparsers: Any) -> None:
         help=f"age limit such as 7d, 12h or 30m (default {DEFAULT_OLDER_THAN})",
     )
     sp.add_argument("--yes", action="store_true", help="delete the listed backups (default: only list them)")
-    sp.add_argument("--force", action="store_true", help="also delete the newest verified backup")
+    sp.add_argument(
+        "--force",
+        action="store_true",
+        help="also delete the backups kept for unfinished runs, live collections and the newest verified one",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -228,7 +364,8 @@ def run(args: argparse.Namespace) -> int:
     persist_dir = settings.chroma.persist_dir
     root = backup_root(persist_dir)
     now = datetime.now(UTC)
-    backups = plan_cleanup(root, older_than, force=force, now=now)
+    protect = {} if force else protected_backups(read_runs(settings.outputs), read_live(settings.qdrant))
+    backups = plan_cleanup(root, older_than, force=force, now=now, protect=protect)
     doomed = [b for b in backups if b.delete]
     size = format_bytes(sum(b.bytes for b in doomed))
     errors = delete_backups(backups) if yes else []
@@ -243,6 +380,7 @@ def run(args: argparse.Namespace) -> int:
     if not doomed:
         print(f"Nothing to delete: no backup is older than {format_age(older_than)} (or it is the one kept).")
         return 0
+    print(rollback_warning(doomed, persist_dir))
     if not yes:
         print(f"{len(doomed)} backup(s), {size}, would be deleted: run again with --yes to delete them.")
         return 0

@@ -11,71 +11,42 @@ import logging
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from types import EllipsisType
 from typing import Any
 
-import httpx
 import numpy as np
 from qdrant_client import QdrantClient, models
-from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
-from tenacity import (
-    RetryCallState,
-    retry,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
 
 from runbook_lib.config.settings import QdrantSettings
 from runbook_lib.core.mapping import PAYLOAD_ID_KEY
 from runbook_lib.errors import ConfigError, TargetError
+from runbook_lib.target.retries import is_transient, retry_transient
+
+__all__ = ["QdrantTarget", "TargetCollection", "connect", "indexing_to_restore", "is_transient", "retry_transient"]
 
 log = logging.getLogger(__name__)
 
-#: Qdrant's default indexing threshold (kB), restored after a bulk load with indexing deferred.
-DEFAULT_INDEXING_THRESHOLD = 10_000
+#: Qdrant's documented default indexing threshold (kB): restored only when a new collection's own configuration
+#: does not say which threshold it has (its own value is what is restored otherwise).
+DEFAULT_INDEXING_THRESHOLD = 20_000
+
+
+def indexing_to_restore(*, deferred_from: int | None, current: int | None) -> int | None:
+    """The ``indexing_threshold`` to set after a bulk load, or None to leave the collection as it is.
+
+    ``deferred_from`` is the collection's own threshold, read when this run created it and switched indexing off
+    (None: the run did not defer it -- it did not create the collection, or local mode -- so it is never touched);
+    ``current`` is its threshold now (anything but 0: someone set it meanwhile, which is kept)."""
+    if deferred_from is None or current != 0:
+        return None
+    return deferred_from
+
 
 _DISTANCES = {
     "Cosine": models.Distance.COSINE,
     "Euclid": models.Distance.EUCLID,
     "Dot": models.Distance.DOT,
 }
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Errors worth retrying: timeouts, dropped connections, 429 and 5xx answers, gRPC UNAVAILABLE."""
-    if isinstance(exc, UnexpectedResponse):
-        return exc.status_code in (408, 429, 500, 502, 503, 504)
-    if isinstance(exc, ResponseHandlingException | httpx.TransportError | TimeoutError | ConnectionError):
-        return True
-    try:
-        import grpc
-
-        if isinstance(exc, grpc.RpcError):
-            code = exc.code() if callable(getattr(exc, "code", None)) else None
-            return code in (
-                grpc.StatusCode.UNAVAILABLE,
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                grpc.StatusCode.ABORTED,
-            )
-    except ImportError:  # pragma: no cover - grpc ships with qdrant-client
-        pass
-    return False
-
-
-def _log_retry(state: RetryCallState) -> None:
-    exc = state.outcome.exception() if state.outcome else None
-    log.warning("Qdrant call failed (%s), retry %d", exc, state.attempt_number)
-
-
-#: Retry policy for every call that writes or reads a batch: 6 tries, exponential backoff with jitter.
-retry_transient = retry(
-    retry=retry_if_exception(is_transient),
-    stop=stop_after_attempt(6),
-    wait=wait_exponential_jitter(multiplier=0.5, max=20, jitter=1),
-    before_sleep=_log_retry,
-    reraise=True,
-)
 
 
 @dataclass(frozen=True)
@@ -97,6 +68,8 @@ class QdrantTarget:
         self.settings = settings
         self.client = connect(settings)
         self.is_local = not settings.is_server
+        #: collection -> its own indexing_threshold, for the collections this target created with indexing deferred
+        self._deferred: dict[str, int] = {}
 
     def __enter__(self) -> QdrantTarget:
         return self
@@ -150,11 +123,13 @@ class QdrantTarget:
         replication_factor: int | None = None,
         write_consistency_factor: int | None = None,
         defer_indexing: bool = True,
-    ) -> None:
+    ) -> int | None:
         """Create a collection for one unnamed float32 vector per point.
 
-        On a server, ``defer_indexing`` sets ``indexing_threshold=0`` so the bulk load does not build
-        the HNSW graph segment by segment; :meth:`finish_bulk_load` restores it.
+        On a server, ``defer_indexing`` switches HNSW indexing off (``indexing_threshold=0``) so the bulk load does
+        not build the graph segment by segment: the collection's own threshold is read from its configuration first
+        and returned -- keep it (the migration checkpoint) and hand it to :meth:`finish_bulk_load`, which restores
+        it. None: indexing was not deferred (local mode, or ``defer_indexing`` off).
         """
         try:
             qd_distance = _DISTANCES[distance]
@@ -167,8 +142,6 @@ class QdrantTarget:
                 replication_factor=replication_factor,
                 write_consistency_factor=write_consistency_factor,
             )
-            if defer_indexing:
-                kwargs["optimizers_config"] = models.OptimizersConfigDiff(indexing_threshold=0)
         self._call(
             f"create collection {name!r}",
             self.client.create_collection,
@@ -176,17 +149,45 @@ class QdrantTarget:
             vectors_config=models.VectorParams(size=size, distance=qd_distance, datatype=models.Datatype.FLOAT32),
             **kwargs,
         )
+        if self.is_local or not defer_indexing:
+            return None
+        own = self.indexing_threshold(name)
+        previous = own if own is not None else DEFAULT_INDEXING_THRESHOLD
+        self._set_indexing_threshold(name, 0, f"defer indexing of {name!r}")
+        self._deferred[name] = previous
+        return previous
 
-    def finish_bulk_load(self, name: str) -> None:
-        """Restore indexing after a bulk load (server only)."""
-        if self.is_local:
-            return
+    def indexing_threshold(self, name: str) -> int | None:
+        """The collection's ``indexing_threshold`` (kB) from its configuration (None: not stated)."""
+        info = self._call(f"read the configuration of {name!r}", self.client.get_collection, collection_name=name)
+        optimizer = getattr(info.config, "optimizer_config", None)
+        value = getattr(optimizer, "indexing_threshold", None)
+        return int(value) if value is not None else None
+
+    def _set_indexing_threshold(self, name: str, value: int, what: str) -> None:
         self._call(
-            f"restore indexing of {name!r}",
+            what,
             self.client.update_collection,
             collection_name=name,
-            optimizers_config=models.OptimizersConfigDiff(indexing_threshold=DEFAULT_INDEXING_THRESHOLD),
+            optimizers_config=models.OptimizersConfigDiff(indexing_threshold=value),
         )
+
+    def finish_bulk_load(self, name: str, *, restore_to: int | EllipsisType | None = ...) -> int | None:
+        """Restore indexing after a bulk load (server only): the threshold :meth:`create_collection` returned,
+        passed as ``restore_to`` (a resumed run reads it from its checkpoint), else the one this target noted when it
+        created the collection. A collection the run did not create is never touched, nor one whose threshold
+        someone changed meanwhile. Returns the threshold set, or None."""
+        if self.is_local:
+            return None
+        deferred_from = self._deferred.get(name) if restore_to is ... else restore_to
+        if not isinstance(deferred_from, int):
+            return None
+        value = indexing_to_restore(deferred_from=deferred_from, current=self.indexing_threshold(name))
+        self._deferred.pop(name, None)
+        if value is None:
+            return None
+        self._set_indexing_threshold(name, value, f"restore indexing of {name!r}")
+        return value
 
     def delete_collection(self, name: str) -> None:
         self._call(f"delete collection {name!r}", self.client.delete_collection, collection_name=name)

@@ -13,18 +13,11 @@ The step's result is :mod:`runbook_lib.steps.migrate.result`; its chart :mod:`ru
 from __future__ import annotations
 
 import logging
-import queue
-import threading
+import shutil
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from runbook_lib.core.fingerprint import Fingerprint, fingerprints
-from runbook_lib.core.mapping import build_payload, normalise_rows, point_id
 from runbook_lib.core.plan import PlanEntry
 from runbook_lib.errors import (
     DimensionMismatchError,
@@ -36,149 +29,17 @@ from runbook_lib.errors import (
 from runbook_lib.runtime.display import progress
 from runbook_lib.runtime.step import Step
 from runbook_lib.source.backup import Backup, create_backup, load_backup, verify_backup
-from runbook_lib.source.chroma import ChromaSource, RecordBatch
+from runbook_lib.source.catalog import Catalog, CatalogUnavailable
+from runbook_lib.source.chroma import ChromaSource
 from runbook_lib.state.checkpoint import CHECKPOINT, Checkpoint
 from runbook_lib.state.ledger import Ledger
 from runbook_lib.steps.migrate.charts import migrate_charts
+from runbook_lib.steps.migrate.pipeline import copy_collection
 from runbook_lib.steps.migrate.preflight import Planned, check_shape, existing_collection_error, preflight
 from runbook_lib.steps.migrate.result import MigrationResult
 from runbook_lib.target.qdrant import QdrantTarget
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Points:
-    """One batch mapped to Qdrant points, ready to upsert."""
-
-    index: int
-    ids: list[str]
-    vectors: np.ndarray  # (n, dim) float32; QdrantTarget.upsert converts it once, outside its retries
-    payloads: list[dict[str, Any]]
-    chroma_ids: list[str] = field(default_factory=list)
-    fingerprints: list[Fingerprint] = field(default_factory=list)  # for the run's ledger (what sync compares)
-
-
-def to_points(index: int, batch: RecordBatch, *, normalise: bool = False) -> Points:
-    """Map a batch to points. ``normalise`` (Cosine collections) writes unit vectors, as a Qdrant server
-    stores them; qdrant-client's local mode would otherwise persist the raw vector to disk. The records'
-    fingerprints are taken here, in the pass that already holds them."""
-    vectors = normalise_rows(batch.embeddings) if normalise else batch.embeddings
-    return Points(
-        index=index,
-        ids=[point_id(i) for i in batch.ids],
-        vectors=vectors,
-        payloads=[
-            build_payload(i, d, m, u)
-            for i, d, m, u in zip(batch.ids, batch.documents, batch.metadatas, batch.uris, strict=True)
-        ],
-        chroma_ids=list(batch.ids),
-        fingerprints=fingerprints(
-            batch.embeddings, batch.documents, batch.metadatas, batch.uris, cosine=normalise, target_vectors=vectors
-        ),
-    )
-
-
-# --- copying one collection ------------------------------------------------------------------------
-_DONE = object()
-
-
-def copy_collection(
-    source: ChromaSource,
-    target: QdrantTarget,
-    entry: PlanEntry,
-    *,
-    ids: list[str],
-    start: int,
-    batch_size: int,
-    workers: int,
-    on_progress: Any,
-    ledger: Ledger | None = None,
-) -> None:
-    """Copy ``ids[start:]`` in batches. ``on_progress(records_done_contiguous, n_in_batch)`` is called
-    as batches complete; ``records_done_contiguous`` only counts an unbroken prefix of ``ids``. Each written
-    batch's fingerprints go to ``ledger`` (after the write, so the ledger never claims an unwritten record)."""
-    starts = list(range(start, len(ids), batch_size))
-    if not starts:
-        return
-    stop = threading.Event()
-    q: queue.Queue[Any] = queue.Queue(maxsize=max(2, workers * 2))
-    reader_error: list[BaseException] = []
-
-    def reader() -> None:
-        try:
-            for index, s in enumerate(starts):
-                if stop.is_set():
-                    return
-                batch = source.fetch(entry.source, ids[s : s + batch_size], expected_dim=entry.dimension)
-                item = to_points(index, batch, normalise=entry.distance == "Cosine")
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
-        except BaseException as exc:
-            reader_error.append(exc)
-        finally:
-            while not stop.is_set():
-                try:
-                    q.put(_DONE, timeout=0.2)
-                    break
-                except queue.Full:
-                    continue
-
-    thread = threading.Thread(target=reader, name=f"read-{entry.source}", daemon=True)
-    thread.start()
-    done_flags = [False] * len(starts)
-    watermark = 0
-
-    def complete(item: Points) -> None:
-        nonlocal watermark
-        if ledger is not None:
-            ledger.put(entry.source, zip(item.chroma_ids, item.fingerprints, strict=True))
-        done_flags[item.index] = True
-        while watermark < len(starts) and done_flags[watermark]:
-            watermark += 1
-        contiguous = starts[watermark] if watermark < len(starts) else len(ids)
-        on_progress(contiguous, len(item.ids))
-
-    def write(item: Points) -> Points:
-        target.upsert(
-            entry.target,
-            item.ids,
-            item.vectors,
-            item.payloads,
-            batch_label=f"batch {item.index + 1 + start // batch_size} (records {starts[item.index]}-"
-            f"{starts[item.index] + len(item.ids) - 1})",
-        )
-        return item
-
-    parallel = workers > 1 and not target.is_local
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upsert") if parallel else None
-    in_flight: set[Future[Points]] = set()
-    try:
-        while True:
-            item = q.get()
-            if item is _DONE:
-                break
-            if pool is None:
-                complete(write(item))
-                continue
-            in_flight.add(pool.submit(write, item))
-            if len(in_flight) >= workers:
-                finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    complete(fut.result())
-        for fut in in_flight:
-            complete(fut.result())
-    finally:
-        stop.set()
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-        thread.join(timeout=30)
-    if reader_error:
-        raise reader_error[0]
 
 
 # --- the step --------------------------------------------------------------------------------------
@@ -214,7 +75,7 @@ def _ensure_target(target: QdrantTarget, entry: PlanEntry, state: dict[str, Any]
         state["replaced_existing"] = True
         target.delete_collection(entry.target)
     assert entry.dimension is not None
-    target.create_collection(
+    state["indexing_restore"] = target.create_collection(
         entry.target,
         size=entry.dimension,
         distance=entry.distance,
@@ -238,13 +99,19 @@ def migrate(step: Step) -> MigrationResult:
     checkpoint.data.setdefault("target", step.settings.qdrant.describe())
     chroma = step.settings.chroma
     with QdrantTarget(step.settings.qdrant) as target:  # the target is reachable before anything changes
-        if not chroma.is_server and not checkpoint.data.get("backup_path"):
-            with ChromaSource.open(chroma) as live:  # a scratch copy of the live directory, before the backup
-                _record_plan(checkpoint, _preflight(step, live, target, checkpoint))
+        fresh_backup = not chroma.is_server and not checkpoint.data.get("backup_path")
+        if fresh_backup:
+            _record_plan(checkpoint, _check_before_backup(step, target, checkpoint))
         source, backup = _prepare_source(step, checkpoint)
         try:
             # checked again on what is actually read (the backup): this id snapshot is the one copied
-            planned = _preflight(step, source, target, checkpoint)
+            try:
+                planned = _preflight(step, source, target, checkpoint)
+            except RunbookError:
+                if fresh_backup and backup is not None:  # nothing was written: leave nothing, not even the backup
+                    source.close()
+                    _discard_backup(backup, checkpoint)
+                raise
             _record_plan(checkpoint, planned)
             result = MigrationResult(ok=True, backup=backup.summary() if backup else None)
             if source.upgraded_on_open:
@@ -280,6 +147,32 @@ def migrate(step: Step) -> MigrationResult:
     result.ok = not result.errors
     result.figures = migrate_charts(step, result)
     return result
+
+
+def _check_before_backup(step: Step, target: QdrantTarget, checkpoint: Checkpoint) -> list[Planned]:
+    """The checks that need no copy of the source: names and ids read from SQLite in read-only mode. A database
+    whose layout the catalog reader does not know is checked on a scratch copy instead."""
+    chroma = step.settings.chroma
+    try:
+        with Catalog(chroma.require_persist_dir(), tenant=chroma.tenant, database=chroma.database) as catalog:
+            return preflight(
+                catalog,  # type: ignore[arg-type]
+                target,
+                step.params,
+                run_id=step.run.run_id,
+                states=checkpoint.data["collections"],
+                shape=False,
+            )
+    except CatalogUnavailable as exc:
+        log.info("checking on a scratch copy (%s)", exc)
+        with ChromaSource.open(chroma) as live:
+            return _preflight(step, live, target, checkpoint)
+
+
+def _discard_backup(backup: Backup, checkpoint: Checkpoint) -> None:
+    shutil.rmtree(backup.path, ignore_errors=True)
+    checkpoint.data.pop("backup_path", None)
+    checkpoint.save()
 
 
 def _preflight(step: Step, source: ChromaSource, target: QdrantTarget, checkpoint: Checkpoint) -> list[Planned]:
@@ -352,7 +245,9 @@ def _migrate_one(
                 ledger=ledger,
             )
             bar.close()
-            target.finish_bulk_load(entry.target)
+            target.finish_bulk_load(
+                entry.target, restore_to=state.get("indexing_restore") if state.get("created_by_run") else None
+            )
         else:
             overall.update(entry.count)
         found = target.count(entry.target)

@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from runbook_lib.core.mapping import id_collisions
-from runbook_lib.core.plan import PlanEntry, plan_collection
+from runbook_lib.core.mapping import id_collisions, id_scheme
+from runbook_lib.core.plan import PlanEntry, plan_collection, target_names
 from runbook_lib.errors import ConfigError, DimensionMismatchError, ExistingCollectionError, TargetError
 from runbook_lib.source.chroma import ChromaSource
 from runbook_lib.target.qdrant import QdrantTarget
@@ -59,6 +59,13 @@ def collision_error(collection: str, pairs: list[tuple[str, str]]) -> ConfigErro
     )
 
 
+def _names_only(source: Any, name: str, ids: list[str], *, run_id: str, cutover: str) -> PlanEntry:
+    """A plan entry with what a catalog knows (no distance yet): enough to check names and ``on_existing``."""
+    tname, alias = target_names(name, run_id, cutover)
+    dimension = source.dimension(name) if ids else None
+    return PlanEntry(name, len(ids), dimension, "?", "?", tname, alias, id_scheme(ids) if ids else "n/a (empty)")
+
+
 def check_shape(target: QdrantTarget, entry: PlanEntry) -> None:
     """A kept target collection must have the source's dimension and distance."""
     found = target.describe_collection(entry.target)
@@ -80,12 +87,15 @@ def existing_collection_error(name: str) -> ExistingCollectionError:
     )
 
 
-def check_target(target: QdrantTarget, entry: PlanEntry, state: Mapping[str, Any], on_existing: str) -> None:
+def check_target(
+    target: QdrantTarget, entry: PlanEntry, state: Mapping[str, Any], on_existing: str, *, shape: bool = True
+) -> None:
     """What ``_ensure_target`` will do with this collection is allowed (read-only)."""
     if entry.dimension is None or not target.exists(entry.target):
         return  # empty source collections are skipped; a missing target is created
     if state.get("created_by_run") or on_existing == "resume":
-        check_shape(target, entry)
+        if shape:
+            check_shape(target, entry)
     elif on_existing == "fail":
         raise existing_collection_error(entry.target)
 
@@ -97,9 +107,12 @@ def preflight(
     *,
     run_id: str,
     states: Mapping[str, Mapping[str, Any]],
+    shape: bool = True,
 ) -> list[Planned]:
     """Check every requested collection, in order; raise before anything is written. ``states`` is the
-    checkpoint's per-collection state (a collection this run created may be resumed whatever ``on_existing``)."""
+    checkpoint's per-collection state (a collection this run created may be resumed whatever ``on_existing``).
+    ``source`` may be a read-only :class:`~runbook_lib.source.catalog.Catalog` (names and ids only): then
+    ``shape=False`` leaves the distance and dimension checks to the pass over the backup."""
     names = requested_collections(source, p.collections)
     if p.cutover == "alias":
         existing = set(target.collection_names())
@@ -117,8 +130,11 @@ def preflight(
         pairs = id_collisions(ids)
         if pairs:
             raise collision_error(name, pairs)
-        entry = plan_collection(source, name, run_id=run_id, cutover=p.cutover, ids=ids)
-        check_target(target, entry, states.get(name, {}), p.on_existing)
+        if shape:
+            entry = plan_collection(source, name, run_id=run_id, cutover=p.cutover, ids=ids)
+        else:
+            entry = _names_only(source, name, ids, run_id=run_id, cutover=p.cutover)
+        check_target(target, entry, states.get(name, {}), p.on_existing, shape=shape)
         planned.append(Planned(entry=entry, ids=ids))
         source.release()  # memory follows the largest collection, not the database
     return planned

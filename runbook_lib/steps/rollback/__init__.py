@@ -1,10 +1,15 @@
-"""The rollback step (``05_rollback.ipynb`` · ``runbook rollback --run-id ID``): undo one migration run.
+"""The rollback step (``05_rollback.ipynb`` · ``runbook rollback --run-id ID``): undo one migration run without
+losing a write.
 
 * :mod:`~runbook_lib.steps.rollback.engine`: ``rollback(step)``, the step itself (plan, then with ``confirm=True``
-  carry the plan out);
+  carry the plan out, in order: restore if needed, bring Qdrant's changes back, clean up Qdrant, ``rollback.env``);
 * :mod:`~runbook_lib.steps.rollback.plan`: :class:`Action` (one line of the plan) and what the run recorded;
-* :mod:`~runbook_lib.steps.rollback.chroma_restore`: the ChromaDB part (plan, restore from the backup, health check);
+* :mod:`~runbook_lib.steps.rollback.chroma_restore`: the ChromaDB part (keep the live directory, or restore it from
+  the backup when it is missing or damaged or when asked; health check);
+* :mod:`~runbook_lib.steps.rollback.bring_back`: Qdrant's changes since the last sync, back into ChromaDB (a
+  reverse sync);
 * :mod:`~runbook_lib.steps.rollback.qdrant_cleanup`: the Qdrant part (collections and aliases the run created);
+* :mod:`~runbook_lib.steps.rollback.other_runs`: refusing to delete a collection another run has since taken over;
 * :mod:`~runbook_lib.steps.rollback.app_env`: ``rollback.env``, the settings that point the app back at ChromaDB;
 * :mod:`~runbook_lib.steps.rollback.result`: :class:`RollbackResult`, the step's result as data, and its JSON form;
 * :mod:`~runbook_lib.steps.rollback.report`: the notebook's tables and texts, as functions of the result.

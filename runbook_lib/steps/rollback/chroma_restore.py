@@ -1,19 +1,24 @@
-"""The ChromaDB part of the rollback: plan it, restore the directory from the run's backup, check its health.
+"""The ChromaDB part of the rollback: plan it, restore the directory from the run's backup when it must be, check
+its health.
 
 * :func:`plan_chroma` (reads only): loads the run's backup and verifies *every* checksum, then decides whether the
-  live directory is restored (:class:`ChromaPlan` ``mode="restore"``), left in place because it is still
-  byte-identical to its backup-time state (``"unchanged"``), or not touched at all (``"skipped"``);
-* :func:`stage_restore` and :func:`swap_in` (the change): the backup's data is copied to a temporary sibling and
-  verified, then the live directory is renamed to ``<dir>.old-<time>`` (kept, never deleted) and the copy renamed
-  into place;
-* :func:`chroma_health` and :func:`count_rows` (the check afterwards): every collection answers a query, and its
-  count matches the backup.
+  live directory is kept (:class:`ChromaPlan` ``mode="keep"``: the app's writes made to it during the migration
+  stay), restored from the backup (``"restore"``: only when it is missing, or damaged (SQLite's integrity check
+  fails, or chromadb cannot open a scratch copy of it), or ``restore_from_backup=True``), or not touched at all
+  (``"skipped"``);
+* :func:`stage_restore` and :func:`swap_in` (the change, restore only): the backup's data is copied to a temporary
+  sibling and verified, then the live directory (if any) is renamed to ``<dir>.old-<time>`` (kept, never deleted)
+  and the copy renamed into place;
+* :func:`chroma_health` and :func:`count_rows` (the check afterwards): every collection answers a query; its count
+  is compared with the backup only when that comparison means something (restored, and nothing came back from
+  Qdrant).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,20 +34,19 @@ from runbook_lib.source.backup import Backup, load_backup, verify_backup
 from runbook_lib.source.chroma import ChromaSource
 from runbook_lib.steps.rollback.plan import KEEP_DIR, RESTORE_DIR, SKIP, Action
 
-_TRANSIENT_SUFFIXES = ("-wal", "-journal")
-
 
 # --- the plan --------------------------------------------------------------------------------------
 @dataclass
 class ChromaPlan:
     """The ChromaDB side of the plan."""
 
-    mode: str  # "restore" (swap in the backup) | "unchanged" (live dir identical to backup time) | "skipped"
+    mode: str  # "keep" (the live directory stays) | "restore" (swap in the backup) | "skipped"
     note: str
     persist_dir: Path | None = None
     backup: Backup | None = None
     live_differences: list[str] = field(default_factory=list)
     backup_counts: dict[str, int] = field(default_factory=dict)
+    damage: str | None = None  # why the live directory cannot be kept (restore because damaged)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +56,7 @@ class ChromaPlan:
             "backup": self.backup.summary() if self.backup else None,
             "live_differences": self.live_differences[:50],
             "backup_counts": self.backup_counts,
+            "damage": self.damage,
         }
 
 
@@ -74,11 +79,24 @@ def _load_verified_backup(run_id: str, path: Path) -> Backup:
     return backup
 
 
-def _has_transient_files(persist_dir: Path) -> bool:
-    """SQLite write-ahead or journal files with content: the database is open or was not closed cleanly."""
-    return any(
-        p.is_file() and p.name.endswith(_TRANSIENT_SUFFIXES) and p.stat().st_size > 0 for p in persist_dir.rglob("*")
-    )
+def live_damage(settings: ChromaSettings, persist_dir: Path) -> str | None:
+    """Why the live directory cannot be kept (it is damaged), or None: its SQLite database must exist and pass
+    SQLite's integrity check (read-only), and chromadb must open a scratch copy of it and list its collections."""
+    db = persist_dir / chroma_files.SQLITE_NAME
+    if not db.is_file():
+        return f"it has no {chroma_files.SQLITE_NAME}"
+    try:
+        integrity = chroma_files.sqlite_integrity(db)
+    except sqlite3.Error as exc:
+        return f"SQLite cannot read {db.name} ({exc})"
+    if integrity != "ok":
+        return f"SQLite's integrity check of {db.name} fails ({integrity[:200]})"
+    try:
+        with ChromaSource.open(settings) as source:
+            source.collection_names()
+    except Exception as exc:  # any failure to open it is damage, whatever chromadb raises
+        return f"chromadb cannot open a scratch copy of it ({type(exc).__name__}: {str(exc)[:200]})"
+    return None
 
 
 def collection_counts(settings: ChromaSettings, *, copy_from: Path | None = None) -> dict[str, int]:
@@ -98,8 +116,8 @@ def plan_chroma(step: Step, checkpoint: dict[str, Any], warnings: list[str]) -> 
         if chroma.is_server or checkpoint.get("collections"):
             return ChromaPlan(
                 "skipped",
-                "The run read from a Chroma server, which has no file backup; the migration never writes its "
-                "source, so there is nothing to restore (back the server up and restore it yourself if needed).",
+                "The run read from a Chroma server, which has no file backup and is kept as it is (the migration "
+                "never writes its source); Qdrant's changes since the last sync are brought back into it.",
             )
         return ChromaPlan("skipped", f"Run {run_id} took no backup: its migration stopped before copying anything.")
     if chroma.is_server:
@@ -117,44 +135,44 @@ def plan_chroma(step: Step, checkpoint: dict[str, Any], warnings: list[str]) -> 
             "CHROMA_PERSIST_DIR to the directory that was migrated, or pass restore_chroma=false."
         )
     plan = ChromaPlan("restore", "", persist_dir=persist_dir, backup=backup)
-    source_files = backup.manifest.get("source_files")
     if not persist_dir.exists():
         plan.note = f"{persist_dir} is missing: it is restored from the verified backup."
     elif not persist_dir.is_dir():
         raise ConfigError(f"CHROMA_PERSIST_DIR points to {persist_dir}, which is a file, not a ChromaDB directory.")
-    elif _has_transient_files(persist_dir):
+    elif not chroma_files.compare_checksums(backup.manifest["files"], persist_dir):
+        plan.mode = "keep"
+        plan.note = f"{persist_dir} is a byte-identical copy of the verified backup (restored earlier): it stays."
+    elif (damage := live_damage(chroma, persist_dir)) is not None:
+        plan.damage = damage
         plan.note = (
-            f"{persist_dir} has SQLite write-ahead/journal files (an app has it open, or it was not closed "
-            "cleanly): it is replaced by the verified backup and kept as <dir>.old-<time>."
+            f"{persist_dir} is damaged ({damage}): it is restored from the verified backup and kept as "
+            "<dir>.old-<time>."
         )
         warnings.append(
-            f"{persist_dir} looks open (SQLite -wal/-journal files): stop every app using it before confirming."
+            f"ChromaDB at {persist_dir} is damaged ({damage}): it is restored from the backup of run {run_id}; writes "
+            "made to it since then that never reached Qdrant stay only in <dir>.old-<time>."
         )
-    elif not chroma_files.compare_checksums(backup.manifest["files"], persist_dir):
-        plan.mode = "unchanged"
+    elif step.p.restore_from_backup:
         plan.note = (
-            f"{persist_dir} is already a byte-identical copy of the verified backup (restored earlier): "
-            "nothing to restore, it stays in place."
+            f"restore_from_backup=True: {persist_dir} is replaced by the verified backup and kept as <dir>.old-<time>."
         )
-    elif source_files is None:
-        plan.note = "The backup has no checksums of the live directory: the directory is restored from the backup."
+        warnings.append(
+            f"restore_from_backup=True: writes made to {persist_dir} since the backup of run {run_id} that never "
+            "reached Qdrant are not in the restored directory (they stay in <dir>.old-<time>)."
+        )
     else:
-        plan.live_differences = chroma_files.compare_checksums(source_files, persist_dir)
-        if not plan.live_differences:
-            plan.mode = "unchanged"
+        plan.mode = "keep"
+        source_files = backup.manifest.get("source_files")
+        plan.live_differences = chroma_files.compare_checksums(source_files, persist_dir) if source_files else []
+        if source_files is not None and not plan.live_differences:
             plan.note = (
-                f"{persist_dir} is byte-identical to its state when the backup was taken (all {len(source_files)} "
-                "checksums match): nothing to restore, it stays in place."
+                f"{persist_dir} is unchanged since the backup (all {len(source_files)} checksums match): it stays."
             )
         else:
-            shown = "; ".join(plan.live_differences[:3])
+            changed = f" ({len(plan.live_differences)} file difference(s))" if plan.live_differences else ""
             plan.note = (
-                f"{persist_dir} changed since the backup ({len(plan.live_differences)} difference(s): {shown}): "
-                "it is replaced by the verified backup and kept as <dir>.old-<time>."
-            )
-            warnings.append(
-                f"ChromaDB changed since the backup of run {run_id} ({len(plan.live_differences)} file difference(s)): "
-                "writes made since then are not in the restored directory (they stay in <dir>.old-<time>)."
+                f"{persist_dir} changed since the backup{changed}: it stays, so every write the app made to it "
+                "during the migration is kept (it is not replaced by the older backup)."
             )
     plan.backup_counts = collection_counts(chroma, copy_from=backup.data_dir)
     return plan
@@ -164,8 +182,8 @@ def chroma_actions(plan: ChromaPlan) -> list[Action]:
     if plan.mode == "restore":
         assert plan.backup is not None and plan.persist_dir is not None
         return [Action("ChromaDB", RESTORE_DIR, str(plan.persist_dir), f"from {plan.backup.path}: {plan.note}")]
-    if plan.mode == "unchanged":
-        return [Action("ChromaDB", KEEP_DIR, str(plan.persist_dir), plan.note)]
+    if plan.mode == "keep":
+        return [Action("ChromaDB", KEEP_DIR, str(plan.persist_dir), plan.note, status="kept")]
     return [Action("ChromaDB", SKIP, "ChromaDB", plan.note, status="skipped")]
 
 
@@ -261,18 +279,22 @@ def chroma_health(settings: ChromaSettings) -> dict[str, Any]:
     return report
 
 
-def count_rows(backup_counts: dict[str, int], health: dict[str, Any]) -> list[dict[str, Any]]:
-    restored = health.get("collections", {})
+def count_rows(backup_counts: dict[str, int], health: dict[str, Any], *, compare: bool) -> list[dict[str, Any]]:
+    """Per collection: the backup's count, the count now, whether it answered a query, and (``compare``: the
+    directory was restored from the backup and nothing came back from Qdrant) whether the counts match; otherwise
+    ``match`` is None: ChromaDB holds more than the backup by design (the app's writes, Qdrant's changes)."""
+    now = health.get("collections", {})
     rows = []
-    for name in sorted(set(backup_counts) | set(restored)):
-        after = restored.get(name, {})
+    for name in sorted(set(backup_counts) | set(now)):
+        after = now.get(name, {})
+        match = (name in backup_counts and backup_counts.get(name) == after.get("count")) if compare else None
         rows.append(
             {
                 "collection": name,
                 "backup_count": backup_counts.get(name),
-                "restored_count": after.get("count"),
+                "count": after.get("count"),
                 "query_ok": after.get("query_ok"),
-                "match": name in backup_counts and backup_counts.get(name) == after.get("count"),
+                "match": match,
             }
         )
     return rows

@@ -17,13 +17,14 @@ from runbook_lib.state.run import Run
 # ``Action.op`` values.
 RESTORE_DIR = "restore directory"
 KEEP_DIR = "keep directory"
+BRING_BACK = "bring back from Qdrant"
 DELETE_COLLECTION = "delete collection"
 PUT_BACK_ALIAS = "put back alias"
 DELETE_ALIAS = "delete alias"
 LEAVE = "leave untouched"
 SKIP = "skip"
 WRITE_ENV = "write settings"
-_CHANGES = (RESTORE_DIR, DELETE_COLLECTION, PUT_BACK_ALIAS, DELETE_ALIAS)
+_CHANGES = (RESTORE_DIR, BRING_BACK, DELETE_COLLECTION, PUT_BACK_ALIAS, DELETE_ALIAS)
 
 
 @dataclass

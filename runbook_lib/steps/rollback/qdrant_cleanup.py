@@ -46,7 +46,7 @@ def check_same_target(step: Step, checkpoint: dict[str, Any], warnings: list[str
     if _target_key(recorded) != _target_key(now):
         raise ConfigError(
             f"Run {step.run.run_id} migrated into {recorded} but the settings now point at {now}: set QDRANT_URL "
-            "or QDRANT_PATH as they were for that run (or pass remove_qdrant=false to leave Qdrant alone)."
+            "or QDRANT_PATH as they were for that run (the rollback reads its changes back, then cleans it up)."
         )
 
 

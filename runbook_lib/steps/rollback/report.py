@@ -17,9 +17,23 @@ def plan_table(result: RollbackResult) -> pd.DataFrame:
     return pd.DataFrame([{k: a.to_dict()[k] for k in cols} for a in result.actions], columns=cols)
 
 
+def bring_back_table(result: RollbackResult) -> pd.DataFrame:
+    """Per collection: what changed in Qdrant (comes back) and in ChromaDB (stays) since the last sync, conflicts,
+    and what the reverse sync wrote."""
+    rows = []
+    for c in (result.reverse_sync or {}).get("collections", []):
+        row = {"collection": c["collection"]}
+        row.update({f"Qdrant {k}": v for k, v in c["qdrant_changes"].items()})
+        row.update({f"ChromaDB {k}": v for k, v in c["source_changes"].items()})
+        row.update(conflicts=c["conflicts"], written=c.get("applied", 0))
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("collection") if rows else pd.DataFrame()
+
+
 def counts_table(result: RollbackResult) -> pd.DataFrame:
-    """Per collection: the backup's count, the restored count, whether it answered a query, whether they match."""
-    cols = ["collection", "backup_count", "restored_count", "query_ok", "match"]
+    """Per collection: the backup's count, the count now, whether it answered a query, and whether the counts match
+    (only checked when the directory was restored from the backup and nothing came back from Qdrant; else None)."""
+    cols = ["collection", "backup_count", "count", "query_ok", "match"]
     return pd.DataFrame(result.counts, columns=cols).set_index("collection") if result.counts else pd.DataFrame()
 
 

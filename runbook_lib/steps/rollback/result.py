@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from runbook_lib.steps.rollback.plan import DELETE_ALIAS, DELETE_COLLECTION, PUT_BACK_ALIAS, Action
+from runbook_lib.steps.rollback.plan import BRING_BACK, DELETE_ALIAS, DELETE_COLLECTION, PUT_BACK_ALIAS, Action
 
 
 @dataclass
@@ -28,14 +28,39 @@ class RollbackResult:
     env_written: str = ""  # the text written to env_file
     restored_from: str | None = None
     kept_old_dir: str | None = None
+    #: the reverse sync that brings Qdrant's changes back (its plan, then what it did): SyncResult.to_dict()
+    reverse_sync: dict[str, Any] | None = None
+    brought_back: int = 0  # records written into / deleted from ChromaDB by the reverse sync
+    previous_dir: str | None = None  # where the reverse sync kept the directory it replaced
+    blocked: list[str] = field(default_factory=list)  # why it stopped before changing anything (conflicts)
+    counts_compared: bool = False  # counts were checked against the backup (restored, nothing came back)
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     def _n(self, op: str, status: str = "done") -> int:
         return sum(1 for a in self.actions if a.op == op and a.status == status)
 
+    def coming_back(self) -> str:
+        """What the reverse sync's plan brings back from Qdrant, in words."""
+        if not self.reverse_sync:
+            return ""
+        q = {"added": 0, "changed": 0, "deleted": 0}
+        for c in self.reverse_sync.get("collections", []):
+            for k in q:
+                q[k] += int(c["qdrant_changes"][k])
+        return (
+            f"{sum(q.values())} record(s) come back from Qdrant ({q['added']} added, {q['changed']} changed, "
+            f"{q['deleted']} deleted)"
+        )
+
     @property
     def verdict(self) -> str:
+        if self.blocked:
+            return (
+                f"Rollback of run {self.run_id} STOPPED before changing anything: "
+                + "; ".join(self.blocked)
+                + " (ChromaDB and Qdrant are untouched)."
+            )
         if not self.confirmed:
             changes = [a for a in self.actions if a.is_change]
             what = "; ".join(f"{a.op} {a.name}" for a in changes[:6]) + ("; ..." if len(changes) > 6 else "")
@@ -44,24 +69,32 @@ class RollbackResult:
                     f"Plan only, nothing changed: rolling back run {self.run_id} has nothing to change "
                     "in ChromaDB or Qdrant; re-run with confirm=True to write rollback.env and check ChromaDB."
                 )
+            back = f"; {self.coming_back()}" if self.reverse_sync else ""
             return (
                 f"Plan only, nothing changed: rolling back run {self.run_id} makes {len(changes)} change(s) "
-                f"({what}); re-run with confirm=True to carry them out."
+                f"({what}){back}; re-run with confirm=True to carry them out."
             )
         if not self.ok:
             return f"Rollback of run {self.run_id} FAILED: " + "; ".join(self.errors)
         chroma = {
             "restore": f"ChromaDB restored from {self.restored_from} (the previous directory is kept as "
             f"{self.kept_old_dir or 'n/a: there was none'})",
-            "unchanged": "ChromaDB was already byte-identical to its backup-time state (left in place)",
+            "keep": "ChromaDB kept in place with every write the app made to it",
             "skipped": "ChromaDB not restored (" + str(self.chroma.get("note", "")).rstrip(".") + ")",
         }[str(self.chroma.get("mode", "skipped"))]
-        n_records = sum(int(r.get("restored_count") or 0) for r in self.counts)
-        checked = (
-            f"; every count matches the backup ({len(self.counts)} collections, {n_records:,} records)"
-            if self.counts
-            else ""
-        )
+        if self._n(BRING_BACK) or self.brought_back:
+            chroma += f"; {self.brought_back} record(s) brought back from Qdrant"
+            chroma += f" (the directory before that is kept as {self.previous_dir})" if self.previous_dir else ""
+        n_records = sum(int(r.get("count") or 0) for r in self.counts)
+        if not self.counts:
+            checked = ""
+        elif self.counts_compared:
+            checked = f"; every count matches the backup ({len(self.counts)} collections, {n_records:,} records)"
+        else:
+            checked = (
+                f"; ChromaDB holds {n_records:,} records in {len(self.counts)} collections (not compared with the "
+                "backup: it keeps the writes made since)"
+            )
         return (
             f"Rolled back run {self.run_id}: {chroma}; removed {self._n(DELETE_COLLECTION)} Qdrant collection(s) and "
             f"{self._n(DELETE_ALIAS)} alias(es), put back {self._n(PUT_BACK_ALIAS)} alias(es){checked}; "
@@ -78,6 +111,11 @@ class RollbackResult:
             "chroma": self.chroma,
             "restored_from": self.restored_from,
             "kept_old_dir": self.kept_old_dir,
+            "reverse_sync": self.reverse_sync,
+            "brought_back": self.brought_back,
+            "previous_dir": self.previous_dir,
+            "blocked": self.blocked,
+            "counts_compared": self.counts_compared,
             "qdrant_before": self.qdrant_before,
             "qdrant_after": self.qdrant_after,
             "health": self.health,

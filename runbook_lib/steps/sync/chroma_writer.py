@@ -108,7 +108,22 @@ class ChromaWriter:
         }
         if any(u is not None for u in uris):
             kwargs["uris"] = uris
-        self.collection(name).upsert(**kwargs)
+        col = self.collection(name)
+        if self.staging is not None:
+            # delete, then add: chromadb's upsert merges into the existing record (a metadata key, document or uri
+            # removed on the other side would survive); nothing of the staged copy is live until commit
+            col.delete(ids=ids)
+            col.add(**kwargs)
+            return
+        # a server is written live: one upsert per batch, with None for every metadata key a record loses (the
+        # upsert then removes it); a document or uri set to None on the other side cannot be cleared this way
+        old = col.get(ids=ids, include=["metadatas"])
+        before = dict(zip(old["ids"], old["metadatas"] or [None] * len(old["ids"]), strict=True))
+        kwargs["metadatas"] = [
+            {**dict.fromkeys(set(before.get(i) or {}) - set(m or {})), **(m or {})} or None
+            for i, m in zip(ids, metadatas, strict=True)
+        ]
+        col.upsert(**kwargs)
 
     def delete(self, name: str, ids: list[str]) -> None:
         if ids:

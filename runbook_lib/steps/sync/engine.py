@@ -14,12 +14,15 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runbook_lib.app.dual import journal_path_from_env
+from runbook_lib.app.journal import Journal, JournalEntry
 from runbook_lib.errors import ConfigError
 from runbook_lib.runtime.display import progress
 from runbook_lib.runtime.step import Step
@@ -39,12 +42,12 @@ log = logging.getLogger(__name__)
 SNAPSHOT = "sync_snapshot"
 
 
-def _snapshot(step: Step) -> tuple[Path, dict[str, list[int]]]:
-    """A consistent copy of the live directory in the run's state folder (replacing the previous sync's), and the
-    live files' (size, mtime) when it was taken, so a verify can tell whether the app wrote after this sync."""
+def _snapshot(step: Step, name: str = SNAPSHOT) -> tuple[Path, dict[str, list[int]]]:
+    """A consistent copy of the live directory in the run's state folder (``name``, replacing the previous sync's),
+    and the live files' (size, mtime) when it was taken, so a verify can tell whether the app wrote after this sync."""
     live = step.settings.chroma.require_persist_dir()
-    final = step.run.state_dir / SNAPSHOT
-    partial = final.with_name(SNAPSHOT + ".partial")
+    final = step.run.state_dir / name
+    partial = final.with_name(name + ".partial")
     for _attempt in range(3):
         shutil.rmtree(partial, ignore_errors=True)
         chroma_files.ensure_free_space(partial.parent, chroma_files.tree_size(live), "the sync snapshot")
@@ -65,7 +68,9 @@ def _snapshot(step: Step) -> tuple[Path, dict[str, list[int]]]:
 @dataclass(frozen=True)
 class SyncOptions:
     """How to sync: the sync step's parameters, or what a rollback asks for (a reverse sync that keeps ChromaDB's
-    own changes: ``keep_other_side``)."""
+    own changes: ``keep_other_side``; then ``on_conflict`` decides the conflicts only, never the other side's own
+    changes). ``snapshot`` names the folder in the run's ``state/`` that holds the copy of the live source read by
+    this sync (a plan-only caller can use its own, so the last sync's copy, which verify reads, stays as it is)."""
 
     direction: str = "forward"
     on_conflict: str = "stop"
@@ -73,6 +78,30 @@ class SyncOptions:
     batch_size: int = 256
     collections: tuple[str, ...] = ()
     keep_other_side: bool = False
+    snapshot: str = SNAPSHOT
+
+
+def _journal(step: Step) -> Journal | None:
+    """The app's dual-write journal (``VECTOR_DB_JOURNAL``), when it exists."""
+    path = journal_path_from_env(os.environ, step.settings)
+    return Journal(path) if path.is_file() else None
+
+
+def _replay_journal(journal: Journal, pending: list[JournalEntry], diffs: list[CollectionDiff], p: SyncOptions) -> int:
+    """Drop the journal entries this sync resolved: writes the store it just brought up to date had missed, in
+    collections it synchronised with nothing left aside. Only a prefix (by ``seq``) is dropped, never a gap."""
+    written = "qdrant" if p.direction == "forward" else "chroma"
+    complete = {
+        d.collection
+        for d in diffs
+        if not d.conflicts or p.on_conflict == ("source" if p.direction == "forward" else "target")
+    }
+    upto = None
+    for entry in sorted(pending, key=lambda e: e.seq):
+        if entry.missed != written or entry.collection not in complete:
+            break
+        upto = entry.seq
+    return journal.mark_replayed(upto) if upto is not None else 0
 
 
 def _collections(step: Step, checkpoint: Checkpoint, requested: tuple[str, ...]) -> list[tuple[str, dict[str, Any]]]:
@@ -129,8 +158,11 @@ def _decide(diffs: list[CollectionDiff], direction: str, on_conflict: str, keep_
     return reasons
 
 
-def _work(diff: CollectionDiff, direction: str, on_conflict: str) -> tuple[list[str], list[str]]:
-    """(upserts, deletes) on the side being written, following the winner for conflicts and cross-side changes."""
+def _work(
+    diff: CollectionDiff, direction: str, on_conflict: str, keep_other_side: bool = False
+) -> tuple[list[str], list[str]]:
+    """(upserts, deletes) on the side being written, following the winner for conflicts and (unless
+    ``keep_other_side``) for the other side's own changes."""
     if direction == "forward":
         mine, other, gone = diff.source, diff.qdrant, diff.conflict_gone_in_source
         wins = on_conflict == "source"
@@ -138,9 +170,10 @@ def _work(diff: CollectionDiff, direction: str, on_conflict: str) -> tuple[list[
         mine, other, gone = diff.qdrant, diff.source, diff.conflict_gone_in_qdrant
         wins = on_conflict == "target"
     upserts, deletes = mine.upserts(), list(mine.deleted)
-    if wins:  # put the other side back to how this side has it
+    if wins and not keep_other_side:  # put the other side back to how this side has it
         upserts += other.changed + other.deleted
         deletes += other.added
+    if wins:
         upserts += [c for c in diff.conflicts if c not in gone]
         deletes += [c for c in diff.conflicts if c in gone]
     return sorted(upserts), sorted(deletes)
@@ -165,9 +198,17 @@ def run_sync(step: Step, p: SyncOptions) -> SyncResult:
     checkpoint = Checkpoint(step.run.state_dir / CHECKPOINT)
     todo = _collections(step, checkpoint, p.collections)
     result = SyncResult(ok=True, direction=p.direction, on_conflict=p.on_conflict)
+    journal = _journal(step)
+    pending = journal.pending() if journal is not None else []
+    if pending:
+        result.warnings.append(
+            f"The app's dual-write journal ({journal.path if journal else ''}) lists {len(pending)} write(s) one "
+            "store missed; this sync's full comparison carries them over and then clears them from the journal."
+        )
     chroma = step.settings.chroma
     with QdrantTarget(step.settings.qdrant) as target, Ledger.for_run(step.run.state_dir) as ledger:
-        snapshot, live_stats = (None, None) if chroma.is_server else _snapshot(step)
+        # read into a candidate: it becomes the run's "source as of the last sync" only if this sync completes
+        snapshot, live_stats = (None, None) if chroma.is_server else _snapshot(step, f"{p.snapshot}.candidate")
         result.snapshot = str(snapshot) if snapshot else None
         source = ChromaSource.open(chroma, copy_from=snapshot)
         try:
@@ -199,6 +240,9 @@ def run_sync(step: Step, p: SyncOptions) -> SyncResult:
                 _apply(step, p, source, target, ledger, diffs, result)
         finally:
             source.close()
+            _settle_snapshot(step, p, snapshot, result)
+    if result.applied and journal is not None and pending and not result.blocked:
+        result.journal_replayed = _replay_journal(journal, pending, diffs, p)
     if result.applied:  # a completed sync, even one with nothing to do: verify reads the source as of it
         checkpoint.data["sync"] = {
             "synced_at": utc_now(),
@@ -212,6 +256,20 @@ def run_sync(step: Step, p: SyncOptions) -> SyncResult:
     return result
 
 
+def _settle_snapshot(step: Step, p: SyncOptions, candidate: Path | None, result: SyncResult) -> None:
+    """A completed sync's candidate snapshot replaces the run's snapshot (unless a reverse sync already took a new
+    one of the directory it wrote); a plan, a stopped or a failed sync leaves the previous snapshot as it was."""
+    if candidate is None:
+        return
+    final = step.run.state_dir / p.snapshot
+    if result.applied and result.snapshot == str(candidate):
+        shutil.rmtree(final, ignore_errors=True)
+        candidate.rename(final)
+        result.snapshot = str(final)
+    else:
+        shutil.rmtree(candidate, ignore_errors=True)
+
+
 def _apply(
     step: Step,
     p: SyncOptions,
@@ -221,7 +279,7 @@ def _apply(
     diffs: list[CollectionDiff],
     result: SyncResult,
 ) -> None:
-    work = {d.collection: _work(d, p.direction, p.on_conflict) for d in diffs}
+    work = {d.collection: _work(d, p.direction, p.on_conflict, p.keep_other_side) for d in diffs}
     total = sum(len(u) + len(d) for u, d in work.values())
     bar = progress(total=total, desc=f"sync {p.direction}", unit="rec")
     if p.direction == "forward":
@@ -240,6 +298,10 @@ def _apply(
             )
             summary["applied"] = len(upserts) + len(deletes)
             source.release()
+    elif total == 0:  # nothing to write into ChromaDB: no staged copy, no swap; only the ledger catches up
+        for diff, summary in zip(diffs, result.collections, strict=True):
+            apply.refresh_ledger(ledger, diff)
+            summary["applied"] = 0
     else:
         writer = ChromaWriter.open(step.settings.chroma, server_client=source.client)
         pending: list[tuple[CollectionDiff, Any, list[str]]] = []
@@ -267,7 +329,7 @@ def _apply(
             ledger.put(diff.collection, rows)
             ledger.delete(diff.collection, deleted)
         if previous is not None:  # ChromaDB changed: the source as of this sync is the new directory
-            snap, result.live_stats = _snapshot(step)
+            snap, result.live_stats = _snapshot(step, p.snapshot)
             result.snapshot = str(snap)
     bar.close()
     result.applied = True

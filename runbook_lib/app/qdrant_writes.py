@@ -1,0 +1,260 @@
+"""Chroma-shaped writes and reads on a Qdrant collection, writing exactly the points the migration writes.
+
+A record becomes the point the migration (``steps/migrate/engine.py`` ``to_points``) would write for it, through
+the same :mod:`runbook_lib.core.mapping` functions: point id :func:`point_id`, payload :func:`build_payload`,
+float32 vector unit-normalised with :func:`normalise_rows` in a Cosine collection. Chroma's rules for existing
+and missing ids (see :mod:`runbook_lib.app.records`) are applied by reading the points first: ``add`` writes only
+the ids not yet there, ``update`` only those that are, and ``update``/``upsert`` merge the stored record with the
+fields given. An update without embeddings rewrites the payload only: a server keeps the stored vector bit for bit
+(qdrant-client's local mode re-stores its in-memory copy, which it normalised once more for Cosine: an ulp apart).
+
+Transient errors (timeouts, 5xx, dropped connections) are retried briefly (three attempts within about a
+second): an app's write should fail fast, and ``VECTOR_DB=dual`` journals what its second store missed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from qdrant_client import models
+from qdrant_client.http.exceptions import UnexpectedResponse
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+
+from runbook_lib.app.errors import UnknownCollectionError, short_error
+from runbook_lib.app.records import Field, GetResult, Records, WriteKind, field_or, get_result, merge_metadata, page
+from runbook_lib.core.mapping import (
+    PAYLOAD_DOCUMENT_KEY,
+    PAYLOAD_ID_KEY,
+    PAYLOAD_METADATA_KEY,
+    PAYLOAD_URI_KEY,
+    build_payload,
+    id_collisions,
+    normalise_rows,
+    point_id,
+)
+from runbook_lib.errors import TargetError
+from runbook_lib.target.qdrant import QdrantTarget, is_transient
+
+#: Points per scroll page when listing the ids of a collection.
+SCROLL_PAGE = 1_000
+
+_quick_retry = retry(
+    retry=retry_if_exception(is_transient),
+    stop=stop_after_attempt(3),
+    wait=wait_exponential(multiplier=0.2, max=1.0),
+    reraise=True,
+)
+
+
+def call(target: QdrantTarget, collection: str, what: str, fn: Callable[..., Any], /, **kwargs: Any) -> Any:
+    """``fn(**kwargs)`` with brief retries; a missing collection raises :class:`UnknownCollectionError`, anything
+    else a :class:`TargetError` naming the collection."""
+    try:
+        return _quick_retry(fn)(**kwargs)
+    except Exception as exc:
+        if is_not_found(exc):
+            raise UnknownCollectionError(collection, target.describe()) from exc
+        raise TargetError(
+            f"Qdrant could not {what} collection {collection!r} at {target.describe()}: {short_error(exc)}"
+        ) from exc
+
+
+def migration_points(
+    space: str,
+    chroma_ids: Sequence[str],
+    vectors: np.ndarray,
+    documents: Sequence[str | None],
+    metadatas: Sequence[Mapping[str, Any] | None],
+    uris: Sequence[str | None],
+) -> models.Batch:
+    """The points the migration writes for these records (its ``to_points`` + ``QdrantTarget.upsert``)."""
+    rows = normalise_rows(vectors) if space == "cosine" else np.asarray(vectors, dtype=np.float32)
+    return models.Batch(
+        ids=[point_id(i) for i in chroma_ids],
+        vectors=rows.tolist(),
+        payloads=[
+            build_payload(i, d, dict(m) if m else None, u)
+            for i, d, m, u in zip(chroma_ids, documents, metadatas, uris, strict=True)
+        ],
+    )
+
+
+def is_not_found(exc: BaseException) -> bool:
+    """Whether qdrant-client's ``exc`` says the collection does not exist (a server's 404, local mode's ValueError)."""
+    if isinstance(exc, UnexpectedResponse):
+        return exc.status_code == 404
+    return isinstance(exc, ValueError) and "not found" in str(exc).lower()
+
+
+# --- writes ----------------------------------------------------------------------------------------
+def write(target: QdrantTarget, collection: str, space: str, kind: WriteKind, recs: Records) -> None:
+    """Apply an add, upsert or update with Chroma's semantics."""
+    collisions = id_collisions(recs.ids)
+    if collisions:
+        first, other = collisions[0]
+        raise ValueError(f"The ids {first!r} and {other!r} map to the same Qdrant point: write them in separate calls.")
+    stored = _stored(target, collection, recs.ids, with_payload=kind != "add")
+    rows = [
+        i
+        for i, rid in enumerate(recs.ids)
+        if (kind == "add" and rid not in stored) or (kind == "update" and rid in stored) or kind == "upsert"
+    ]
+    if not rows:
+        return
+    ids = [recs.ids[i] for i in rows]
+    documents: list[str | None] = []
+    metadatas: list[dict[str, Any]] = []
+    uris: list[str | None] = []
+    for i, rid in zip(rows, ids, strict=True):
+        old = stored.get(rid)
+        if old is None:  # a new record: the fields as given
+            documents.append(field_or(recs.documents, i, None))
+            metadatas.append(merge_metadata(None, field_or(recs.metadatas, i, None)))
+            uris.append(field_or(recs.uris, i, None))
+        else:
+            documents.append(field_or(recs.documents, i, old.get(PAYLOAD_DOCUMENT_KEY)))
+            metadatas.append(merge_metadata(old.get(PAYLOAD_METADATA_KEY), field_or(recs.metadatas, i, None)))
+            uris.append(field_or(recs.uris, i, old.get(PAYLOAD_URI_KEY)))
+    if recs.embeddings is not None:
+        batch = migration_points(space, ids, recs.embeddings[rows], documents, metadatas, uris)
+        call(target, collection, "write points to", target.client.upsert, collection_name=collection, points=batch)
+        return
+    # update without embeddings: the payloads only, each point's vector untouched
+    operations = [
+        models.OverwritePayloadOperation(
+            overwrite_payload=models.SetPayload(payload=build_payload(rid, doc, meta, uri), points=[point_id(rid)])
+        )
+        for rid, doc, meta, uri in zip(ids, documents, metadatas, uris, strict=True)
+    ]
+    call(
+        target,
+        collection,
+        "update points of",
+        target.client.batch_update_points,
+        collection_name=collection,
+        update_operations=operations,
+    )
+
+
+def delete(target: QdrantTarget, collection: str, ids: list[str] | None, qdrant_filter: models.Filter | None) -> None:
+    """Delete the records with these ids, or matching the filter, or both (ids that match)."""
+    selector: models.PointIdsList | models.FilterSelector
+    if qdrant_filter is None:
+        selector = models.PointIdsList(points=[point_id(i) for i in ids or []])
+    else:
+        selector = models.FilterSelector(filter=_with_ids(ids, qdrant_filter))
+    call(
+        target,
+        collection,
+        "delete points of",
+        target.client.delete,
+        collection_name=collection,
+        points_selector=selector,
+    )
+
+
+def count(target: QdrantTarget, collection: str) -> int:
+    return int(call(target, collection, "count", target.client.count, collection_name=collection, exact=True).count)
+
+
+# --- reads -----------------------------------------------------------------------------------------
+def get(
+    target: QdrantTarget,
+    collection: str,
+    ids: list[str] | None,
+    qdrant_filter: models.Filter | None,
+    limit: int | None,
+    offset: int,
+    include: Sequence[Field],
+) -> GetResult:
+    """Records by id (in that order) or all matching records ordered by Chroma id, then ``offset``/``limit``."""
+    if ids is not None and qdrant_filter is None:
+        present = set(_stored(target, collection, ids, with_payload=False))
+        selected = page([i for i in ids if i in present], limit, offset)
+    else:
+        found = _matching_ids(target, collection, ids, qdrant_filter)
+        ordered = [i for i in ids if i in found] if ids is not None else sorted(found)
+        selected = page(ordered, limit, offset)
+    points = _fetch(target, collection, selected, with_vectors="embeddings" in include) if selected else {}
+    payloads = [points[i].payload or {} for i in selected]
+    return get_result(
+        include,
+        selected,
+        [points[i].vector for i in selected],
+        [p.get(PAYLOAD_DOCUMENT_KEY) for p in payloads],
+        [p.get(PAYLOAD_METADATA_KEY) for p in payloads],
+        [p.get(PAYLOAD_URI_KEY) for p in payloads],
+    )
+
+
+def _stored(target: QdrantTarget, collection: str, ids: list[str], *, with_payload: bool) -> dict[str, dict[str, Any]]:
+    """Chroma id -> stored payload of the ids that have a point (an empty payload when not asked for)."""
+    if not ids:
+        return {}
+    selector: Any = True if with_payload else models.PayloadSelectorInclude(include=[PAYLOAD_ID_KEY])
+    points = call(
+        target,
+        collection,
+        "read points of",
+        target.client.retrieve,
+        collection_name=collection,
+        ids=[point_id(i) for i in ids],
+        with_payload=selector,
+        with_vectors=False,
+    )
+    wanted = set(ids)
+    return {
+        str(p.payload.get(PAYLOAD_ID_KEY)): dict(p.payload)
+        for p in points
+        if p.payload and p.payload.get(PAYLOAD_ID_KEY) in wanted
+    }
+
+
+def _fetch(target: QdrantTarget, collection: str, ids: list[str], *, with_vectors: bool) -> dict[str, models.Record]:
+    points = call(
+        target,
+        collection,
+        "read points of",
+        target.client.retrieve,
+        collection_name=collection,
+        ids=[point_id(i) for i in ids],
+        with_payload=True,
+        with_vectors=with_vectors,
+    )
+    return {str((p.payload or {}).get(PAYLOAD_ID_KEY)): p for p in points}
+
+
+def _matching_ids(
+    target: QdrantTarget, collection: str, ids: list[str] | None, qdrant_filter: models.Filter | None
+) -> set[str]:
+    """The Chroma ids of every point matching the filter (and among ``ids`` when given)."""
+    scroll_filter = _with_ids(ids, qdrant_filter) if ids is not None else qdrant_filter
+    found: set[str] = set()
+    offset: Any = None
+    while True:
+        points, offset = call(
+            target,
+            collection,
+            "read points of",
+            target.client.scroll,
+            collection_name=collection,
+            scroll_filter=scroll_filter,
+            limit=SCROLL_PAGE,
+            offset=offset,
+            with_payload=models.PayloadSelectorInclude(include=[PAYLOAD_ID_KEY]),
+            with_vectors=False,
+        )
+        found.update(str((p.payload or {}).get(PAYLOAD_ID_KEY)) for p in points)
+        if offset is None:
+            return found
+
+
+def _with_ids(ids: list[str] | None, qdrant_filter: models.Filter | None) -> models.Filter:
+    conditions: list[models.Condition] = []
+    if ids is not None:
+        conditions.append(models.HasIdCondition(has_id=[point_id(i) for i in ids]))
+    if qdrant_filter is not None:
+        conditions.append(qdrant_filter)
+    return models.Filter(must=conditions)

@@ -1,0 +1,148 @@
+""":class:`VectorDBClient`'s Chroma-shaped writes and reads by id: ``add``, ``upsert``, ``update``, ``delete``,
+``get``, ``count`` (and the dual-write journal's backlog and replay).
+
+The arguments are Chroma's and so are the semantics (chromadb 1.5, see :mod:`runbook_lib.app.records`), whichever
+store answers: Qdrant writes exactly the points the migration writes (:mod:`runbook_lib.app.qdrant_writes`), so a
+record written through the wrapper after cutover is indistinguishable from a migrated one, and ``runbook verify``
+/ ``runbook sync`` see no difference. With ``VECTOR_DB=dual`` writes go to both stores (:mod:`runbook_lib.app.dual`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from runbook_lib.app.records import (
+    GetResult,
+    Records,
+    WriteKind,
+    ids_argument,
+    include_argument,
+    page_argument,
+    to_records,
+)
+from runbook_lib.core.filters import to_qdrant_filter
+from runbook_lib.errors import ConfigError
+
+if TYPE_CHECKING:
+    from runbook_lib.app.chroma_backend import ChromaBackend
+    from runbook_lib.app.dual import DualWriter
+    from runbook_lib.app.journal import Journal
+    from runbook_lib.app.qdrant_backend import QdrantBackend
+
+Embeddings = Sequence[Sequence[float]] | np.ndarray
+
+
+class WriteMethods:
+    """Mixed into :class:`~runbook_lib.app.client.VectorDBClient`, which sets these attributes."""
+
+    _store: QdrantBackend | ChromaBackend  # the store reads come from (the primary under VECTOR_DB=dual)
+    _dual: DualWriter | None
+    journal: Journal
+
+    # --- writes --------------------------------------------------------------------------------
+    def add(
+        self,
+        collection: str,
+        ids: str | Sequence[str],
+        embeddings: Embeddings,
+        documents: Sequence[str | None] | None = None,
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        uris: Sequence[str | None] | None = None,
+    ) -> None:
+        """Add records; ids that already exist are left as they are (Chroma ignores them too).
+
+        Raises :class:`ValueError` for arguments Chroma would refuse, :class:`UnknownCollectionError`,
+        a :class:`DimensionMismatchError` for embeddings of the wrong dimension, another :class:`RunbookError`
+        when the store fails. Collections are never created.
+        """
+        self._write(collection, "add", to_records("add", ids, embeddings, documents, metadatas, uris))
+
+    def upsert(
+        self,
+        collection: str,
+        ids: str | Sequence[str],
+        embeddings: Embeddings,
+        documents: Sequence[str | None] | None = None,
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        uris: Sequence[str | None] | None = None,
+    ) -> None:
+        """Add new records and update existing ones (the embedding replaced, other fields as :meth:`update`)."""
+        self._write(collection, "upsert", to_records("upsert", ids, embeddings, documents, metadatas, uris))
+
+    def update(
+        self,
+        collection: str,
+        ids: str | Sequence[str],
+        embeddings: Embeddings | None = None,
+        documents: Sequence[str | None] | None = None,
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        uris: Sequence[str | None] | None = None,
+    ) -> None:
+        """Change only the fields given of existing records (ids that do not exist are ignored, as in Chroma).
+
+        A None entry keeps that record's field; metadata is merged key by key and a None value removes its key.
+        A new document does not re-embed the record (the wrapper never computes embeddings).
+        """
+        self._write(collection, "update", to_records("update", ids, embeddings, documents, metadatas, uris))
+
+    def delete(
+        self, collection: str, ids: str | Sequence[str] | None = None, where: Mapping[str, Any] | None = None
+    ) -> None:
+        """Delete the records with these ids, or matching ``where`` (Chroma's filter language), or both."""
+        id_list = ids_argument(ids)
+        where = _where(where)
+        if id_list is None and where is None:
+            raise ValueError("delete needs ids or a non-empty where filter: it never deletes a whole collection.")
+        if self._dual is not None:
+            self._dual.delete(collection, id_list, where)
+        else:
+            self._store.delete(collection, id_list, where)
+
+    # --- reads ---------------------------------------------------------------------------------
+    def get(
+        self,
+        collection: str,
+        ids: str | Sequence[str] | None = None,
+        where: Mapping[str, Any] | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        include: Sequence[str] = ("metadatas", "documents"),
+    ) -> GetResult:
+        """Records by id (in the order asked), or every record matching ``where`` ordered by Chroma id; then
+        ``offset`` and ``limit``. ``include``: any of ``embeddings``, ``documents``, ``metadatas``, ``uris``."""
+        fields = include_argument(include)
+        limit, start = page_argument(limit, offset)
+        return self._store.get(collection, ids_argument(ids), _where(where), limit, start, fields)
+
+    def count(self, collection: str) -> int:
+        """How many records ``collection`` holds (in the store reads come from)."""
+        return self._store.count(collection)
+
+    # --- the dual-write journal ----------------------------------------------------------------
+    def journal_backlog(self) -> int:
+        """How many writes the journal holds that the secondary store missed and no sync has replayed yet."""
+        return self.journal.backlog()
+
+    def replay_journal(self) -> int:
+        """Under ``VECTOR_DB=dual``: copy every pending journal entry's records from the store that has them to
+        the one that missed them; return how many entries were replayed (see :meth:`DualWriter.replay`)."""
+        if self._dual is None:
+            raise ConfigError("replay_journal needs VECTOR_DB=dual: it copies records between the two stores.")
+        return self._dual.replay()
+
+    def _write(self, collection: str, kind: WriteKind, recs: Records) -> None:
+        if self._dual is not None:
+            self._dual.write(collection, kind, recs)
+        else:
+            self._store.write(collection, kind, recs)
+
+
+def _where(where: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A validated ``where`` (the same check for both stores, as for search); ``{}`` means no filter."""
+    if not where:
+        return None
+    to_qdrant_filter(where)
+    return dict(where)

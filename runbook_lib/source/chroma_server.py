@@ -1,0 +1,165 @@
+"""The Chroma server client: connecting (``CHROMA_HOST``/``CHROMA_PORT``/``CHROMA_SSL``/``CHROMA_AUTH_TOKEN``), the
+``CHROMA_TIMEOUT`` chromadb has no setting for, and retries of reads like the Qdrant writes get.
+
+Transient errors -- a dropped or refused connection, a timeout, a 429 or 5xx answer -- are retried with exponential
+backoff and jitter, :data:`ATTEMPTS` tries in all; anything else (an unknown collection, a bad request, refused
+credentials) raises at once. chromadb turns a 5xx answer without a JSON error body into a bare ``Exception`` that
+carries no status code, so a response hook on its httpx session raises :class:`ChromaServerBusy` first.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import chromadb
+import httpx
+from chromadb.api import ClientAPI
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from runbook_lib.config.settings import ChromaSettings
+from runbook_lib.errors import ConfigError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: HTTP answers worth another try: the server is overloaded, restarting or behind a proxy that lost it.
+TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+#: Tries per read (the first included) and the wait between them (tests replace ``WAIT`` with no wait).
+ATTEMPTS = 6
+WAIT: Any = wait_exponential_jitter(multiplier=0.5, max=20, jitter=1)
+
+
+class ChromaServerBusy(Exception):
+    """The Chroma server answered with a transient HTTP status (429, 5xx, 408)."""
+
+    def __init__(self, status: int, url: str, text: str) -> None:
+        super().__init__(f"the Chroma server answered {status} to {url}: {text.strip()[:200] or 'no details'}")
+        self.status = status
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors worth retrying: transport failures (reset, refused, timeout), 408/429/5xx answers."""
+    if isinstance(exc, ChromaServerBusy | httpx.TransportError | TimeoutError | ConnectionError):
+        return True
+    if isinstance(exc, httpx.HTTPStatusError):
+        return exc.response.status_code in TRANSIENT_STATUS
+    try:
+        from chromadb.errors import ChromaError
+
+        if isinstance(exc, ChromaError):  # InternalError (500), RateLimitError (429), ...
+            return int(exc.code()) in TRANSIENT_STATUS
+    except ImportError:  # pragma: no cover
+        pass
+    return False
+
+
+def _log_retry(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome else None
+    log.warning("Chroma read failed (%s), retry %d of %d", exc, state.attempt_number, ATTEMPTS - 1)
+
+
+def read_with_retry(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)``, retried on transient errors; the last error is raised as it was."""
+    retrying = Retrying(
+        retry=retry_if_exception(is_transient),
+        stop=stop_after_attempt(ATTEMPTS),
+        wait=WAIT,
+        before_sleep=_log_retry,
+        reraise=True,
+    )
+    return retrying(fn, *args, **kwargs)
+
+
+def http_settings(settings: ChromaSettings) -> chromadb.config.Settings:
+    kwargs: dict[str, Any] = {
+        "chroma_api_impl": "chromadb.api.fastapi.FastAPI",
+        "chroma_server_host": settings.host,
+        "chroma_server_http_port": settings.port,
+        "chroma_server_ssl_enabled": settings.ssl,
+        "anonymized_telemetry": False,
+    }
+    if settings.auth_token:
+        kwargs["chroma_client_auth_provider"] = "chromadb.auth.token_authn.TokenAuthClientProvider"
+        kwargs["chroma_client_auth_credentials"] = settings.auth_token.get_secret_value()
+    return chromadb.config.Settings(**kwargs)
+
+
+def _session(client: ClientAPI) -> httpx.Client | None:
+    session = getattr(getattr(client, "_server", None), "_session", None)
+    return session if isinstance(session, httpx.Client) else None
+
+
+def apply_timeout(client: ClientAPI, seconds: float) -> bool:
+    """Give chromadb's HTTP client the ``CHROMA_TIMEOUT`` it has no setting for (its httpx session is created with
+    ``timeout=None``: a hung server would be waited on forever). True when the timeout was applied."""
+    session = _session(client)
+    if session is not None:
+        session.timeout = httpx.Timeout(seconds)
+        return True
+    log.warning("chromadb's HTTP client has changed shape: CHROMA_TIMEOUT cannot be applied to it")
+    return False
+
+
+def _raise_transient_status(response: httpx.Response) -> None:
+    if response.status_code in TRANSIENT_STATUS:
+        response.read()
+        raise ChromaServerBusy(response.status_code, str(response.request.url.path), response.text)
+
+
+def classify_statuses(client: ClientAPI) -> bool:
+    """Make a transient HTTP status raise :class:`ChromaServerBusy` (retried) instead of chromadb's bare
+    ``Exception``. True when the hook was installed."""
+    session = _session(client)
+    if session is None:
+        return False
+    hooks = session.event_hooks
+    if _raise_transient_status not in hooks.get("response", []):
+        hooks["response"] = [*hooks.get("response", []), _raise_transient_status]
+        session.event_hooks = hooks
+    return True
+
+
+def _preflight(base_url: str, seconds: float) -> None:
+    """One heartbeat within ``CHROMA_TIMEOUT`` before chromadb's client (which has no timeout) is created."""
+    try:
+        httpx.get(f"{base_url}/api/v2/heartbeat", timeout=seconds)
+    except httpx.TimeoutException:
+        raise TimeoutError(f"no answer within CHROMA_TIMEOUT={seconds:g} s") from None
+
+
+def http_client(settings: ChromaSettings) -> ClientAPI:
+    """chromadb's HttpClient for the settings, with the timeout and the status hook; one sentence when it fails."""
+    scheme = "https" if settings.ssl else "http"
+    where = f"{scheme}://{settings.host}:{settings.port}"
+    try:
+        _preflight(where, settings.timeout_s)  # chromadb's constructor already talks to the server, with no timeout
+        client = chromadb.HttpClient(
+            host=str(settings.host),
+            port=settings.port,
+            ssl=settings.ssl,
+            settings=http_settings(settings),
+            tenant=settings.tenant or chromadb.DEFAULT_TENANT,
+            database=settings.database or chromadb.DEFAULT_DATABASE,
+        )
+        apply_timeout(client, settings.timeout_s)
+        classify_statuses(client)
+        client.heartbeat()
+    except Exception as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "tenant" in text.lower() or "database" in text.lower():
+            raise ConfigError(
+                f"The Chroma server at {where} has no tenant {settings.tenant or 'default_tenant'!r} with "
+                f"database {settings.database or 'default_database'!r} ({text}): fix CHROMA_TENANT / "
+                "CHROMA_DATABASE."
+            ) from exc
+        if "401" in text or "403" in text or "auth" in text.lower():
+            raise ConfigError(
+                f"The Chroma server at {where} refused the credentials ({text}): check CHROMA_AUTH_TOKEN."
+            ) from exc
+        raise ConfigError(
+            f"Cannot reach the Chroma server at {where} ({text}): start it, or fix CHROMA_HOST / CHROMA_PORT / "
+            "CHROMA_SSL."
+        ) from exc
+    return client

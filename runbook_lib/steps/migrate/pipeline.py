@@ -1,0 +1,155 @@
+"""The copy pipeline: a reader thread maps ChromaDB batches to Qdrant points (and the ledger's fingerprints, in the
+same pass) into a bounded queue; the writer side upserts them (``workers`` in flight on a server, one in local
+mode) and reports a contiguous watermark for the checkpoint. Memory is bounded by ``batch_size * (queue +
+workers)`` records."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from runbook_lib.core.fingerprint import Fingerprint, fingerprints
+from runbook_lib.core.mapping import build_payload, normalise_rows, point_id
+from runbook_lib.core.plan import PlanEntry
+from runbook_lib.source.chroma import ChromaSource, RecordBatch
+from runbook_lib.state.ledger import Ledger
+from runbook_lib.target.qdrant import QdrantTarget
+
+
+@dataclass
+class Points:
+    """One batch mapped to Qdrant points, ready to upsert."""
+
+    index: int
+    ids: list[str]
+    vectors: np.ndarray  # (n, dim) float32; QdrantTarget.upsert converts it once, outside its retries
+    payloads: list[dict[str, Any]]
+    chroma_ids: list[str] = field(default_factory=list)
+    fingerprints: list[Fingerprint] = field(default_factory=list)  # for the run's ledger (what sync compares)
+
+
+def to_points(index: int, batch: RecordBatch, *, normalise: bool = False) -> Points:
+    """Map a batch to points. ``normalise`` (Cosine collections) writes unit vectors, as a Qdrant server
+    stores them; qdrant-client's local mode would otherwise persist the raw vector to disk. The records'
+    fingerprints are taken here, in the pass that already holds them."""
+    vectors = normalise_rows(batch.embeddings) if normalise else batch.embeddings
+    return Points(
+        index=index,
+        ids=[point_id(i) for i in batch.ids],
+        vectors=vectors,
+        payloads=[
+            build_payload(i, d, m, u)
+            for i, d, m, u in zip(batch.ids, batch.documents, batch.metadatas, batch.uris, strict=True)
+        ],
+        chroma_ids=list(batch.ids),
+        fingerprints=fingerprints(
+            batch.embeddings, batch.documents, batch.metadatas, batch.uris, cosine=normalise, target_vectors=vectors
+        ),
+    )
+
+
+# --- copying one collection ------------------------------------------------------------------------
+_DONE = object()
+
+
+def copy_collection(
+    source: ChromaSource,
+    target: QdrantTarget,
+    entry: PlanEntry,
+    *,
+    ids: list[str],
+    start: int,
+    batch_size: int,
+    workers: int,
+    on_progress: Any,
+    ledger: Ledger | None = None,
+) -> None:
+    """Copy ``ids[start:]`` in batches. ``on_progress(records_done_contiguous, n_in_batch)`` is called
+    as batches complete; ``records_done_contiguous`` only counts an unbroken prefix of ``ids``. Each written
+    batch's fingerprints go to ``ledger`` (after the write, so the ledger never claims an unwritten record)."""
+    starts = list(range(start, len(ids), batch_size))
+    if not starts:
+        return
+    stop = threading.Event()
+    q: queue.Queue[Any] = queue.Queue(maxsize=max(2, workers * 2))
+    reader_error: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            for index, s in enumerate(starts):
+                if stop.is_set():
+                    return
+                batch = source.fetch(entry.source, ids[s : s + batch_size], expected_dim=entry.dimension)
+                item = to_points(index, batch, normalise=entry.distance == "Cosine")
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as exc:
+            reader_error.append(exc)
+        finally:
+            while not stop.is_set():
+                try:
+                    q.put(_DONE, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+
+    thread = threading.Thread(target=reader, name=f"read-{entry.source}", daemon=True)
+    thread.start()
+    done_flags = [False] * len(starts)
+    watermark = 0
+
+    def complete(item: Points) -> None:
+        nonlocal watermark
+        if ledger is not None:
+            ledger.put(entry.source, zip(item.chroma_ids, item.fingerprints, strict=True))
+        done_flags[item.index] = True
+        while watermark < len(starts) and done_flags[watermark]:
+            watermark += 1
+        contiguous = starts[watermark] if watermark < len(starts) else len(ids)
+        on_progress(contiguous, len(item.ids))
+
+    def write(item: Points) -> Points:
+        target.upsert(
+            entry.target,
+            item.ids,
+            item.vectors,
+            item.payloads,
+            batch_label=f"batch {item.index + 1 + start // batch_size} (records {starts[item.index]}-"
+            f"{starts[item.index] + len(item.ids) - 1})",
+        )
+        return item
+
+    parallel = workers > 1 and not target.is_local
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upsert") if parallel else None
+    in_flight: set[Future[Points]] = set()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                break
+            if pool is None:
+                complete(write(item))
+                continue
+            in_flight.add(pool.submit(write, item))
+            if len(in_flight) >= workers:
+                finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    complete(fut.result())
+        for fut in in_flight:
+            complete(fut.result())
+    finally:
+        stop.set()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        thread.join(timeout=30)
+    if reader_error:
+        raise reader_error[0]
