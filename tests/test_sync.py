@@ -247,3 +247,40 @@ def test_a_plan_only_sync_leaves_the_last_sync_snapshot_alone(
     assert checksum_tree(state / "sync_snapshot") == before
     assert json.loads((state / "migrate_checkpoint.json").read_text())["sync"] == synced
     assert not (state / "sync_snapshot.candidate").exists()
+
+
+@pytest.mark.server
+def test_sync_both_ways_with_a_chroma_server_source(server_env: dict[str, Any]) -> None:
+    """The same guarantees with a `chroma run` server: forward carries the app's server writes (including a
+    deletion and a metadata type change) into Qdrant; reverse writes Qdrant's changes straight into the server."""
+    import os
+
+    run_id = _migrate()
+    client = chromadb.HttpClient(
+        host=os.environ["CHROMA_HOST"], port=int(os.environ["CHROMA_PORT"]), database=server_env["database"]
+    )
+    col = client.get_collection("srv_cosine", embedding_function=None)  # type: ignore[arg-type]
+    col.add(ids=["s-new"], embeddings=[[0.25] * 12], documents=["added on the server"], metadatas=[{"n": -1}])
+    col.update(ids=["s3"], metadatas=[{"n": 3.0, "ok": True}])
+    col.delete(ids=["s4"])
+    _, forward = run_step_inprocess("sync", sync, run_id=run_id)
+    assert forward.totals()["applied"] == 3, forward.collections
+    q = QdrantClient(path=str(server_env["qdrant"]))
+    assert q.count("srv_cosine", exact=True).count == 250
+    point = q.retrieve("srv_cosine", [point_id("s3")])[0]
+    assert type(point.payload["metadata"]["n"]) is float and not q.retrieve("srv_cosine", [point_id("s4")])
+    q.upsert(
+        "srv_l2",
+        [
+            models.PointStruct(
+                id=point_id("q-1"), vector=[1.0] * 6, payload=build_payload("q-1", "from qdrant", {"k": 1}, None)
+            )
+        ],
+    )
+    q.close()
+    _, reverse = run_step_inprocess("sync", sync, run_id=run_id, direction="reverse", confirm=True)
+    assert reverse.totals()["applied"] == 1 and reverse.previous_dir is None
+    got = client.get_collection("srv_l2", embedding_function=None).get(ids=["q-1"], include=["documents", "metadatas"])  # type: ignore[arg-type]
+    assert got["documents"] == ["from qdrant"] and got["metadatas"] == [{"k": 1}]
+    _, again = run_step_inprocess("sync", sync, run_id=run_id)
+    assert again.verdict.startswith("IN SYNC"), again.verdict
