@@ -298,6 +298,30 @@ def test_watch_stops_at_its_duration(migrated: str, runbook_env: dict[str, Path]
     assert len(report.watch_table(result)) == 2 * watch["probes_done"]
 
 
+def test_watch_mode_exposes_the_app_metrics(
+    migrated: str, runbook_env: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watch probes are recorded as the wrapper's Prometheus series and served on VECTOR_DB_METRICS_PORT."""
+    import urllib.request
+
+    from conftest import free_port
+
+    port = free_port()
+    monkeypatch.setenv("VECTOR_DB_METRICS_PORT", str(port))
+    monkeypatch.setenv("VECTOR_DB_METRICS_ADDR", "127.0.0.1")
+    _monitor(migrated, concurrency="", duration_s=1, interval_s=0.5)
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    for backend in ("chroma", "qdrant"):
+        counts = [
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("vector_db_request_duration_seconds_count")
+            and f'backend="{backend}"' in line
+            and 'operation="search"' in line
+        ]
+        assert counts and sum(counts) >= 24, (backend, text[:2000])
+
+
 def _sigint_soon() -> None:
     """A real SIGINT to this process shortly (what Jupyter's interrupt button sends the kernel)."""
     threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT)).start()

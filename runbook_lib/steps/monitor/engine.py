@@ -30,11 +30,14 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from runbook_lib.app.metrics import AppMetrics, default_metrics, serve_from_env
+from runbook_lib.app.metrics import available as metrics_available
 from runbook_lib.config.params import MonitorParams
 from runbook_lib.runtime.display import progress
 from runbook_lib.runtime.step import Step
@@ -77,6 +80,15 @@ MonitorHook = Callable[[str, MonitorContext], None]
 
 
 # --- the step ------------------------------------------------------------------------------------
+def _watch_metrics() -> AppMetrics | None:
+    """The app wrapper's metrics for the watch probes, served on ``VECTOR_DB_METRICS_PORT`` when it is set."""
+    if not metrics_available():
+        return None
+    m = default_metrics()
+    serve_from_env(os.environ, m)
+    return m
+
+
 def monitor(step: Step, *, hook: MonitorHook | None = None) -> MonitorResult:
     """The monitor step. ``hook`` (optional) is called at each phase; see :data:`MonitorHook`."""
     p: MonitorParams = step.params  # type: ignore[assignment]
@@ -239,6 +251,7 @@ def _measure(
                     interval_s=p.interval_s,
                     before_probe=before,
                     after_probe=after,
+                    metrics=_watch_metrics(),
                 )
             finally:
                 bar.close()

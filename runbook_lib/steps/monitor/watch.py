@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from runbook_lib.app.metrics import AppMetrics
 from runbook_lib.steps.monitor.measure import Tally, run_one
 from runbook_lib.steps.monitor.stores import STORES, Store, short_error
 from runbook_lib.steps.monitor.workload import Query
@@ -43,6 +44,7 @@ def probe(
     k: int,
     timeout_s: float,
     baseline: dict[str, dict[str, int | None]] | None,
+    metrics: AppMetrics | None = None,
 ) -> Probe:
     """Health (connection, collection counts vs the first probe) and latency of one pass of ``queries``.
 
@@ -76,7 +78,17 @@ def probe(
     order = [key for key in STORES if key in stores]
     for n, q in enumerate(queries):
         for key in order if n % 2 == 0 else reversed(order):
-            tallies[key].add(run_one(stores[key], q, k, timeout_s))
+            if metrics is None:
+                tallies[key].add(run_one(stores[key], q, k, timeout_s))
+                continue
+            # the same series the app's VectorDBClient records, so one dashboard shows both
+            with metrics.track(key, q.collection, "search") as call:
+                outcome = run_one(stores[key], q, k, timeout_s)
+                if outcome.latency_ms is None:
+                    call.fail("other")
+                elif outcome.timeout:
+                    call.fail("timeout")
+            tallies[key].add(outcome)
     for key, tally in tallies.items():
         stats = tally.stats()
         result[key].update(
@@ -120,9 +132,13 @@ def run_watch(
     interval_s: float,
     before_probe: Callable[[int], None] | None = None,
     after_probe: Callable[[Probe], None] | None = None,
+    metrics: AppMetrics | None = None,
 ) -> WatchRun:
     """Probe every ``interval_s`` until ``duration_s`` has passed (a probe is never started after the
-    duration) or KeyboardInterrupt (Jupyter's interrupt). Either way the probes so far are returned."""
+    duration) or KeyboardInterrupt (Jupyter's interrupt). Either way the probes so far are returned.
+
+    ``metrics``: the probes are also recorded as the app wrapper's Prometheus metrics (latency per backend,
+    collection and operation; errors by kind; in flight), exposed on ``VECTOR_DB_METRICS_PORT`` when it is set."""
     watch = WatchRun(duration_s=duration_s, interval_s=interval_s)
     t0 = time.monotonic()
     baseline: dict[str, dict[str, int | None]] | None = None
@@ -135,7 +151,7 @@ def run_watch(
             index = len(watch.probes)
             if before_probe is not None:
                 before_probe(index)
-            p = probe(index, time.monotonic() - t0, stores, counts_names, queries, k, timeout_s, baseline)
+            p = probe(index, time.monotonic() - t0, stores, counts_names, queries, k, timeout_s, baseline, metrics)
             if baseline is None:
                 baseline = {key: dict(entry["counts"]) for key, entry in p.stores.items()}
             watch.probes.append(p)
