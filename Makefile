@@ -58,6 +58,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/migrate_bench.py
 	$(BIN)/python benchmarks/verify_bench.py
 	$(BIN)/python benchmarks/sync_bench.py --scales 1
+	$(BIN)/python benchmarks/run_cost_bench.py
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

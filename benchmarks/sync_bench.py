@@ -70,23 +70,23 @@ def _change(persist_dir: Path, share: float, seed: int = 5) -> int:
     changed = 0
     for col in client.list_collections():
         c = client.get_collection(col.name, embedding_function=None)  # type: ignore[arg-type]
-        got = c.get(include=["embeddings", "documents", "metadatas"])
-        n = max(3, int(len(got["ids"]) * share))
-        if len(got["ids"]) < n:
+        all_ids = c.get(include=[])["ids"]
+        n = max(3, int(len(all_ids) * share))
+        if len(all_ids) < n:
             continue
-        picks = rng.choice(len(got["ids"]), size=n, replace=False)
+        picks = [all_ids[int(i)] for i in rng.choice(len(all_ids), size=n, replace=False)]
+        got = c.get(ids=picks, include=["embeddings", "documents"])
         third = n // 3
-        reembed = [got["ids"][i] for i in picks[:third]]
-        relabel = [got["ids"][i] for i in picks[third : 2 * third]]
-        replace = [int(i) for i in picks[2 * third :]]
+        reembed, relabel, replace = picks[:third], picks[third : 2 * third], picks[2 * third :]
+        row = {rid: k for k, rid in enumerate(got["ids"])}
         dim = len(got["embeddings"][0])
         c.update(ids=reembed, embeddings=rng.normal(size=(len(reembed), dim)).astype(np.float32).tolist())
         c.update(ids=relabel, metadatas=[{"relabelled": True, "k": int(i)} for i in range(len(relabel))])
-        c.delete(ids=[got["ids"][i] for i in replace])
+        c.delete(ids=replace)
         c.add(
-            ids=[f"{got['ids'][i]}-v2" for i in replace],
-            embeddings=[got["embeddings"][i] for i in replace],
-            documents=[got["documents"][i] for i in replace],
+            ids=[f"{rid}-v2" for rid in replace],
+            embeddings=[got["embeddings"][row[rid]] for rid in replace],
+            documents=[got["documents"][row[rid]] for rid in replace],
         )
         changed += n
     client.close()  # type: ignore[attr-defined]

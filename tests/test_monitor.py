@@ -414,3 +414,12 @@ def test_monitor_against_a_chroma_server(server_env: dict[str, Any]) -> None:
         _assert_stats(result.overall(store))
         assert result.errors[store]["error_rate"] == 0.0
     assert result.agreement["overall"]["compared"] == 10
+
+
+def test_the_filter_follows_the_runs_payload_layout() -> None:
+    """Under the llamaindex layout metadata keys are top-level payload keys: the monitor's filter says so."""
+    from runbook_lib.steps.monitor.workload import equality_filter
+
+    nested, flat = equality_filter("topic", "a"), equality_filter("topic", "a", flat=True)
+    assert "metadata.topic" in nested.model_dump_json() and "metadata.topic" not in flat.model_dump_json()
+    assert '"key":"topic"' in flat.model_dump_json()

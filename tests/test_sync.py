@@ -284,3 +284,39 @@ def test_sync_both_ways_with_a_chroma_server_source(server_env: dict[str, Any]) 
     assert got["documents"] == ["from qdrant"] and got["metadatas"] == [{"k": 1}]
     _, again = run_step_inprocess("sync", sync, run_id=run_id)
     assert again.verdict.startswith("IN SYNC"), again.verdict
+
+
+def test_sync_carries_awkward_records_both_ways(runbook_env: dict[str, Path]) -> None:
+    """The awkward data (unicode and control-character ids, a 2,000-character id, shadowing metadata keys, 1 vs 1.0 vs
+    True, a zero vector, list metadata, empty and missing documents): changes to such records, on either side,
+    arrive exactly."""
+    from data_builders import LONG_ID, create_awkward_db
+
+    create_awkward_db(runbook_env["chroma"])
+    run_id = _migrate()
+    client = chromadb.PersistentClient(path=str(runbook_env["chroma"]))
+    col = client.get_collection("awkward_cosine", embedding_function=None)  # type: ignore[arg-type]
+    col.update(ids=["tab\tand\nnewline"], metadatas=[{"ok": True, "value": 1.0}])  # bool flips, 1.0 arrives
+    col.update(ids=["zero-vector"], embeddings=[[0.0, 0.0, 1.0]])
+    col.delete(ids=[LONG_ID])
+    col.add(ids=["新しい-🚀"], embeddings=[[0.3, -0.2, 0.1]], documents=[""], metadatas=[{"document": "shadow"}])
+    _close(client)
+    _, forward = run_step_inprocess("sync", sync, run_id=run_id)
+    assert forward.totals()["applied"] == 4, forward.collections
+    assert_exact_copy(runbook_env["chroma"], runbook_env["qdrant"])
+    # the app, after cutover, edits an awkward record in Qdrant; the reverse sync brings it back exactly
+    q = QdrantClient(path=str(runbook_env["qdrant"]))
+    old = q.retrieve("awkward_cosine", [point_id("émoji-🚀")], with_payload=True, with_vectors=True)[0]
+    payload = dict(old.payload or {})
+    payload["metadata"] = {"tags": ["🚀"], "n": 2**53 + 1, "chroma_id": "not the id"}
+    q.upsert("awkward_cosine", [models.PointStruct(id=old.id, vector=old.vector, payload=payload)])
+    q.close()
+    _, reverse = run_step_inprocess("sync", sync, run_id=run_id, direction="reverse", confirm=True)
+    assert reverse.totals()["applied"] == 1, reverse.collections
+    client = chromadb.PersistentClient(path=str(runbook_env["chroma"]))
+    got = client.get_collection("awkward_cosine").get(ids=["émoji-🚀"], include=["metadatas"])["metadatas"][0]
+    _close(client)
+    assert got == {"tags": ["🚀"], "n": 2**53 + 1, "chroma_id": "not the id"} and type(got["n"]) is int
+    assert_exact_copy(runbook_env["chroma"], runbook_env["qdrant"])
+    _, again = run_step_inprocess("sync", sync, run_id=run_id)
+    assert again.verdict.startswith("IN SYNC"), again.verdict

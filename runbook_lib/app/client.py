@@ -37,6 +37,7 @@ from runbook_lib.app.results import SearchResult, query_vector
 from runbook_lib.app.writes import WriteMethods
 from runbook_lib.config.settings import Settings, load_settings
 from runbook_lib.core.filters import to_qdrant_filter
+from runbook_lib.core.layouts import LAYOUT_NAMES, Layout, get_layout
 from runbook_lib.errors import ConfigError
 
 __all__ = [
@@ -55,12 +56,26 @@ __all__ = [
 Backend = Literal["qdrant", "chroma", "dual"]
 BACKENDS: tuple[Backend, ...] = ("qdrant", "chroma", "dual")
 VECTOR_DB_VARIABLE = "VECTOR_DB"
+PAYLOAD_LAYOUT_VARIABLE = "VECTOR_DB_PAYLOAD_LAYOUT"
 DEFAULT_BACKEND: Backend = "qdrant"
 
 #: Seconds a :meth:`VectorDBClient.health` probe of a server may take before it reports "unreachable".
 DEFAULT_HEALTH_TIMEOUT_S = 3.0
 
 _T = TypeVar("_T")
+
+
+def layout_from_env(env: Mapping[str, str]) -> Layout:
+    """``VECTOR_DB_PAYLOAD_LAYOUT``: the payload layout the collections were migrated with (``runbook``, the
+    default, ``langchain`` or ``llamaindex``: the run's ``payload_layout``)."""
+    raw = (env.get(PAYLOAD_LAYOUT_VARIABLE) or "").strip().lower()
+    try:
+        return get_layout(raw or None)
+    except ConfigError:
+        raise ConfigError(
+            f"{PAYLOAD_LAYOUT_VARIABLE}={raw!r} is not a payload layout: set it to the run's payload_layout "
+            f"({', '.join(LAYOUT_NAMES)}), or unset it for the default (runbook)."
+        ) from None
 
 
 def backend_from_env(env: Mapping[str, str]) -> Backend:
@@ -99,6 +114,7 @@ class VectorDBClient(WriteMethods):
         env = os.environ if env is None else env
         self.backend: Backend = backend_from_env(env)
         self.settings: Settings = load_settings(env)
+        layout = layout_from_env(env)
         if health_timeout_s <= 0:
             raise ValueError("health_timeout_s must be greater than zero")
         self.health_timeout_s = float(health_timeout_s)
@@ -107,7 +123,7 @@ class VectorDBClient(WriteMethods):
         self._secondary: QdrantBackend | ChromaBackend | None = None
         if self.backend == "dual":
             self.read_from = read_store_from_env(env)
-            chroma, qdrant = ChromaBackend(self.settings.chroma), QdrantBackend(self.settings.qdrant)
+            chroma, qdrant = ChromaBackend(self.settings.chroma), QdrantBackend(self.settings.qdrant, layout)
             primary, self._secondary = (chroma, qdrant) if self.read_from == "chroma" else (qdrant, chroma)
             self._store = primary
             self._dual = DualWriter(
@@ -121,7 +137,9 @@ class VectorDBClient(WriteMethods):
         else:
             self.read_from = self.backend
             self._store = (
-                QdrantBackend(self.settings.qdrant) if self.backend == "qdrant" else ChromaBackend(self.settings.chroma)
+                QdrantBackend(self.settings.qdrant, layout)
+                if self.backend == "qdrant"
+                else ChromaBackend(self.settings.chroma)
             )
         # Prometheus metrics (runbook_lib.app.metrics): no-ops without prometheus-client; exposed only on request.
         self.metrics = metrics if metrics is not None else default_metrics()
@@ -172,7 +190,8 @@ class VectorDBClient(WriteMethods):
             raise ValueError(f"limit must be a positive integer, got {limit!r}")
         query = query_vector(vector)
         # One validation for both backends, so a filter behaves the same before and after a rollback.
-        qdrant_filter = to_qdrant_filter(where) if where else None
+        flat = isinstance(self._store, QdrantBackend) and self._store.layout.name == "llamaindex"
+        qdrant_filter = to_qdrant_filter(where, flat=flat) if where else None
         if isinstance(self._store, QdrantBackend):
             return self._store.search(collection, query, limit, qdrant_filter)
         return self._store.search(collection, query, limit, dict(where) if where else None)

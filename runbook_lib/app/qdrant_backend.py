@@ -21,11 +21,8 @@ from runbook_lib.app.records import Field, GetResult, Records, WriteKind
 from runbook_lib.app.results import CollectionInfo, SearchResult, check_dimension
 from runbook_lib.config.settings import QdrantSettings
 from runbook_lib.core.filters import to_qdrant_filter
+from runbook_lib.core.layouts import Layout
 from runbook_lib.core.mapping import (
-    PAYLOAD_DOCUMENT_KEY,
-    PAYLOAD_ID_KEY,
-    PAYLOAD_METADATA_KEY,
-    PAYLOAD_URI_KEY,
     QDRANT_TO_CHROMA_SPACE,
     qdrant_score_to_chroma_distance,
 )
@@ -36,8 +33,9 @@ from runbook_lib.target.qdrant import QdrantTarget, connect
 class QdrantBackend:
     """One lazily opened :class:`QdrantTarget` and what it knows about each collection. Thread-safe."""
 
-    def __init__(self, settings: QdrantSettings) -> None:
+    def __init__(self, settings: QdrantSettings, layout: Layout | None = None) -> None:
         self.settings = settings
+        self.layout = layout or Layout()  # the payload layout the collections were migrated with
         self._lock = threading.RLock()
         self._closed = False
         self._target: QdrantTarget | None = None
@@ -76,17 +74,9 @@ class QdrantBackend:
         space = info.space or "l2"
         rows = []
         for point in points:
-            payload = point.payload or {}
+            cid, document, metadata, uri = self.layout.from_payload(point.payload or {})
             distance = float(qdrant_score_to_chroma_distance(float(point.score), space))
-            rows.append(
-                (
-                    distance,
-                    str(payload.get(PAYLOAD_ID_KEY, point.id)),
-                    payload.get(PAYLOAD_DOCUMENT_KEY),
-                    dict(payload.get(PAYLOAD_METADATA_KEY) or {}),
-                    payload.get(PAYLOAD_URI_KEY),
-                )
-            )
+            rows.append((distance, str(cid if cid is not None else point.id), document, dict(metadata or {}), uri))
         rows.sort(key=lambda row: row[0])  # stable: Qdrant's order is kept for equal distances
         return SearchResult(
             ids=[r[1] for r in rows],
@@ -103,10 +93,12 @@ class QdrantBackend:
         info = self._collection_info(target, collection)
         if recs.dimension is not None and info.dimension is not None and recs.dimension != info.dimension:
             raise WriteDimensionMismatchError(collection, info.dimension, recs.dimension)
-        self._forgetting(collection, qdrant_writes.write, target, collection, info.space or "l2", kind, recs)
+        self._forgetting(
+            collection, qdrant_writes.write, target, collection, info.space or "l2", kind, recs, self.layout
+        )
 
     def delete(self, collection: str, ids: list[str] | None, where: Mapping[str, Any] | None) -> None:
-        qdrant_filter = to_qdrant_filter(where) if where else None
+        qdrant_filter = self.filter(where)
         target = self._open_target()
         self._collection_info(target, collection)  # UnknownCollectionError before anything else
         self._forgetting(collection, qdrant_writes.delete, target, collection, ids, qdrant_filter)
@@ -120,12 +112,16 @@ class QdrantBackend:
         offset: int,
         include: Sequence[Field],
     ) -> GetResult:
-        qdrant_filter = to_qdrant_filter(where) if where else None
+        qdrant_filter = self.filter(where)
         target = self._open_target()
         self._collection_info(target, collection)
         return self._forgetting(  # type: ignore[no-any-return]
-            collection, qdrant_writes.get, target, collection, ids, qdrant_filter, limit, offset, include
+            collection, qdrant_writes.get, target, collection, ids, qdrant_filter, limit, offset, include, self.layout
         )
+
+    def filter(self, where: Mapping[str, Any] | None) -> models.Filter | None:
+        """A Chroma ``where`` filter on the metadata as this backend's payload layout stores it."""
+        return to_qdrant_filter(where, flat=self.layout.name == "llamaindex") if where else None
 
     def count(self, collection: str) -> int:
         target = self._open_target()

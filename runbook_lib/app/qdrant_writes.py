@@ -24,12 +24,9 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponen
 
 from runbook_lib.app.errors import UnknownCollectionError, short_error
 from runbook_lib.app.records import Field, GetResult, Records, WriteKind, field_or, get_result, merge_metadata, page
+from runbook_lib.core.layouts import Layout
 from runbook_lib.core.mapping import (
-    PAYLOAD_DOCUMENT_KEY,
     PAYLOAD_ID_KEY,
-    PAYLOAD_METADATA_KEY,
-    PAYLOAD_URI_KEY,
-    build_payload,
     id_collisions,
     normalise_rows,
     point_id,
@@ -68,14 +65,17 @@ def migration_points(
     documents: Sequence[str | None],
     metadatas: Sequence[Mapping[str, Any] | None],
     uris: Sequence[str | None],
+    layout: Layout | None = None,
 ) -> models.Batch:
-    """The points the migration writes for these records (its ``to_points`` + ``QdrantTarget.upsert``)."""
+    """The points the migration writes for these records (its ``to_points`` + ``QdrantTarget.upsert``), in the
+    run's payload ``layout`` (default: the SPEC layout)."""
+    layout = layout or Layout()
     rows = normalise_rows(vectors) if space == "cosine" else np.asarray(vectors, dtype=np.float32)
     return models.Batch(
         ids=[point_id(i) for i in chroma_ids],
         vectors=rows.tolist(),
         payloads=[
-            build_payload(i, d, dict(m) if m else None, u)
+            layout.to_payload(i, d, dict(m) if m else None, u)
             for i, d, m, u in zip(chroma_ids, documents, metadatas, uris, strict=True)
         ],
     )
@@ -89,8 +89,11 @@ def is_not_found(exc: BaseException) -> bool:
 
 
 # --- writes ----------------------------------------------------------------------------------------
-def write(target: QdrantTarget, collection: str, space: str, kind: WriteKind, recs: Records) -> None:
-    """Apply an add, upsert or update with Chroma's semantics."""
+def write(
+    target: QdrantTarget, collection: str, space: str, kind: WriteKind, recs: Records, layout: Layout | None = None
+) -> None:
+    """Apply an add, upsert or update with Chroma's semantics (payloads in ``layout``, default the SPEC one)."""
+    layout = layout or Layout()
     collisions = id_collisions(recs.ids)
     if collisions:
         first, other = collisions[0]
@@ -114,17 +117,18 @@ def write(target: QdrantTarget, collection: str, space: str, kind: WriteKind, re
             metadatas.append(merge_metadata(None, field_or(recs.metadatas, i, None)))
             uris.append(field_or(recs.uris, i, None))
         else:
-            documents.append(field_or(recs.documents, i, old.get(PAYLOAD_DOCUMENT_KEY)))
-            metadatas.append(merge_metadata(old.get(PAYLOAD_METADATA_KEY), field_or(recs.metadatas, i, None)))
-            uris.append(field_or(recs.uris, i, old.get(PAYLOAD_URI_KEY)))
+            _, old_document, old_metadata, old_uri = layout.from_payload(old)
+            documents.append(field_or(recs.documents, i, old_document))
+            metadatas.append(merge_metadata(old_metadata, field_or(recs.metadatas, i, None)))
+            uris.append(field_or(recs.uris, i, old_uri))
     if recs.embeddings is not None:
-        batch = migration_points(space, ids, recs.embeddings[rows], documents, metadatas, uris)
+        batch = migration_points(space, ids, recs.embeddings[rows], documents, metadatas, uris, layout)
         call(target, collection, "write points to", target.client.upsert, collection_name=collection, points=batch)
         return
     # update without embeddings: the payloads only, each point's vector untouched
     operations = [
         models.OverwritePayloadOperation(
-            overwrite_payload=models.SetPayload(payload=build_payload(rid, doc, meta, uri), points=[point_id(rid)])
+            overwrite_payload=models.SetPayload(payload=layout.to_payload(rid, doc, meta, uri), points=[point_id(rid)])
         )
         for rid, doc, meta, uri in zip(ids, documents, metadatas, uris, strict=True)
     ]
@@ -168,8 +172,10 @@ def get(
     limit: int | None,
     offset: int,
     include: Sequence[Field],
+    layout: Layout | None = None,
 ) -> GetResult:
     """Records by id (in that order) or all matching records ordered by Chroma id, then ``offset``/``limit``."""
+    layout = layout or Layout()
     if ids is not None and qdrant_filter is None:
         present = set(_stored(target, collection, ids, with_payload=False))
         selected = page([i for i in ids if i in present], limit, offset)
@@ -178,14 +184,14 @@ def get(
         ordered = [i for i in ids if i in found] if ids is not None else sorted(found)
         selected = page(ordered, limit, offset)
     points = _fetch(target, collection, selected, with_vectors="embeddings" in include) if selected else {}
-    payloads = [points[i].payload or {} for i in selected]
+    records = [layout.from_payload(points[i].payload or {}) for i in selected]
     return get_result(
         include,
         selected,
         [points[i].vector for i in selected],
-        [p.get(PAYLOAD_DOCUMENT_KEY) for p in payloads],
-        [p.get(PAYLOAD_METADATA_KEY) for p in payloads],
-        [p.get(PAYLOAD_URI_KEY) for p in payloads],
+        [r[1] for r in records],
+        [r[2] for r in records],
+        [r[3] for r in records],
     )
 
 

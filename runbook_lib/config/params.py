@@ -44,6 +44,8 @@ class CollectionsParams(StepParams):
 
 class DryRunParams(CollectionsParams):
     batch_size: int = Field(256, ge=1, le=10_000)
+    payload_layout: Literal["runbook", "langchain", "llamaindex"] = "runbook"
+    null_documents: Literal["refuse", "empty"] = "refuse"
 
 
 class MigrateParams(CollectionsParams):
@@ -55,6 +57,8 @@ class MigrateParams(CollectionsParams):
     replication_factor: int | None = Field(None, ge=1)
     write_consistency_factor: int | None = Field(None, ge=1)
     defer_indexing: bool = True
+    payload_layout: Literal["runbook", "langchain", "llamaindex"] = "runbook"
+    null_documents: Literal["refuse", "empty"] = "refuse"
 
     @field_validator("shard_number", "replication_factor", "write_consistency_factor", mode="before")
     @classmethod

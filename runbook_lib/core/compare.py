@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from runbook_lib.core.layouts import Layout, LayoutError
 from runbook_lib.core.mapping import (
     PAYLOAD_DOCUMENT_KEY,
     PAYLOAD_ID_KEY,
@@ -149,6 +150,26 @@ def payload_differences(
             out.append(("metadata", expected_meta, found, f"metadata is a {type(found).__name__}, not an object"))
     out.extend(value_differences("uri", uri if uri is not None else ABSENT, payload.get(PAYLOAD_URI_KEY, ABSENT)))
     return out
+
+
+def layout_payload_differences(
+    layout: Layout | None,
+    chroma_id: str,
+    document: str | None,
+    metadata: dict[str, Any] | None,
+    uri: str | None,
+    payload: dict[str, Any],
+) -> list[tuple[str, Any, Any, str]]:
+    """How a point's payload differs from the source record written in ``layout`` (the SPEC layout: exactly
+    :func:`payload_differences`). Type-strict and recursive, key by key; a record the layout cannot carry is
+    reported as a difference naming why."""
+    if layout is None or layout.name == "runbook":
+        return payload_differences(chroma_id, document, metadata, uri, payload)
+    try:
+        expected = layout.to_payload(chroma_id, document, metadata, uri)
+    except LayoutError as exc:
+        return [("payload", "(source record)", ABSENT, exc.message)]
+    return value_differences("", expected, payload)
 
 
 # --- streaming exact top-k -------------------------------------------------------------------------------

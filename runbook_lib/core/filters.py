@@ -66,30 +66,33 @@ _UNQUOTED_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 Scalar = str | int | float | bool
 
 
-def payload_path(key: str) -> str:
-    """The Qdrant payload path of a Chroma metadata key: ``metadata.<key>``, quoted when needed.
+def payload_path(key: str, *, flat: bool = False) -> str:
+    """The Qdrant payload path of a Chroma metadata key: ``metadata.<key>`` (``<key>`` in a flat payload layout,
+    e.g. ``llamaindex``), quoted when needed.
 
     Qdrant's JSON path syntax reads ``a.b`` as a nested key, so any key outside ``[A-Za-z0-9_-]``
     is quoted (``metadata."a.b"``). A quoted key cannot contain ``"`` or ``\\``.
     """
+    prefix = "" if flat else f"{PAYLOAD_METADATA_KEY}."
     if _UNQUOTED_KEY.match(key):
-        return f"{PAYLOAD_METADATA_KEY}.{key}"
+        return f"{prefix}{key}"
     if '"' in key or "\\" in key:
         raise ConfigError(
             f"The where filter uses the metadata key {key!r}, which Qdrant cannot address: a payload key "
             'used in a filter cannot contain a double quote (") or a backslash; rename that metadata key.'
         )
-    return f'{PAYLOAD_METADATA_KEY}."{key}"'
+    return f'{prefix}"{key}"'
 
 
-def to_qdrant_filter(where: Mapping[str, Any]) -> models.Filter:
+def to_qdrant_filter(where: Mapping[str, Any], *, flat: bool = False) -> models.Filter:
     """Translate a Chroma ``where`` filter; raise :class:`ConfigError` for anything Chroma would refuse
-    or this translation does not support (the message names the operator or key)."""
+    or this translation does not support (the message names the operator or key). ``flat``: the metadata keys are
+    at the top level of the payload (the ``llamaindex`` payload layout)."""
     if not isinstance(where, Mapping):
         raise ConfigError(f"A where filter must be a dict such as {{'source': 'web'}}, got {type(where).__name__}.")
     if len(where) == 0:
         return models.Filter()
-    return _expression(where)
+    return _expression(where, flat)
 
 
 def validate_where(where: Mapping[str, Any] | None) -> None:
@@ -99,7 +102,7 @@ def validate_where(where: Mapping[str, Any] | None) -> None:
 
 
 # --- expressions ---------------------------------------------------------------------------------
-def _expression(where: Any) -> models.Filter:
+def _expression(where: Any, flat: bool = False) -> models.Filter:
     if not isinstance(where, Mapping):
         raise ConfigError(f"Each where expression must be a dict such as {{'source': 'web'}}, got {where!r}.")
     if len(where) != 1:
@@ -111,7 +114,7 @@ def _expression(where: Any) -> models.Filter:
     if not isinstance(key, str):
         raise ConfigError(f"A where key must be a string, got {key!r}.")
     if key in LOGICAL_OPERATORS:
-        return _logical(key, value)
+        return _logical(key, value, flat)
     if key.startswith("$"):
         raise ConfigError(
             f"Unsupported where operator {key!r} at the top of an expression: use a metadata key, or one of "
@@ -129,26 +132,26 @@ def _expression(where: Any) -> models.Filter:
                 "combine conditions with $and."
             )
         ((operator, operand),) = value.items()
-        return _field(key, operator, operand)
-    return _field(key, "$eq", value)
+        return _field(key, operator, operand, flat)
+    return _field(key, "$eq", value, flat)
 
 
-def _logical(operator: str, value: Any) -> models.Filter:
+def _logical(operator: str, value: Any, flat: bool = False) -> models.Filter:
     if not isinstance(value, list) or len(value) < 2:
         raise ConfigError(
             f"{operator} takes a list of at least two where expressions, got {value!r}: "
             "with a single condition, use it without the operator."
         )
-    parts: list[models.Condition] = [_expression(item) for item in value]
+    parts: list[models.Condition] = [_expression(item, flat) for item in value]
     return models.Filter(must=parts) if operator == "$and" else models.Filter(should=parts)
 
 
-def _field(key: str, operator: Any, operand: Any) -> models.Filter:
+def _field(key: str, operator: Any, operand: Any, flat: bool = False) -> models.Filter:
     if operator not in FIELD_OPERATORS:
         raise ConfigError(
             f"Unsupported where operator {operator!r} on key {key!r}: use one of {', '.join(FIELD_OPERATORS)}."
         )
-    path = payload_path(key)
+    path = payload_path(key, flat=flat)
     if operator == "$eq":
         return _scalar_in(path, [_scalar(key, operator, operand)])
     if operator == "$ne":

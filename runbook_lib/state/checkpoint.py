@@ -44,6 +44,12 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
     return data
 
 
+def run_layout_params(checkpoint: dict[str, Any] | None) -> tuple[str, str]:
+    """``(payload_layout, null_documents)`` the run migrated with (runs before layouts: the SPEC layout)."""
+    data = checkpoint or {}
+    return str(data.get("payload_layout") or "runbook"), str(data.get("null_documents") or "refuse")
+
+
 class Checkpoint:
     """The migration's state in ``state/migrate_checkpoint.json``, written atomically after each batch."""
 

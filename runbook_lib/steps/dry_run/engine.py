@@ -15,6 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from runbook_lib.core.layouts import (
+    LLAMA_NODE_CONTENT_KEY,
+    LLAMA_NODE_TYPE_KEY,
+    Layout,
+    get_layout,
+    recommended_layout,
+)
 from runbook_lib.core.mapping import id_collisions
 from runbook_lib.core.plan import plan_collection
 from runbook_lib.errors import DimensionMismatchError, RunbookError
@@ -30,9 +37,17 @@ from runbook_lib.target.qdrant import QdrantTarget
 ESTIMATED_POINTS_PER_S = {"local": 300.0, "server": 1500.0}
 
 
-def inventory(source: ChromaSource, name: str, ids: list[str], batch_size: int) -> dict[str, Any]:
-    """Scan one collection once: dimensions, zero vectors, metadata keys and types, documents, uris, sizes."""
+def inventory(
+    source: ChromaSource, name: str, ids: list[str], batch_size: int, layout: Layout | None = None
+) -> dict[str, Any]:
+    """Scan one collection once: dimensions, zero vectors, metadata keys and types, documents, uris, sizes, which
+    framework wrote it, and what the chosen payload ``layout`` cannot carry (with one real record's payload)."""
+    layout = layout or Layout()
     info = source.info(name)
+    llama_records = 0
+    layout_refused: list[str] = []
+    null_as_empty = 0
+    example: dict[str, Any] | None = None
     dims: Counter[int] = Counter()
     key_types: dict[str, set[str]] = {}
     zero_vectors = documents = uris = no_metadata = 0
@@ -51,6 +66,15 @@ def inventory(source: ChromaSource, name: str, ids: list[str], batch_size: int) 
         dims[batch.embeddings.shape[1]] += len(batch)
         zero_vectors += int(np.count_nonzero(~batch.embeddings.any(axis=1)))
         for rid, doc, meta, uri in zip(batch.ids, batch.documents, batch.metadatas, batch.uris, strict=True):
+            problem = layout.check(rid, doc, meta, uri)
+            if problem:
+                layout_refused.append(problem)
+            else:
+                null_as_empty += layout.substitutes(doc, meta)
+                if example is None:
+                    example = {"chroma_id": rid, "payload": layout.to_payload(rid, doc, meta, uri)}
+            if meta and LLAMA_NODE_CONTENT_KEY in meta and LLAMA_NODE_TYPE_KEY in meta:
+                llama_records += 1
             id_bytes += len(rid.encode())
             if doc is not None:
                 documents += 1
@@ -80,8 +104,25 @@ def inventory(source: ChromaSource, name: str, ids: list[str], batch_size: int) 
             f"{name}: embedding function {info.embedding_function!r} is Chroma-side configuration; Qdrant stores "
             "vectors only, so the app must keep computing query embeddings itself."
         )
+    framework = _framework(len(ids), llama_records, documents)
+    if layout_refused:
+        warnings.append(
+            f"{name}: payload_layout={layout.name} cannot carry {len(layout_refused):,} record(s) (first: "
+            f"{layout_refused[0]}); the migration would stop this collection."
+        )
+    if framework != "unknown" and recommended_layout(framework) != layout.name:
+        warnings.append(
+            f"{name}: looks written by {framework}; payload_layout={recommended_layout(framework)} lets its Qdrant "
+            f"store read the migrated collection (this plan uses {layout.name})."
+        )
     return {
         "collection": name,
+        "framework": framework,
+        "recommended_layout": recommended_layout(framework),
+        "payload_layout": layout.name,
+        "layout_refuses": len(layout_refused),
+        "null_documents_as_empty": null_as_empty,
+        "example_payload": example,
         "count": len(ids),
         "dimension": dimension,
         "dimensions_seen": {str(k): v for k, v in dims.items()},
@@ -100,12 +141,26 @@ def inventory(source: ChromaSource, name: str, ids: list[str], batch_size: int) 
     }
 
 
+def _framework(n: int, llama_records: int, documents: int) -> str:
+    """Conservative: ``llamaindex`` when every record has LlamaIndex's ``_node_content`` and ``_node_type`` keys,
+    ``langchain`` when every record has a document and none has those keys (LangChain's Chroma store writes that,
+    but so may any app), else ``unknown``."""
+    if not n:
+        return "unknown"
+    if llama_records == n:
+        return "llamaindex"
+    if llama_records == 0 and documents == n:
+        return "langchain"
+    return "unknown"
+
+
 def dry_run(step: Step) -> DryRunResult:
     """The dry-run step (``01_dry_run.ipynb``)."""
     p = step.params
     settings = step.settings
     result = DryRunResult(ok=True, source=settings.chroma.describe(), target=settings.qdrant.describe())
     t0 = time.perf_counter()
+    layout = get_layout(p.payload_layout, p.null_documents)
     with ChromaSource.open(settings.chroma) as source:
         if source.upgraded_on_open:
             result.warnings.append(
@@ -122,7 +177,7 @@ def dry_run(step: Step) -> DryRunResult:
             )
         for name in progress(names, desc="collections", unit="col"):
             ids = source.snapshot_ids(name)
-            inv = inventory(source, name, ids, p.batch_size)
+            inv = inventory(source, name, ids, p.batch_size, layout)
             result.collections.append(inv)
             result.warnings.extend(inv["warnings"])
             pairs = id_collisions(ids)
@@ -140,6 +195,10 @@ def dry_run(step: Step) -> DryRunResult:
             dim = entry.dimension or 0
             rate = ESTIMATED_POINTS_PER_S["server" if settings.qdrant.is_server else "local"] * 1536 / max(dim, 64)
             plan["estimated_s"] = round(entry.count / rate, 1)
+            plan["framework"] = inv["framework"]
+            plan["recommended_layout"] = inv["recommended_layout"]
+            plan["payload_layout"] = layout.name
+            plan["example_payload"] = inv["example_payload"]
             result.plan.append(plan)
             source.release()
     result.total_records = sum(c["count"] for c in result.collections)

@@ -18,8 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from runbook_lib.core.layouts import Layout, get_layout
 from runbook_lib.core.plan import PlanEntry
 from runbook_lib.errors import (
+    ConfigError,
     DimensionMismatchError,
     ExistingCollectionError,
     MigrationError,
@@ -97,6 +99,7 @@ def migrate(step: Step) -> MigrationResult:
     t0 = time.perf_counter()
     checkpoint = Checkpoint(step.run.state_dir / CHECKPOINT)
     checkpoint.data.setdefault("target", step.settings.qdrant.describe())
+    layout = _run_layout(checkpoint, p)
     chroma = step.settings.chroma
     with QdrantTarget(step.settings.qdrant) as target:  # the target is reachable before anything changes
         fresh_backup = not chroma.is_server and not checkpoint.data.get("backup_path")
@@ -135,7 +138,7 @@ def migrate(step: Step) -> MigrationResult:
                     dimension=entry.dimension,
                     distance=entry.distance,
                 )
-                row = _migrate_one(source, target, entry, pl.ids, state, checkpoint, p, overall, result, ledger)
+                row = _migrate_one(source, target, entry, pl.ids, state, checkpoint, p, overall, result, ledger, layout)
                 result.rows.append(row)
                 result.total_records += row["records"] if row["status"] == "done" else 0
                 source.release()  # memory follows the largest collection, not the database
@@ -147,6 +150,21 @@ def migrate(step: Step) -> MigrationResult:
     result.ok = not result.errors
     result.figures = migrate_charts(step, result)
     return result
+
+
+def _run_layout(checkpoint: Checkpoint, p: Any) -> Layout:
+    """The run's payload layout, recorded in the checkpoint (what verify, sync and the app read); a resumed run
+    must keep the layout it started with."""
+    chosen = {"payload_layout": p.payload_layout, "null_documents": p.null_documents}
+    recorded = {k: checkpoint.data.get(k, "runbook" if k == "payload_layout" else "refuse") for k in chosen}
+    if checkpoint.data.get("collections") and recorded != chosen:
+        raise ConfigError(
+            f"Run was migrated with payload_layout={recorded['payload_layout']} null_documents="
+            f"{recorded['null_documents']}: resume it with the same parameters (or start a new run). "
+            "Nothing was changed."
+        )
+    checkpoint.data.update(chosen)
+    return get_layout(p.payload_layout, p.null_documents)
 
 
 def _check_before_backup(step: Step, target: QdrantTarget, checkpoint: Checkpoint) -> list[Planned]:
@@ -197,6 +215,7 @@ def _migrate_one(
     overall: Any,
     result: MigrationResult,
     ledger: Ledger | None = None,
+    layout: Layout | None = None,
 ) -> dict[str, Any]:
     row: dict[str, Any] = {
         "collection": entry.source,
@@ -227,6 +246,9 @@ def _migrate_one(
             overall.update(start)
             bar = progress(total=len(ids), initial=start, desc=entry.source, unit="rec", leave=False)
 
+            def on_substituted(n: int) -> None:
+                state["null_documents_as_empty"] = int(state.get("null_documents_as_empty", 0)) + n
+
             def on_progress(contiguous: int, n: int) -> None:
                 state["records_done"] = contiguous
                 checkpoint.save()
@@ -243,6 +265,8 @@ def _migrate_one(
                 workers=p.workers,
                 on_progress=on_progress,
                 ledger=ledger,
+                layout=layout,
+                on_substituted=on_substituted,
             )
             bar.close()
             target.finish_bulk_load(
@@ -267,6 +291,12 @@ def _migrate_one(
         state["status"] = "done"
         checkpoint.save()
         row["status"] = "done"
+        if state.get("null_documents_as_empty"):
+            row["null_documents_as_empty"] = state["null_documents_as_empty"]
+            result.warnings.append(
+                f"Collection {entry.source!r}: {state['null_documents_as_empty']:,} null documents were written as "
+                f'"" (null_documents=empty, payload_layout={layout.name if layout else "runbook"}).'
+            )
     except (DimensionMismatchError, SourceError, MigrationError) as exc:
         row["status"] = "failed"
         result.errors.append(str(exc))

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from runbook_lib.core.fingerprint import Fingerprint, fingerprints
-from runbook_lib.core.mapping import build_payload, normalise_rows, point_id
+from runbook_lib.core.layouts import Layout
+from runbook_lib.core.mapping import normalise_rows, point_id
 from runbook_lib.core.plan import PlanEntry
 from runbook_lib.source.chroma import ChromaSource, RecordBatch
 from runbook_lib.state.ledger import Ledger
@@ -31,25 +32,33 @@ class Points:
     payloads: list[dict[str, Any]]
     chroma_ids: list[str] = field(default_factory=list)
     fingerprints: list[Fingerprint] = field(default_factory=list)  # for the run's ledger (what sync compares)
+    substituted: int = 0  # null documents written as "" (the layout's null_documents=empty)
 
 
-def to_points(index: int, batch: RecordBatch, *, normalise: bool = False) -> Points:
+def to_points(index: int, batch: RecordBatch, *, normalise: bool = False, layout: Layout | None = None) -> Points:
     """Map a batch to points. ``normalise`` (Cosine collections) writes unit vectors, as a Qdrant server
     stores them; qdrant-client's local mode would otherwise persist the raw vector to disk. The records'
-    fingerprints are taken here, in the pass that already holds them."""
+    fingerprints are taken here, in the pass that already holds them. ``layout`` (default: the SPEC layout)
+    shapes the payloads; a record it cannot carry raises :class:`~runbook_lib.core.layouts.LayoutError` before
+    the batch is written."""
+    layout = layout or Layout()
     vectors = normalise_rows(batch.embeddings) if normalise else batch.embeddings
+    rows = list(zip(batch.ids, batch.documents, batch.metadatas, batch.uris, strict=True))
     return Points(
         index=index,
         ids=[point_id(i) for i in batch.ids],
         vectors=vectors,
-        payloads=[
-            build_payload(i, d, m, u)
-            for i, d, m, u in zip(batch.ids, batch.documents, batch.metadatas, batch.uris, strict=True)
-        ],
+        payloads=[layout.to_payload(i, d, m, u) for i, d, m, u in rows],
         chroma_ids=list(batch.ids),
         fingerprints=fingerprints(
-            batch.embeddings, batch.documents, batch.metadatas, batch.uris, cosine=normalise, target_vectors=vectors
+            batch.embeddings,
+            layout.written_documents(batch.documents, batch.metadatas),
+            batch.metadatas,
+            batch.uris,
+            cosine=normalise,
+            target_vectors=vectors,
         ),
+        substituted=sum(layout.substitutes(d, m) for _, d, m, _ in rows),
     )
 
 
@@ -68,6 +77,8 @@ def copy_collection(
     workers: int,
     on_progress: Any,
     ledger: Ledger | None = None,
+    layout: Layout | None = None,
+    on_substituted: Any = None,
 ) -> None:
     """Copy ``ids[start:]`` in batches. ``on_progress(records_done_contiguous, n_in_batch)`` is called
     as batches complete; ``records_done_contiguous`` only counts an unbroken prefix of ``ids``. Each written
@@ -85,7 +96,7 @@ def copy_collection(
                 if stop.is_set():
                     return
                 batch = source.fetch(entry.source, ids[s : s + batch_size], expected_dim=entry.dimension)
-                item = to_points(index, batch, normalise=entry.distance == "Cosine")
+                item = to_points(index, batch, normalise=entry.distance == "Cosine", layout=layout)
                 while not stop.is_set():
                     try:
                         q.put(item, timeout=0.2)
@@ -115,6 +126,8 @@ def copy_collection(
         while watermark < len(starts) and done_flags[watermark]:
             watermark += 1
         contiguous = starts[watermark] if watermark < len(starts) else len(ids)
+        if on_substituted is not None and item.substituted:
+            on_substituted(item.substituted)
         on_progress(contiguous, len(item.ids))
 
     def write(item: Points) -> Points:

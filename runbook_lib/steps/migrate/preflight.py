@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from runbook_lib.core.layouts import get_layout
 from runbook_lib.core.mapping import id_collisions, id_scheme
 from runbook_lib.core.plan import PlanEntry, plan_collection, target_names
 from runbook_lib.errors import ConfigError, DimensionMismatchError, ExistingCollectionError, TargetError
@@ -100,6 +101,26 @@ def check_target(
         raise existing_collection_error(entry.target)
 
 
+def check_layout(source: ChromaSource, name: str, ids: list[str], p: Any) -> None:
+    """Every record can be carried by the run's ``payload_layout`` (one read pass, only for a framework layout): a
+    ConfigError naming the first record, the key and the count, before anything is written."""
+    layout = get_layout(getattr(p, "payload_layout", "runbook"), getattr(p, "null_documents", "refuse"))
+    if layout.name == "runbook":
+        return
+    problems: list[str] = []
+    for batch in source.iter_batches(name, max(int(getattr(p, "batch_size", 256)), 256), ids=ids):
+        for rid, doc, meta, uri in zip(batch.ids, batch.documents, batch.metadatas, batch.uris, strict=True):
+            problem = layout.check(rid, doc, meta, uri)
+            if problem:
+                problems.append(problem)
+    if problems:
+        raise ConfigError(
+            f"Collection {name!r}: the {layout.name} payload layout cannot carry {len(problems):,} record(s); first: "
+            f"{problems[0]}. Choose another payload_layout or fix the records; nothing was changed.",
+            collection=name,
+        )
+
+
 def preflight(
     source: ChromaSource,
     target: QdrantTarget,
@@ -135,6 +156,8 @@ def preflight(
         else:
             entry = _names_only(source, name, ids, run_id=run_id, cutover=p.cutover)
         check_target(target, entry, states.get(name, {}), p.on_existing, shape=shape)
+        if shape and entry.dimension is not None and states.get(name, {}).get("status") != "done":
+            check_layout(source, name, ids, p)
         planned.append(Planned(entry=entry, ids=ids))
         source.release()  # memory follows the largest collection, not the database
     return planned

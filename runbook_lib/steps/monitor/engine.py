@@ -147,7 +147,13 @@ def monitor(step: Step, *, hook: MonitorHook | None = None) -> MonitorResult:
                 workload: dict[str, list[Query]] = {}
                 for c in measured:
                     queries, warnings = build_queries(
-                        source, c, queries=p.queries, warmup=p.warmup, seed=p.seed, filter_key=p.filter_key
+                        source,
+                        c,
+                        queries=p.queries,
+                        warmup=p.warmup,
+                        seed=p.seed,
+                        filter_key=p.filter_key,
+                        flat=(state or {}).get("payload_layout") == "llamaindex",
                     )
                     workload[c.source] = queries
                     result.warnings.extend(warnings)

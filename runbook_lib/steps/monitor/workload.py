@@ -140,6 +140,7 @@ def build_queries(
     warmup: int,
     seed: int,
     filter_key: str = "",
+    flat: bool = False,
 ) -> tuple[list[Query], list[str]]:
     """``warmup + queries`` queries drawn from the collection's records; warnings about the filter.
 
@@ -189,7 +190,7 @@ def build_queries(
             value = values[j]
             assert value is not None
             where = {filter_key: value}
-            qdrant_filter = equality_filter(filter_key, value)
+            qdrant_filter = equality_filter(filter_key, value, flat=flat)
         out.append(
             Query(
                 collection=row.source,
@@ -212,10 +213,11 @@ def _is_filter_scalar(value: Any) -> bool:
     return isinstance(value, str | bool | int)
 
 
-def equality_filter(key: str, value: Scalar) -> models.Filter:
+def equality_filter(key: str, value: Scalar, *, flat: bool = False) -> models.Filter:
     """The Qdrant filter that selects what Chroma's ``where={key: value}`` selects (the app wrapper's
-    translation, so the monitor and the app filter the same way)."""
-    return to_qdrant_filter({key: value})
+    translation, so the monitor and the app filter the same way); ``flat``: the run's payload layout keeps metadata
+    keys at the top level (``llamaindex``)."""
+    return to_qdrant_filter({key: value}, flat=flat)
 
 
 __all__ = [

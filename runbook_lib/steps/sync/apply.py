@@ -13,7 +13,7 @@ import numpy as np
 from qdrant_client import models
 
 from runbook_lib.core.fingerprint import Fingerprint, fingerprints
-from runbook_lib.core.mapping import build_payload, normalise_rows, point_id
+from runbook_lib.core.mapping import normalise_rows, point_id
 from runbook_lib.errors import SyncError
 from runbook_lib.source.chroma import ChromaSource
 from runbook_lib.state.ledger import Ledger
@@ -47,12 +47,17 @@ def to_qdrant(
         batch = source.fetch(diff.collection, list(chunk), expected_dim=diff.dimension)
         vectors = normalise_rows(batch.embeddings) if diff.cosine else batch.embeddings
         payloads = [
-            build_payload(i, d, m, u)
+            diff.layout.to_payload(i, d, m, u)
             for i, d, m, u in zip(batch.ids, batch.documents, batch.metadatas, batch.uris, strict=True)
         ]
         target.upsert(diff.target, [point_id(i) for i in batch.ids], vectors, payloads, batch_label="a sync batch")
         fps = fingerprints(
-            batch.embeddings, batch.documents, batch.metadatas, batch.uris, cosine=diff.cosine, target_vectors=vectors
+            batch.embeddings,
+            diff.layout.written_documents(batch.documents, batch.metadatas),
+            batch.metadatas,
+            batch.uris,
+            cosine=diff.cosine,
+            target_vectors=vectors,
         )
         ledger.put(diff.collection, zip(batch.ids, fps, strict=True))
         if on_batch is not None:
@@ -80,7 +85,7 @@ def to_chroma(
     rows: list[tuple[str, Fingerprint]] = []
     for chunk in _batches(upserts, batch_size):
         points = target.retrieve(diff.target, [point_id(i) for i in chunk], with_vectors=True)
-        records = [point_record(p) for p in points]
+        records = [point_record(p, diff.layout) for p in points]
         if len(records) != len(chunk):
             missing = sorted(set(chunk) - {r[0] for r in records})[:5]
             raise SyncError(f"Qdrant no longer has points for {missing} of {diff.target!r}; run the sync again.")
@@ -91,8 +96,10 @@ def to_chroma(
         uris = [r[4] for r in records]
         writer.upsert(diff.collection, ids, vectors, documents, metadatas, uris)
         back = writer.read(diff.collection, ids)
-        _check_read_back(diff.collection, ids, vectors, documents, back)
-        fps = fingerprints(vectors, documents, metadatas, uris, cosine=diff.cosine, target_vectors=vectors)
+        stored = _check_read_back(diff.collection, ids, vectors, documents, back)
+        # the source digest of what ChromaDB now holds (it may re-normalise a cosine vector by an ulp), the sketch
+        # of what Qdrant holds: the next sync then finds this record unchanged on both sides
+        fps = fingerprints(stored, documents, metadatas, uris, cosine=diff.cosine, target_vectors=vectors)
         rows.extend(zip(ids, fps, strict=True))
         if on_batch is not None:
             on_batch(len(chunk))
@@ -105,7 +112,8 @@ def to_chroma(
     return rows, list(deletes)
 
 
-def _check_read_back(name: str, ids: list[str], vectors: np.ndarray, documents: list[Any], back: Any) -> None:
+def _check_read_back(name: str, ids: list[str], vectors: np.ndarray, documents: list[Any], back: Any) -> np.ndarray:
+    """The vectors ChromaDB read back, in ``ids`` order, after checking they are what was written."""
     position = {cid: k for k, cid in enumerate(back["ids"])}
     if set(position) != set(ids):
         raise SyncError(f"ChromaDB did not keep every record written to {name!r}; nothing was replaced.")
@@ -115,3 +123,4 @@ def _check_read_back(name: str, ids: list[str], vectors: np.ndarray, documents: 
     # one float32 ulp away from what was written
     if got.shape != vectors.shape or not np.allclose(got, vectors, rtol=0, atol=1e-6) or docs != documents:
         raise SyncError(f"ChromaDB read back other values than were written to {name!r}; nothing was replaced.")
+    return got

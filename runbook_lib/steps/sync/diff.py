@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runbook_lib.core.fingerprint import Fingerprint, fingerprints, sketches_agree, target_fingerprint
-from runbook_lib.core.mapping import PAYLOAD_DOCUMENT_KEY, PAYLOAD_ID_KEY, PAYLOAD_METADATA_KEY, PAYLOAD_URI_KEY
+from runbook_lib.core.layouts import Layout
 from runbook_lib.source.chroma import ChromaSource
 from runbook_lib.state.ledger import Ledger
 from runbook_lib.target.qdrant import QdrantTarget
@@ -61,6 +61,7 @@ class CollectionDiff:
     in_step: dict[str, Fingerprint | None] = field(default_factory=dict)
     unchanged: int = 0
     points_without_id: int = 0
+    layout: Layout = field(default_factory=Layout)  # the run's payload layout (how points are read and written)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -81,19 +82,13 @@ def _batches(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
         yield items[start : start + size]
 
 
-def point_record(point: Any) -> tuple[str, list[float], str | None, Any, str | None]:
-    """(chroma id, vector, document, metadata, uri) of a point in the SPEC payload layout."""
-    payload = point.payload or {}
+def point_record(point: Any, layout: Layout | None = None) -> tuple[str, list[float], str | None, Any, str | None]:
+    """(chroma id, vector, document, metadata, uri) of a point written in ``layout`` (default: the SPEC layout)."""
     vector = point.vector
     if isinstance(vector, dict):  # a named vector: the unnamed one is ""
         vector = vector.get("", next(iter(vector.values()), None))
-    return (
-        payload.get(PAYLOAD_ID_KEY),
-        vector,
-        payload.get(PAYLOAD_DOCUMENT_KEY),
-        payload.get(PAYLOAD_METADATA_KEY),
-        payload.get(PAYLOAD_URI_KEY),
-    )
+    cid, document, metadata, uri = (layout or Layout()).from_payload(point.payload or {})
+    return cid, vector, document, metadata, uri
 
 
 def diff_collection(
@@ -107,9 +102,10 @@ def diff_collection(
     dimension: int | None,
     batch_size: int,
     on_batch: Any = None,
+    layout: Layout | None = None,
 ) -> CollectionDiff:
     """Compare the live source, the target and the ledger for one collection (nothing is written)."""
-    diff = CollectionDiff(name, target_name, cosine, dimension)
+    diff = CollectionDiff(name, target_name, cosine, dimension, layout=layout or Layout())
     source_ids = set(source.snapshot_ids(name)) if name in source.collection_names() else set()
     point_of: dict[str, str] = {}
     if target.exists(target_name):
@@ -125,13 +121,14 @@ def diff_collection(
         src_fp: dict[str, Fingerprint] = {}
         if in_source:
             batch = source.fetch(name, in_source, expected_dim=dimension)
-            fps = fingerprints(batch.embeddings, batch.documents, batch.metadatas, batch.uris, cosine=cosine)
+            docs = diff.layout.written_documents(batch.documents, batch.metadatas)
+            fps = fingerprints(batch.embeddings, docs, batch.metadatas, batch.uris, cosine=cosine)
             src_fp = dict(zip(in_source, fps, strict=True))
         tgt_fp: dict[str, Fingerprint] = {}
         in_target = [i for i in chunk if i in point_of]
         if in_target:
             for point in target.retrieve(target_name, [point_of[i] for i in in_target], with_vectors=True):
-                cid, vector, document, metadata, uri = point_record(point)
+                cid, vector, document, metadata, uri = point_record(point, diff.layout)
                 if cid is not None and vector is not None:
                     tgt_fp[str(cid)] = target_fingerprint(vector, document, metadata, uri)
         led = ledger.get(name, list(chunk))

@@ -23,12 +23,13 @@ from typing import Any
 
 from runbook_lib.app.dual import journal_path_from_env
 from runbook_lib.app.journal import Journal, JournalEntry
+from runbook_lib.core.layouts import get_layout
 from runbook_lib.errors import ConfigError
 from runbook_lib.runtime.display import progress
 from runbook_lib.runtime.step import Step
 from runbook_lib.source import chroma_files
 from runbook_lib.source.chroma import ChromaSource
-from runbook_lib.state.checkpoint import CHECKPOINT, Checkpoint
+from runbook_lib.state.checkpoint import CHECKPOINT, Checkpoint, run_layout_params
 from runbook_lib.state.ledger import Ledger
 from runbook_lib.state.run import utc_now
 from runbook_lib.steps.sync import apply
@@ -197,6 +198,7 @@ def run_sync(step: Step, p: SyncOptions) -> SyncResult:
     t0 = time.perf_counter()
     checkpoint = Checkpoint(step.run.state_dir / CHECKPOINT)
     todo = _collections(step, checkpoint, p.collections)
+    layout = get_layout(*run_layout_params(checkpoint.data))  # type: ignore[arg-type]
     result = SyncResult(ok=True, direction=p.direction, on_conflict=p.on_conflict)
     journal = _journal(step)
     pending = journal.pending() if journal is not None else []
@@ -226,6 +228,7 @@ def run_sync(step: Step, p: SyncOptions) -> SyncResult:
                         dimension=state.get("dimension"),
                         batch_size=p.batch_size,
                         on_batch=bar.update,
+                        layout=layout,
                     )
                 )
                 bar.close()

@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 
 from runbook_lib.config.params import VerifyParams
-from runbook_lib.core.compare import ABSENT, RunningTopK, payload_differences, strict_equal
+from runbook_lib.core.compare import ABSENT, RunningTopK, layout_payload_differences, strict_equal
+from runbook_lib.core.layouts import Layout
 from runbook_lib.core.mapping import PAYLOAD_ID_KEY, normalise_rows, point_id, qdrant_distance
 from runbook_lib.errors import RunbookError
 from runbook_lib.runtime.display import progress
@@ -129,6 +130,7 @@ def verify_collection(
     p: VerifyParams,
     hist: Histogram,
     overall: Any,
+    layout: Layout | None = None,
 ) -> CollectionReport:
     """Run every check on one collection; a :class:`RunbookError` stops it and is reported, not raised."""
     t0 = time.perf_counter()
@@ -136,7 +138,7 @@ def verify_collection(
     rep.migrate_status = plan.migrate_status
     rep.differences = Differences(plan.source)
     try:
-        _run_checks(source, target, rep, p, hist, overall)
+        _run_checks(source, target, rep, p, hist, overall, layout)
     except RunbookError as exc:
         rep.error = str(exc)
         log.warning("%s: verification stopped: %s", plan.source, exc)
@@ -158,6 +160,7 @@ def _run_checks(
     p: VerifyParams,
     hist: Histogram,
     overall: Any,
+    layout: Layout | None = None,
 ) -> None:
     assert rep.differences is not None
     diffs = rep.differences
@@ -259,7 +262,9 @@ def _run_checks(
             payload = rec.payload or {}
             if not strict_equal(payload.get(PAYLOAD_ID_KEY, ABSENT), cid):
                 foreign_ids += 1
-            found_diffs = payload_differences(cid, batch.documents[j], batch.metadatas[j], batch.uris[j], payload)
+            found_diffs = layout_payload_differences(
+                layout, cid, batch.documents[j], batch.metadatas[j], batch.uris[j], payload
+            )
             if any(fld != "chroma_id" for fld, *_ in found_diffs):
                 payload_records += 1
             for fld, s, t, detail in found_diffs:  # a foreign chroma_id is an identity difference

@@ -24,6 +24,7 @@ from typing import Any
 
 from runbook_lib.config.params import VerifyParams
 from runbook_lib.core.compare import SCORE_RTOL
+from runbook_lib.core.layouts import get_layout
 from runbook_lib.core.plan import target_names
 from runbook_lib.errors import ConfigError
 from runbook_lib.runtime.display import progress
@@ -31,7 +32,7 @@ from runbook_lib.runtime.step import Step
 from runbook_lib.source import chroma_files
 from runbook_lib.source.backup import Backup, load_backup, source_unchanged, verify_backup
 from runbook_lib.source.chroma import ChromaSource
-from runbook_lib.state.checkpoint import read_checkpoint
+from runbook_lib.state.checkpoint import read_checkpoint, run_layout_params
 from runbook_lib.steps.verify.charts import verify_charts
 from runbook_lib.steps.verify.checks import Histogram, Planned, verify_collection
 from runbook_lib.steps.verify.queries import PERTURBATION, QUERY_SEED
@@ -183,6 +184,7 @@ def verify(step: Step) -> VerifyResult:
     p: VerifyParams = step.params  # type: ignore[assignment]
     t0 = time.perf_counter()
     checkpoint = read_checkpoint(step.run)
+    layout = get_layout(*run_layout_params(checkpoint))  # type: ignore[arg-type]
     source, backup, source_read = _open_source(step, checkpoint)
     result = VerifyResult(
         ok=False,
@@ -229,7 +231,7 @@ def verify(step: Step) -> VerifyResult:
                     continue
                 overall.total += source.count(pl.source)  # grows as it goes: one collection in memory at a time
                 overall.refresh()
-                rep = verify_collection(source, target, pl, p, hist, overall)
+                rep = verify_collection(source, target, pl, p, hist, overall, layout)
                 source.release()
                 result.collections.append(rep.to_dict())
                 result.total_records += rep.records

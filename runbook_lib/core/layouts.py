@@ -1,0 +1,222 @@
+"""Payload layouts: how a Chroma record (id, document, metadata, uri) is written as a Qdrant payload, and read back.
+
+``runbook`` (default)
+    the SPEC layout ``{"chroma_id", "document", "metadata": {...}, "uri"?}``
+    (:func:`~runbook_lib.core.mapping.build_payload`).
+``langchain``
+    what langchain-qdrant's ``QdrantVectorStore`` reads with its defaults (``content_payload_key="page_content"``,
+    ``metadata_payload_key="metadata"``): ``{"page_content": str, "metadata": {...}, "chroma_id", "uri"?}``. It
+    cannot load a point whose text is null: a null document is refused, or written as ``""`` (and counted) with
+    ``null_documents="empty"``.
+``llamaindex``
+    what llama-index-vector-stores-qdrant reads: the metadata keys flat at the top level with their exact types
+    (LlamaIndex's Chroma store already keeps ``_node_content``, ``_node_type``, ``doc_id``, ``document_id`` and
+    ``ref_doc_id`` there), ``_node_content`` with the document written into its ``"text"`` (LlamaIndex's Chroma store
+    keeps that empty and the text as the Chroma document; its Qdrant store reads the text from ``_node_content``
+    only), plus ``chroma_id`` and ``uri``. A record without ``_node_content`` keeps its text under ``text`` (the
+    Qdrant store's fallback). A metadata key equal to one of the layout's own keys is refused, naming the key.
+
+Every layout is a lossless round trip: ``from_payload(to_payload(r)) == r`` for every record ``check`` accepts
+(a ``None`` metadata reads back as ``{}``, as in the SPEC; a null document mapped to ``""`` reads back as ``""``).
+Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from runbook_lib.core.mapping import (
+    PAYLOAD_DOCUMENT_KEY,
+    PAYLOAD_ID_KEY,
+    PAYLOAD_METADATA_KEY,
+    PAYLOAD_URI_KEY,
+    build_payload,
+)
+from runbook_lib.errors import ConfigError, MigrationError
+
+LAYOUT_NAMES: tuple[str, ...] = ("runbook", "langchain", "llamaindex")
+DEFAULT_LAYOUT = "runbook"
+NullDocuments = Literal["refuse", "empty"]
+
+LANGCHAIN_CONTENT_KEY = "page_content"
+LANGCHAIN_METADATA_KEY = "metadata"
+LLAMA_NODE_CONTENT_KEY = "_node_content"
+LLAMA_NODE_TYPE_KEY = "_node_type"
+LLAMA_TEXT_KEY = "text"
+LLAMA_DOC_ID_KEYS = ("doc_id", "document_id", "ref_doc_id")
+
+#: A record as the layouts see it: (chroma id, document, metadata, uri).
+Record = tuple[str, str | None, dict[str, Any], str | None]
+
+
+class LayoutError(MigrationError):
+    """A record the chosen layout cannot carry (raised before its batch is written; the collection fails)."""
+
+
+def _node_json(node: Any) -> str:
+    """LlamaIndex's own serialisation of ``_node_content`` (``json.dumps(node_dict, ensure_ascii=False)``)."""
+    return json.dumps(node, ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One payload layout. ``null_documents`` (``langchain``/``llamaindex`` with ``_node_content``): ``refuse`` a
+    null document (default) or write it as ``""``."""
+
+    name: str = DEFAULT_LAYOUT
+    null_documents: NullDocuments = "refuse"
+
+    def __post_init__(self) -> None:
+        if self.name not in LAYOUT_NAMES:
+            raise ConfigError(f"Unknown payload layout {self.name!r}: expected one of {', '.join(LAYOUT_NAMES)}.")
+        if self.null_documents not in ("refuse", "empty"):
+            raise ConfigError(f"null_documents must be 'refuse' or 'empty', got {self.null_documents!r}.")
+
+    # --- what the layout cannot carry ------------------------------------------------------------------
+    def own_keys(self, metadata: Mapping[str, Any] | None) -> frozenset[str]:
+        """The top-level keys this layout writes itself (for a flat layout: what a metadata key must not be)."""
+        if self.name != "llamaindex":
+            return frozenset()
+        keys = {PAYLOAD_ID_KEY, PAYLOAD_URI_KEY}
+        if not metadata or LLAMA_NODE_CONTENT_KEY not in metadata:
+            keys.add(LLAMA_TEXT_KEY)
+        return frozenset(keys)
+
+    def needs_text(self, metadata: Mapping[str, Any] | None) -> bool:
+        """Whether a null document cannot be carried (the framework reads a string)."""
+        if self.name == "langchain":
+            return True
+        return self.name == "llamaindex" and bool(metadata) and LLAMA_NODE_CONTENT_KEY in metadata  # type: ignore[operator]
+
+    def substitutes(self, document: str | None, metadata: Mapping[str, Any] | None) -> bool:
+        """True when this record's null document is written as ``""`` (to be counted)."""
+        return document is None and self.needs_text(metadata) and self.null_documents == "empty"
+
+    def written_documents(self, documents: list[str | None], metadatas: list[Any]) -> list[str | None]:
+        """The documents as this layout writes them (a substituted null document is ``""``): what the run's ledger
+        fingerprints, so a point read back compares equal to the record it was written from."""
+        return ["" if self.substitutes(d, m) else d for d, m in zip(documents, metadatas, strict=True)]
+
+    def check(
+        self, chroma_id: str, document: str | None, metadata: Mapping[str, Any] | None, uri: str | None
+    ) -> str | None:
+        """Why this layout cannot carry the record (one sentence naming the record and the key), or None."""
+        if document is None and self.needs_text(metadata) and self.null_documents == "refuse":
+            return (
+                f"record {chroma_id!r} has no document and the {self.name} layout needs text "
+                "(pass null_documents=empty to write it as an empty string)"
+            )
+        if self.name != "llamaindex":
+            return None
+        clash = sorted(set(metadata or {}) & self.own_keys(metadata))
+        if clash:
+            return f"record {chroma_id!r} has a metadata key {clash[0]!r} that the llamaindex layout writes itself"
+        node_json = (metadata or {}).get(LLAMA_NODE_CONTENT_KEY)
+        if node_json is None:
+            return None
+        try:
+            node = json.loads(node_json) if isinstance(node_json, str) else None
+        except ValueError:
+            node = None
+        if not isinstance(node, dict) or _node_json(node) != node_json:
+            return f"record {chroma_id!r} has a {LLAMA_NODE_CONTENT_KEY!r} that is not a LlamaIndex node JSON"
+        if node.get(LLAMA_TEXT_KEY, "") != "":
+            return (
+                f"record {chroma_id!r} already has text inside {LLAMA_NODE_CONTENT_KEY!r} (LlamaIndex's Chroma "
+                "store leaves it empty): it cannot be told apart from the document"
+            )
+        return None
+
+    def require(
+        self, chroma_id: str, document: str | None, metadata: Mapping[str, Any] | None, uri: str | None
+    ) -> None:
+        problem = self.check(chroma_id, document, metadata, uri)
+        if problem:
+            raise LayoutError(
+                f"The {self.name} payload layout cannot carry a record: {problem}; its batch was not written.",
+                record=chroma_id,
+            )
+
+    # --- the mapping ---------------------------------------------------------------------------------------
+    def to_payload(
+        self, chroma_id: str, document: str | None, metadata: Mapping[str, Any] | None, uri: str | None = None
+    ) -> dict[str, Any]:
+        """The payload of one record (raises :class:`LayoutError` for a record ``check`` refuses)."""
+        if self.name == "runbook":
+            return build_payload(chroma_id, document, metadata, uri)
+        self.require(chroma_id, document, metadata, uri)
+        meta = dict(metadata) if metadata else {}
+        text = "" if self.substitutes(document, metadata) else document
+        payload: dict[str, Any]
+        if self.name == "langchain":
+            payload = {LANGCHAIN_CONTENT_KEY: text, LANGCHAIN_METADATA_KEY: meta, PAYLOAD_ID_KEY: chroma_id}
+        else:
+            payload = meta
+            if LLAMA_NODE_CONTENT_KEY in meta:
+                node = json.loads(meta[LLAMA_NODE_CONTENT_KEY])
+                node[LLAMA_TEXT_KEY] = text
+                payload[LLAMA_NODE_CONTENT_KEY] = _node_json(node)
+            else:
+                payload[LLAMA_TEXT_KEY] = text
+            payload[PAYLOAD_ID_KEY] = chroma_id
+        if uri is not None:
+            payload[PAYLOAD_URI_KEY] = uri
+        return payload
+
+    def from_payload(self, payload: Mapping[str, Any]) -> Record:
+        """The Chroma record a payload of this layout holds: ``(chroma_id, document, metadata, uri)``."""
+        p = dict(payload)
+        if self.name == "runbook":
+            return (
+                p.get(PAYLOAD_ID_KEY),  # type: ignore[return-value]
+                p.get(PAYLOAD_DOCUMENT_KEY),
+                dict(p.get(PAYLOAD_METADATA_KEY) or {}),
+                p.get(PAYLOAD_URI_KEY),
+            )
+        if self.name == "langchain":
+            return (
+                p.get(PAYLOAD_ID_KEY),  # type: ignore[return-value]
+                p.get(LANGCHAIN_CONTENT_KEY),
+                dict(p.get(LANGCHAIN_METADATA_KEY) or {}),
+                p.get(PAYLOAD_URI_KEY),
+            )
+        chroma_id = p.pop(PAYLOAD_ID_KEY, None)
+        uri = p.pop(PAYLOAD_URI_KEY, None)
+        node_json = p.get(LLAMA_NODE_CONTENT_KEY)
+        if isinstance(node_json, str):
+            node = json.loads(node_json)
+            document = node.get(LLAMA_TEXT_KEY)
+            node[LLAMA_TEXT_KEY] = ""
+            p[LLAMA_NODE_CONTENT_KEY] = _node_json(node)
+        else:
+            document = p.pop(LLAMA_TEXT_KEY, None)
+        return chroma_id, document, p, uri  # type: ignore[return-value]
+
+    def metadata_path(self, key: str) -> str:
+        """Where a metadata key lives in the payload (for filters): nested under ``metadata`` or flat."""
+        return key if self.name == "llamaindex" else f"{PAYLOAD_METADATA_KEY}.{key}"
+
+
+def get_layout(name: str | None = None, null_documents: NullDocuments = "refuse") -> Layout:
+    return Layout(name or DEFAULT_LAYOUT, null_documents)
+
+
+def detect_framework(metadatas: list[Mapping[str, Any] | None], documents: list[str | None]) -> str:
+    """Which framework most likely wrote a sample of records, conservatively: ``llamaindex`` when every record
+    has LlamaIndex's ``_node_content`` and ``_node_type`` keys, ``langchain`` when every record has a document
+    and none has them (LangChain's Chroma store writes exactly that, but so could any app), else ``unknown``."""
+    if not metadatas:
+        return "unknown"
+    llama = [bool(m) and LLAMA_NODE_CONTENT_KEY in m and LLAMA_NODE_TYPE_KEY in m for m in metadatas]  # type: ignore[operator]
+    if all(llama):
+        return "llamaindex"
+    if not any(llama) and all(isinstance(d, str) for d in documents):
+        return "langchain"
+    return "unknown"
+
+
+def recommended_layout(framework: str) -> str:
+    return {"llamaindex": "llamaindex", "langchain": "langchain"}.get(framework, DEFAULT_LAYOUT)
