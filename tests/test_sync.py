@@ -169,7 +169,12 @@ def test_a_killed_sync_resumes_exactly(
     monkeypatch.setattr(sync_apply, "to_qdrant", real)
     _, resumed = run_step_inprocess("sync", sync, run_id=run_id)
     by = {c["collection"]: c for c in resumed.collections}
-    assert by["alpha_docs"]["in_step"] == 6 or by["alpha_docs"]["applied"] == 0  # done before the kill
+    # alpha_docs was written (and its ledger updated) before the kill: nothing left to do there
+    assert by["alpha_docs"]["source_changes"] == {"added": 0, "changed": 0, "deleted": 0}
+    assert by["alpha_docs"]["applied"] == 0 and by["alpha_docs"]["in_step"] == 0
+    # beta_docs had not started: exactly its changes are written now
+    assert by["beta_docs"]["source_changes"] == {"added": 0, "changed": 2, "deleted": 1}
+    assert by["beta_docs"]["applied"] == 3
     assert assert_exact_copy(runbook_env["chroma"], runbook_env["qdrant"]) == 1119
 
 

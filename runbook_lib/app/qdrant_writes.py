@@ -196,10 +196,19 @@ def get(
 
 
 def _stored(target: QdrantTarget, collection: str, ids: list[str], *, with_payload: bool) -> dict[str, dict[str, Any]]:
-    """Chroma id -> stored payload of the ids that have a point (an empty payload when not asked for)."""
+    """Chroma id -> stored payload of the ids that have a point (only ``chroma_id`` when not asked for)."""
     if not ids:
         return {}
-    selector: Any = True if with_payload else models.PayloadSelectorInclude(include=[PAYLOAD_ID_KEY])
+    wanted = set(ids)
+    points = _fetch(target, collection, ids, with_vectors=False, only_id=not with_payload)
+    return {cid: dict(p.payload or {}) for cid, p in points.items() if cid in wanted}
+
+
+def _fetch(
+    target: QdrantTarget, collection: str, ids: list[str], *, with_vectors: bool, only_id: bool = False
+) -> dict[str, models.Record]:
+    """Chroma id -> the point of each id that has one (``only_id``: the payload holds just ``chroma_id``)."""
+    selector: Any = models.PayloadSelectorInclude(include=[PAYLOAD_ID_KEY]) if only_id else True
     points = call(
         target,
         collection,
@@ -208,28 +217,9 @@ def _stored(target: QdrantTarget, collection: str, ids: list[str], *, with_paylo
         collection_name=collection,
         ids=[point_id(i) for i in ids],
         with_payload=selector,
-        with_vectors=False,
-    )
-    wanted = set(ids)
-    return {
-        str(p.payload.get(PAYLOAD_ID_KEY)): dict(p.payload)
-        for p in points
-        if p.payload and p.payload.get(PAYLOAD_ID_KEY) in wanted
-    }
-
-
-def _fetch(target: QdrantTarget, collection: str, ids: list[str], *, with_vectors: bool) -> dict[str, models.Record]:
-    points = call(
-        target,
-        collection,
-        "read points of",
-        target.client.retrieve,
-        collection_name=collection,
-        ids=[point_id(i) for i in ids],
-        with_payload=True,
         with_vectors=with_vectors,
     )
-    return {str((p.payload or {}).get(PAYLOAD_ID_KEY)): p for p in points}
+    return {str(p.payload[PAYLOAD_ID_KEY]): p for p in points if p.payload and PAYLOAD_ID_KEY in p.payload}
 
 
 def _matching_ids(
