@@ -177,6 +177,7 @@ class SyncParams(CollectionsParams):
     on_conflict: Literal["stop", "source", "target"] = "stop"
     confirm: bool = False
     batch_size: int = Field(256, ge=1, le=10_000)
+    full_compare: bool = False
 
     @model_validator(mode="after")
     def _needs_run_id(self) -> SyncParams:

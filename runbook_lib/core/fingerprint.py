@@ -57,9 +57,17 @@ def _canonical(value: Any) -> Any:
 
 
 def payload_digest(document: str | None, metadata: Mapping[str, Any] | None, uri: str | None) -> bytes:
-    text = json.dumps(
-        [document, _canonical(dict(metadata or {})), uri], sort_keys=True, ensure_ascii=False, separators=(",", ":")
-    )
+    meta = dict(metadata or {})
+    try:
+        # the common case, without walking the values: plain JSON types, finite floats, string keys. It gives the
+        # very text the canonical form below would (that form only differs where this one raises).
+        if not all(isinstance(k, str) for k in meta):
+            raise TypeError
+        text = json.dumps(
+            [document, meta, uri], sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        )
+    except (TypeError, ValueError):
+        text = json.dumps([document, _canonical(meta), uri], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:16]
 
 
@@ -111,6 +119,17 @@ def target_fingerprint(vector: Sequence[float], document: str | None, metadata: 
     source's exact bytes)."""
     sk = sketches(np.asarray([vector], dtype=np.float32))[0]
     return Fingerprint(b"", payload_digest(document, metadata, uri), sk.tobytes())
+
+
+def target_fingerprints(
+    vectors: np.ndarray, documents: Sequence[str | None], metadatas: Sequence[Any], uris: Sequence[str | None]
+) -> list[Fingerprint]:
+    """:func:`target_fingerprint` of a page of points at once (one projection for the page)."""
+    sk = sketches(np.asarray(vectors, dtype=np.float32))
+    return [
+        Fingerprint(b"", payload_digest(d, m, u), sk[i].tobytes())
+        for i, (d, m, u) in enumerate(zip(documents, metadatas, uris, strict=True))
+    ]
 
 
 def sketches_agree(a: bytes, b: bytes) -> bool:

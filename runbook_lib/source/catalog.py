@@ -75,3 +75,46 @@ class Catalog:
 
     def ids_of(self, names: Sequence[str]) -> dict[str, list[str]]:
         return {n: self.snapshot_ids(n) for n in names}
+
+    # --- write sequence (what lets a sync skip records nobody wrote) -----------------------------
+    def _metadata_segment(self, name: str) -> str:
+        cid = self._collections[name][0]
+        try:
+            row = self._db.execute(
+                "SELECT id FROM segments WHERE collection = ? AND type = ?", (cid, _METADATA_SEGMENT)
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise CatalogUnavailable(str(exc)) from exc
+        if row is None:
+            raise CatalogUnavailable(f"collection {name!r} has no metadata segment")
+        return str(row[0])
+
+    def sequence_marker(self, name: str) -> tuple[str, int]:
+        """(metadata segment id, the last write sequence number it applied) of a collection.
+
+        chromadb numbers every write to a collection (add, update, upsert, delete) from one increasing sequence and
+        stamps each record's row with the number of the last write that touched it: a record whose number has not
+        moved has not been written since. The segment id changes when a collection is deleted and re-created."""
+        segment = self._metadata_segment(name)
+        try:
+            row = self._db.execute("SELECT seq_id FROM max_seq_id WHERE segment_id = ?", (segment,)).fetchone()
+        except sqlite3.Error as exc:
+            raise CatalogUnavailable(str(exc)) from exc
+        seq = 0 if row is None else row[0]
+        if not isinstance(seq, int):  # an older layout stored it as bytes: do not guess
+            raise CatalogUnavailable(f"collection {name!r} stores its write sequence as {type(seq).__name__}")
+        return segment, seq
+
+    def sequences(self, name: str) -> dict[str, int]:
+        """Every id of the collection with the sequence number of the last write that touched it."""
+        segment = self._metadata_segment(name)
+        try:
+            rows = self._db.execute(
+                "SELECT embedding_id, seq_id FROM embeddings WHERE segment_id = ?", (segment,)
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise CatalogUnavailable(str(exc)) from exc
+        out = dict(rows)
+        if any(not isinstance(s, int) for s in out.values()):
+            raise CatalogUnavailable(f"collection {name!r} stores write sequence numbers in another form")
+        return out

@@ -5,6 +5,12 @@ without trusting counts or keeping a copy of the data.
 SQLite (the standard library's) keeps it compact, queried by id chunk (memory follows the batch size), and each
 batch's rows are committed in one transaction after the batch is written, so a killed run's ledger never claims
 a write that did not happen.
+
+For a persistent source, a record's row also keeps ChromaDB's write sequence number (``seq``) of the state its
+``source`` digest describes, and each collection a *marker*: the metadata segment and the last sequence number the
+ledger has seen. A record whose number has not moved since then was not written, so a sync need not read it
+(:mod:`runbook_lib.steps.sync.diff`). A row written from anything else (a sync's write, a reverse sync) has no
+number and is read again by the next sync, which stamps it.
 """
 
 from __future__ import annotations
@@ -30,7 +36,15 @@ class Ledger:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS records (collection TEXT NOT NULL, chroma_id TEXT NOT NULL, "
-            "source BLOB NOT NULL, payload BLOB NOT NULL, sketch BLOB NOT NULL, PRIMARY KEY (collection, chroma_id))"
+            "source BLOB NOT NULL, payload BLOB NOT NULL, sketch BLOB NOT NULL, seq INTEGER, "
+            "PRIMARY KEY (collection, chroma_id))"
+        )
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(records)")}
+        if "seq" not in columns:  # a ledger written before write sequences were kept: every record is read once
+            self._db.execute("ALTER TABLE records ADD COLUMN seq INTEGER")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS markers (collection TEXT PRIMARY KEY, segment TEXT NOT NULL, "
+            "seq INTEGER NOT NULL)"
         )
 
     @classmethod
@@ -54,8 +68,54 @@ class Ledger:
             return
         with self._lock:
             self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?)", data)
+            self._db.executemany(
+                "INSERT OR REPLACE INTO records (collection, chroma_id, source, payload, sketch, seq) "
+                "VALUES (?, ?, ?, ?, ?, NULL)",
+                data,
+            )
             self._db.execute("COMMIT")
+
+    def stamp(self, collection: str, rows: Iterable[tuple[str, bytes, int]]) -> None:
+        """Record ChromaDB's write sequence number for records read from the source: ``(id, source digest read,
+        seq)``. The number is kept only where the ledger's digest is the one read (the ledger describes that very
+        state); elsewhere it is cleared, so the record is read again next time."""
+        data = [(digest, seq, collection, cid) for cid, digest, seq in rows]
+        if not data:
+            return
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "UPDATE records SET seq = CASE WHEN source = ? THEN ? ELSE NULL END "
+                "WHERE collection = ? AND chroma_id = ?",
+                data,
+            )
+            self._db.execute("COMMIT")
+
+    def stamp_all(self, collection: str, sequences: dict[str, int]) -> None:
+        """Record the write sequence numbers of every record just copied from the state ``sequences`` describes
+        (the migration's backup: its digests were taken from exactly that state)."""
+        data = [(seq, collection, cid) for cid, seq in sequences.items()]
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("UPDATE records SET seq = ? WHERE collection = ? AND chroma_id = ?", data)
+            self._db.execute("COMMIT")
+
+    def set_marker(self, collection: str, segment: str, seq: int) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO markers (collection, segment, seq) VALUES (?, ?, ?)", (collection, segment, seq)
+            )
+
+    def forget_sequences(self, collection: str | None = None) -> None:
+        """Trust no write sequence number any more (the directory was replaced by another): the next sync reads
+        every record once."""
+        with self._lock:
+            if collection is None:
+                self._db.execute("DELETE FROM markers")
+                self._db.execute("UPDATE records SET seq = NULL")
+            else:
+                self._db.execute("DELETE FROM markers WHERE collection = ?", (collection,))
+                self._db.execute("UPDATE records SET seq = NULL WHERE collection = ?", (collection,))
 
     def delete(self, collection: str, ids: Sequence[str]) -> None:
         if not ids:
@@ -70,6 +130,7 @@ class Ledger:
     def drop_collection(self, collection: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM records WHERE collection = ?", (collection,))
+            self._db.execute("DELETE FROM markers WHERE collection = ?", (collection,))
 
     # --- reading --------------------------------------------------------------------------------
     def get(self, collection: str, ids: Sequence[str]) -> dict[str, Fingerprint]:
@@ -85,6 +146,17 @@ class Ledger:
                 ).fetchall()
                 out.update({cid: Fingerprint(bytes(s), bytes(p), bytes(k)) for cid, s, p, k in rows})
         return out
+
+    def marker(self, collection: str) -> tuple[str, int] | None:
+        with self._lock:
+            row = self._db.execute("SELECT segment, seq FROM markers WHERE collection = ?", (collection,)).fetchone()
+        return None if row is None else (str(row[0]), int(row[1]))
+
+    def sequences(self, collection: str) -> dict[str, int | None]:
+        """Every recorded id of the collection with its write sequence number (``None``: read it again)."""
+        with self._lock:
+            rows = self._db.execute("SELECT chroma_id, seq FROM records WHERE collection = ?", (collection,)).fetchall()
+        return dict(rows)
 
     def ids(self, collection: str) -> Iterator[str]:
         with self._lock:

@@ -141,6 +141,8 @@ def migrate(step: Step) -> MigrationResult:
                 row = _migrate_one(source, target, entry, pl.ids, state, checkpoint, p, overall, result, ledger, layout)
                 result.rows.append(row)
                 result.total_records += row["records"] if row["status"] == "done" else 0
+                if backup is not None and row["status"] == "done":
+                    _record_sequences(ledger, backup.data_dir, entry.source, chroma)
                 source.release()  # memory follows the largest collection, not the database
             overall.close()
             ledger.close()
@@ -150,6 +152,18 @@ def migrate(step: Step) -> MigrationResult:
     result.ok = not result.errors
     result.figures = migrate_charts(step, result)
     return result
+
+
+def _record_sequences(ledger: Ledger, data_dir: Path, name: str, chroma: Any) -> None:
+    """Give the ledger ChromaDB's write sequence numbers of the state just copied (the backup's), so the first
+    sync reads only what the app wrote since. Without them (an unknown catalog layout) that sync reads everything."""
+    try:
+        with Catalog(data_dir, tenant=chroma.tenant, database=chroma.database) as catalog:
+            sequences, marker = catalog.sequences(name), catalog.sequence_marker(name)
+    except CatalogUnavailable:
+        return
+    ledger.stamp_all(name, sequences)
+    ledger.set_marker(name, *marker)
 
 
 def _run_layout(checkpoint: Checkpoint, p: Any) -> Layout:

@@ -49,6 +49,7 @@ from runbook_lib.errors import BackupError
 from runbook_lib.runtime.display import in_notebook, show
 from runbook_lib.runtime.step import Step
 from runbook_lib.source import chroma_files
+from runbook_lib.state.ledger import Ledger
 from runbook_lib.state.run import write_text_scrubbed
 from runbook_lib.steps.rollback import report
 from runbook_lib.steps.rollback.app_env import ENV_FILE, chroma_env, render_env
@@ -162,6 +163,8 @@ def rollback(step: Step) -> RollbackResult:
     # 2. Change ChromaDB (restore if needed, then Qdrant's changes), then Qdrant, in that order.
     if restore:
         _restore(chroma_plan, result)
+        with Ledger.for_run(step.run.state_dir) as ledger:  # another directory: its write sequence is not trusted
+            ledger.forget_sequences()
     if names and back is not None:
         done = bring_back(step, names, restore=restore, on_conflict=p.on_conflict)
         result.reverse_sync = done.to_dict()

@@ -15,10 +15,10 @@ from qdrant_client import models
 from runbook_lib.core.fingerprint import Fingerprint, fingerprints
 from runbook_lib.core.mapping import normalise_rows, point_id
 from runbook_lib.errors import SyncError
-from runbook_lib.source.chroma import ChromaSource
 from runbook_lib.state.ledger import Ledger
 from runbook_lib.steps.sync.chroma_writer import ChromaWriter
 from runbook_lib.steps.sync.diff import CollectionDiff, point_record
+from runbook_lib.steps.sync.reader import SyncSource
 from runbook_lib.target.qdrant import QdrantTarget, retry_transient
 
 
@@ -28,12 +28,19 @@ def _batches(items: Sequence[str], size: int) -> list[Sequence[str]]:
 
 def refresh_ledger(ledger: Ledger, diff: CollectionDiff) -> None:
     """Records already equal on both sides: bring the ledger up to them."""
-    ledger.put(diff.collection, [(cid, fp) for cid, fp in diff.in_step.items() if fp is not None])
+    rows = [(cid, fp) for cid, fp in diff.in_step.items() if fp is not None]
+    ledger.put(diff.collection, rows)
     ledger.delete(diff.collection, [cid for cid, fp in diff.in_step.items() if fp is None])
+    stamp(ledger, diff, rows)
+
+
+def stamp(ledger: Ledger, diff: CollectionDiff, rows: Sequence[tuple[str, Fingerprint]]) -> None:
+    """The write sequence numbers of source records the ledger now describes (read again only once written)."""
+    ledger.stamp(diff.collection, [(cid, fp.source, diff.sequences[cid]) for cid, fp in rows if cid in diff.sequences])
 
 
 def to_qdrant(
-    source: ChromaSource,
+    source: SyncSource,
     target: QdrantTarget,
     ledger: Ledger,
     diff: CollectionDiff,
@@ -59,7 +66,9 @@ def to_qdrant(
             cosine=diff.cosine,
             target_vectors=vectors,
         )
-        ledger.put(diff.collection, zip(batch.ids, fps, strict=True))
+        rows = list(zip(batch.ids, fps, strict=True))
+        ledger.put(diff.collection, rows)
+        stamp(ledger, diff, rows)
         if on_batch is not None:
             on_batch(len(chunk))
     for chunk in _batches(deletes, batch_size):

@@ -1,10 +1,12 @@
 """The sync plan: what changed on each side of one collection since the run last synchronised.
 
 Every id of the live source, of the Qdrant collection and of the run's ledger is looked at once, in batches
-(memory follows the batch size, plus the id lists): the source record and the point are fingerprinted
-(:mod:`runbook_lib.core.fingerprint`) and compared with the ledger. A record changed on one side only is a
-change to carry over; changed on both sides to the same content is already in step (only the ledger is
-refreshed: this is also how a killed sync resumes); changed on both sides differently is a conflict.
+(memory follows the batch size, plus the id lists): every point is read and fingerprinted
+(:mod:`runbook_lib.core.fingerprint`) in one pass; of the source, only the records ChromaDB's write sequence says
+were written since the last sync (every record for a server, or when that sequence cannot be trusted). Each is
+compared with the ledger. A record changed on one side only is a change to carry over; changed on both sides to
+the same content is already in step (only the ledger is refreshed: this is also how a killed sync resumes);
+changed on both sides differently is a conflict.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from runbook_lib.core.fingerprint import Fingerprint, fingerprints, sketches_agree, target_fingerprint
+import numpy as np
+
+from runbook_lib.core.fingerprint import Fingerprint, fingerprints, sketches_agree, target_fingerprints
 from runbook_lib.core.layouts import Layout
-from runbook_lib.source.chroma import ChromaSource
+from runbook_lib.source.catalog import Catalog, CatalogUnavailable
 from runbook_lib.state.ledger import Ledger
 from runbook_lib.target.qdrant import QdrantTarget
 
@@ -62,6 +66,10 @@ class CollectionDiff:
     unchanged: int = 0
     points_without_id: int = 0
     layout: Layout = field(default_factory=Layout)  # the run's payload layout (how points are read and written)
+    source_compared: str = "every record"  # or "records written since the last sync" (ChromaDB's write sequence)
+    source_read: int = 0
+    #: write sequence numbers of the source records read that differ from the ledger (stamped once written)
+    sequences: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -74,6 +82,8 @@ class CollectionDiff:
             "in_step": len(self.in_step),
             "unchanged": self.unchanged,
             "points_without_chroma_id": self.points_without_id,
+            "source_compared": self.source_compared,
+            "source_records_read": self.source_read,
         }
 
 
@@ -91,8 +101,95 @@ def point_record(point: Any, layout: Layout | None = None) -> tuple[str, list[fl
     return cid, vector, document, metadata, uri
 
 
+@dataclass
+class SourceScan:
+    """Which source records this sync must read: all of them, or (when ChromaDB's write sequence can be trusted)
+    only those written since the ledger last saw them."""
+
+    ids: set[str]
+    to_read: list[str]
+    sequences: dict[str, int] | None = None  # id -> write sequence number, when known
+    marker: tuple[str, int] | None = None  # the collection's (segment, last sequence number) now
+    how: str = "every record"
+
+
+def scan_source(source: Any, catalog: Catalog | None, ledger: Ledger, name: str, *, full: bool) -> SourceScan:
+    """The source's ids, and which of them to read. With a catalog (a persistent directory's snapshot) the
+    ledger's write sequence numbers skip every record nobody wrote since the last sync. They are trusted only
+    while the collection's timeline is the one the ledger saw: the same metadata segment, a last sequence number
+    that never went back, and no record renumbered below the ledger's marker (a directory swapped for an older
+    copy and written again); otherwise, or with ``full``, every record is read."""
+    if catalog is None:
+        present = name in source.collection_names()
+        ids = set(source.snapshot_ids(name)) if present else set()
+        return SourceScan(ids, sorted(ids))
+    if name not in catalog.collection_names():
+        return SourceScan(set(), [])
+    try:
+        now = catalog.sequences(name)
+        marker = catalog.sequence_marker(name)
+    except CatalogUnavailable:
+        ids = set(catalog.snapshot_ids(name))
+        return SourceScan(ids, sorted(ids))
+    ids = set(now)
+    seen = ledger.marker(name)
+    if full or seen is None or seen[0] != marker[0] or marker[1] < seen[1]:
+        return SourceScan(ids, sorted(ids), now, marker)
+    known = ledger.sequences(name)
+    to_read = []
+    for cid, seq in now.items():
+        was = known.get(cid)
+        if was == seq:
+            continue
+        if was is not None and seq <= seen[1]:  # renumbered into the past: not the timeline the ledger saw
+            return SourceScan(ids, sorted(ids), now, marker)
+        to_read.append(cid)
+    return SourceScan(ids, sorted(to_read), now, marker, how="records written since the last sync")
+
+
+def _target_scan(
+    target: QdrantTarget, ledger: Ledger, diff: CollectionDiff, page: int, on_batch: Any
+) -> tuple[set[str], dict[str, Fingerprint | None]]:
+    """One pass over every point (payload and vector): the chroma ids present, and the points that differ from
+    the ledger (their fingerprint; points with no vector count as absent)."""
+    present: set[str] = set()
+    changed: dict[str, Fingerprint | None] = {}
+    if not target.exists(diff.target):
+        return present, changed
+    offset: Any = None
+    while True:
+        points, offset = target.scroll(diff.target, limit=page, offset=offset, with_vectors=True)
+        rows = []
+        for point in points:
+            cid, vector, document, metadata, uri = point_record(point, diff.layout)
+            if cid is None:
+                diff.points_without_id += 1
+                continue
+            present.add(str(cid))
+            if vector is None:
+                changed[str(cid)] = None
+            else:
+                rows.append((str(cid), vector, document, metadata, uri))
+        if rows:
+            fps = target_fingerprints(
+                np.asarray([r[1] for r in rows], dtype=np.float32),
+                [r[2] for r in rows],
+                [r[3] for r in rows],
+                [r[4] for r in rows],
+            )
+            led = ledger.get(diff.collection, [r[0] for r in rows])
+            for (cid, *_), fp in zip(rows, fps, strict=True):
+                was = led.get(cid)
+                if was is None or not _same_target_state(fp, was):
+                    changed[cid] = fp
+        if on_batch is not None:
+            on_batch(len(points))
+        if offset is None:
+            return present, changed
+
+
 def diff_collection(
-    source: ChromaSource,
+    source: Any,
     target: QdrantTarget,
     ledger: Ledger,
     name: str,
@@ -103,39 +200,53 @@ def diff_collection(
     batch_size: int,
     on_batch: Any = None,
     layout: Layout | None = None,
+    catalog: Catalog | None = None,
+    full: bool = False,
 ) -> CollectionDiff:
-    """Compare the live source, the target and the ledger for one collection (nothing is written)."""
+    """Compare the live source, the target and the ledger for one collection (nothing is written but the
+    ledger's write sequence numbers of the records read).
+
+    Every point of the target is read (Qdrant keeps no write sequence a client can see); of the source, every
+    record, or with a ``catalog`` only those written since the last sync (:func:`scan_source`). A record not
+    read stands for what the ledger holds."""
     diff = CollectionDiff(name, target_name, cosine, dimension, layout=layout or Layout())
-    source_ids = set(source.snapshot_ids(name)) if name in source.collection_names() else set()
-    point_of: dict[str, str] = {}
-    if target.exists(target_name):
-        for pid, cid in target.iter_chroma_ids(target_name, page=max(batch_size, 256)):
-            if cid is None:
-                diff.points_without_id += 1
-            else:
-                point_of[str(cid)] = pid
+    scan = scan_source(source, catalog, ledger, name, full=full)
+    diff.source_compared = scan.how
+    diff.source_read = len(scan.to_read)
+    in_qdrant, tgt_changed = _target_scan(target, ledger, diff, max(batch_size, 1024), on_batch)
     ledger_ids = set(ledger.ids(name))
-    every = sorted(source_ids | set(point_of) | ledger_ids)
-    for chunk in _batches(every, batch_size):
-        in_source = [i for i in chunk if i in source_ids]
-        src_fp: dict[str, Fingerprint] = {}
-        if in_source:
-            batch = source.fetch(name, in_source, expected_dim=dimension)
-            docs = diff.layout.written_documents(batch.documents, batch.metadatas)
-            fps = fingerprints(batch.embeddings, docs, batch.metadatas, batch.uris, cosine=cosine)
-            src_fp = dict(zip(in_source, fps, strict=True))
-        tgt_fp: dict[str, Fingerprint] = {}
-        in_target = [i for i in chunk if i in point_of]
-        if in_target:
-            for point in target.retrieve(target_name, [point_of[i] for i in in_target], with_vectors=True):
-                cid, vector, document, metadata, uri = point_record(point, diff.layout)
-                if cid is not None and vector is not None:
-                    tgt_fp[str(cid)] = target_fingerprint(vector, document, metadata, uri)
+
+    def target_state(cid: str, led: Fingerprint | None) -> Fingerprint | None:
+        return tgt_changed.get(cid, led if cid in in_qdrant else None)
+
+    for chunk in _batches(scan.to_read, batch_size):
+        batch = source.fetch(name, list(chunk), expected_dim=dimension)
+        docs = diff.layout.written_documents(batch.documents, batch.metadatas)
+        fps = fingerprints(batch.embeddings, docs, batch.metadatas, batch.uris, cosine=cosine)
+        src_fp = dict(zip(chunk, fps, strict=True))
         led = ledger.get(name, list(chunk))
         for cid in chunk:
-            _classify(diff, cid, src_fp.get(cid), tgt_fp.get(cid), led.get(cid))
+            _classify(diff, cid, src_fp[cid], target_state(cid, led.get(cid)), led.get(cid))
+        if scan.sequences is not None:
+            ledger.stamp(name, [(cid, src_fp[cid].source, scan.sequences[cid]) for cid in chunk])
+            for cid in chunk:  # changed: the ledger takes the number once it records the new state
+                was = led.get(cid)
+                if was is None or was.source != src_fp[cid].source:
+                    diff.sequences[cid] = scan.sequences[cid]
         if on_batch is not None:
             on_batch(len(chunk))
+    # what was not read: records gone from the source, and points changed, added or gone in Qdrant
+    read = set(scan.to_read)
+    gone = {c for c in ledger_ids if c not in scan.ids or c not in in_qdrant}
+    rest = sorted((gone | set(tgt_changed)) - read)
+    for chunk in _batches(rest, batch_size):
+        led = ledger.get(name, list(chunk))
+        for cid in chunk:
+            was = led.get(cid)
+            _classify(diff, cid, was if cid in scan.ids else None, target_state(cid, was), was)
+    diff.unchanged += len(ledger_ids) - len(read & ledger_ids) - len(set(rest) & ledger_ids)
+    if scan.marker is not None:
+        ledger.set_marker(name, *scan.marker)
     return diff
 
 

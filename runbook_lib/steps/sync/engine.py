@@ -28,13 +28,13 @@ from runbook_lib.errors import ConfigError
 from runbook_lib.runtime.display import progress
 from runbook_lib.runtime.step import Step
 from runbook_lib.source import chroma_files
-from runbook_lib.source.chroma import ChromaSource
 from runbook_lib.state.checkpoint import CHECKPOINT, Checkpoint, run_layout_params
 from runbook_lib.state.ledger import Ledger
 from runbook_lib.state.run import utc_now
 from runbook_lib.steps.sync import apply
 from runbook_lib.steps.sync.chroma_writer import ChromaWriter
 from runbook_lib.steps.sync.diff import CollectionDiff, diff_collection
+from runbook_lib.steps.sync.reader import SyncSource
 from runbook_lib.steps.sync.result import SyncResult
 from runbook_lib.target.qdrant import QdrantTarget
 
@@ -80,6 +80,7 @@ class SyncOptions:
     collections: tuple[str, ...] = ()
     keep_other_side: bool = False
     snapshot: str = SNAPSHOT
+    full_compare: bool = False  # read every ChromaDB record, not only those its write sequence says were written
 
 
 def _journal(step: Step) -> Journal | None:
@@ -189,6 +190,7 @@ def sync(step: Step) -> SyncResult:
         confirm=sp.confirm,
         batch_size=sp.batch_size,
         collections=tuple(sp.collections),
+        full_compare=sp.full_compare,
     )
     return run_sync(step, opts)
 
@@ -212,7 +214,7 @@ def run_sync(step: Step, p: SyncOptions) -> SyncResult:
         # read into a candidate: it becomes the run's "source as of the last sync" only if this sync completes
         snapshot, live_stats = (None, None) if chroma.is_server else _snapshot(step, f"{p.snapshot}.candidate")
         result.snapshot = str(snapshot) if snapshot else None
-        source = ChromaSource.open(chroma, copy_from=snapshot)
+        source = SyncSource(chroma, snapshot)
         try:
             diffs = []
             for name, state in todo:
@@ -229,6 +231,8 @@ def run_sync(step: Step, p: SyncOptions) -> SyncResult:
                         batch_size=p.batch_size,
                         on_batch=bar.update,
                         layout=layout,
+                        catalog=source.catalog,
+                        full=p.full_compare,
                     )
                 )
                 bar.close()
@@ -276,7 +280,7 @@ def _settle_snapshot(step: Step, p: SyncOptions, candidate: Path | None, result:
 def _apply(
     step: Step,
     p: SyncOptions,
-    source: ChromaSource,
+    source: SyncSource,
     target: QdrantTarget,
     ledger: Ledger,
     diffs: list[CollectionDiff],
@@ -306,7 +310,9 @@ def _apply(
             apply.refresh_ledger(ledger, diff)
             summary["applied"] = 0
     else:
-        writer = ChromaWriter.open(step.settings.chroma, server_client=source.client)
+        writer = ChromaWriter.open(
+            step.settings.chroma, server_client=source.client if step.settings.chroma.is_server else None
+        )
         pending: list[tuple[CollectionDiff, Any, list[str]]] = []
         try:
             for diff, summary in zip(diffs, result.collections, strict=True):

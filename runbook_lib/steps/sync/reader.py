@@ -1,0 +1,70 @@
+"""The source as a sync reads it: opened only when a record has to be read.
+
+A sync with nothing to do in ChromaDB reads nothing there: its plan comes from the snapshot's catalog (ids and
+write sequence numbers, SQLite read-only) and the ledger. The scratch copy and chromadb's loaded collections are
+made only for the records that changed, so their cost follows the changes, not the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from runbook_lib.config.settings import ChromaSettings
+from runbook_lib.source.catalog import Catalog, CatalogUnavailable
+from runbook_lib.source.chroma import ChromaSource, RecordBatch
+
+
+class SyncSource:
+    """A :class:`ChromaSource` over ``snapshot`` (or the server) opened on first use."""
+
+    def __init__(self, settings: ChromaSettings, snapshot: Path | None) -> None:
+        self.settings = settings
+        self.snapshot = snapshot
+        self._source: ChromaSource | None = None
+        self.catalog: Catalog | None = None
+        if snapshot is not None:
+            try:
+                self.catalog = Catalog(snapshot, tenant=settings.tenant, database=settings.database)
+            except CatalogUnavailable:
+                self.catalog = None
+
+    @property
+    def opened(self) -> bool:
+        return self._source is not None
+
+    def _open(self) -> ChromaSource:
+        if self._source is None:
+            self._source = ChromaSource.open(self.settings, copy_from=self.snapshot)
+        return self._source
+
+    @property
+    def client(self) -> Any:
+        return self._open().client
+
+    def collection_names(self) -> list[str]:
+        return self._open().collection_names()
+
+    def snapshot_ids(self, name: str) -> list[str]:
+        if self.catalog is not None and self._source is None:
+            try:
+                return self.catalog.snapshot_ids(name)
+            except CatalogUnavailable:
+                pass
+        return self._open().snapshot_ids(name)
+
+    def fetch(self, name: str, ids: Sequence[str], *, expected_dim: int | None = None) -> RecordBatch:
+        return self._open().fetch(name, ids, expected_dim=expected_dim)
+
+    def release(self) -> None:
+        if self._source is not None:
+            self._source.release()
+
+    def close(self) -> None:
+        if self.catalog is not None:
+            self.catalog.close()
+            self.catalog = None
+        if self._source is not None:
+            self._source.close()
+            self._source = None
