@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from types import EllipsisType
 from typing import Any
@@ -20,6 +21,7 @@ from qdrant_client import QdrantClient, models
 from runbook_lib.config.settings import QdrantSettings
 from runbook_lib.core.mapping import PAYLOAD_ID_KEY
 from runbook_lib.errors import ConfigError, TargetError
+from runbook_lib.target import local_storage
 from runbook_lib.target.retries import is_transient, retry_transient
 
 __all__ = ["QdrantTarget", "TargetCollection", "connect", "indexing_to_restore", "is_transient", "retry_transient"]
@@ -189,6 +191,11 @@ class QdrantTarget:
         self._set_indexing_threshold(name, value, f"restore indexing of {name!r}")
         return value
 
+    def bulk_writes(self, name: str) -> AbstractContextManager[Callable[[], None]]:
+        """Batch-durable writes for a bulk load (local mode: see :mod:`runbook_lib.target.local_storage`); yields
+        ``flush``, to call before recording a batch as written. A server's writes are durable when acknowledged."""
+        return local_storage.bulk_writes(self.client, name) if self.is_local else nullcontext(_no_flush)
+
     def delete_collection(self, name: str) -> None:
         self._call(f"delete collection {name!r}", self.client.delete_collection, collection_name=name)
 
@@ -336,6 +343,10 @@ def _upsert_with_retry(
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:400]
+
+
+def _no_flush() -> None:
+    return None
 
 
 def connect(settings: QdrantSettings) -> QdrantClient:

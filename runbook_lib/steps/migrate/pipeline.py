@@ -120,6 +120,7 @@ def copy_collection(
 
     def complete(item: Points) -> None:
         nonlocal watermark
+        flush()  # durable before the ledger and the checkpoint say it is written
         if ledger is not None:
             ledger.put(entry.source, zip(item.chroma_ids, item.fingerprints, strict=True))
         done_flags[item.index] = True
@@ -144,25 +145,26 @@ def copy_collection(
     parallel = workers > 1 and not target.is_local
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upsert") if parallel else None
     in_flight: set[Future[Points]] = set()
-    try:
-        while True:
-            item = q.get()
-            if item is _DONE:
-                break
-            if pool is None:
-                complete(write(item))
-                continue
-            in_flight.add(pool.submit(write, item))
-            if len(in_flight) >= workers:
-                finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    complete(fut.result())
-        for fut in in_flight:
-            complete(fut.result())
-    finally:
-        stop.set()
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-        thread.join(timeout=30)
+    with target.bulk_writes(entry.target) as flush:
+        try:
+            while True:
+                item = q.get()
+                if item is _DONE:
+                    break
+                if pool is None:
+                    complete(write(item))
+                    continue
+                in_flight.add(pool.submit(write, item))
+                if len(in_flight) >= workers:
+                    finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        complete(fut.result())
+            for fut in in_flight:
+                complete(fut.result())
+        finally:
+            stop.set()
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+            thread.join(timeout=30)
     if reader_error:
         raise reader_error[0]

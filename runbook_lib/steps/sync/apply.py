@@ -50,33 +50,36 @@ def to_qdrant(
     batch_size: int,
     on_batch: Any = None,
 ) -> None:
-    for chunk in _batches(upserts, batch_size):
-        batch = source.fetch(diff.collection, list(chunk), expected_dim=diff.dimension)
-        vectors = normalise_rows(batch.embeddings) if diff.cosine else batch.embeddings
-        payloads = [
-            diff.layout.to_payload(i, d, m, u)
-            for i, d, m, u in zip(batch.ids, batch.documents, batch.metadatas, batch.uris, strict=True)
-        ]
-        target.upsert(diff.target, [point_id(i) for i in batch.ids], vectors, payloads, batch_label="a sync batch")
-        fps = fingerprints(
-            batch.embeddings,
-            diff.layout.written_documents(batch.documents, batch.metadatas),
-            batch.metadatas,
-            batch.uris,
-            cosine=diff.cosine,
-            target_vectors=vectors,
-        )
-        rows = list(zip(batch.ids, fps, strict=True))
-        ledger.put(diff.collection, rows)
-        stamp(ledger, diff, rows)
-        if on_batch is not None:
-            on_batch(len(chunk))
-    for chunk in _batches(deletes, batch_size):
-        selector = models.PointIdsList(points=[point_id(i) for i in chunk])  # type: ignore[misc]
-        retry_transient(target.client.delete)(collection_name=diff.target, points_selector=selector, wait=True)
-        ledger.delete(diff.collection, list(chunk))
-        if on_batch is not None:
-            on_batch(len(chunk))
+    with target.bulk_writes(diff.target) as flush:
+        for chunk in _batches(upserts, batch_size):
+            batch = source.fetch(diff.collection, list(chunk), expected_dim=diff.dimension)
+            vectors = normalise_rows(batch.embeddings) if diff.cosine else batch.embeddings
+            payloads = [
+                diff.layout.to_payload(i, d, m, u)
+                for i, d, m, u in zip(batch.ids, batch.documents, batch.metadatas, batch.uris, strict=True)
+            ]
+            target.upsert(diff.target, [point_id(i) for i in batch.ids], vectors, payloads, batch_label="a sync batch")
+            fps = fingerprints(
+                batch.embeddings,
+                diff.layout.written_documents(batch.documents, batch.metadatas),
+                batch.metadatas,
+                batch.uris,
+                cosine=diff.cosine,
+                target_vectors=vectors,
+            )
+            rows = list(zip(batch.ids, fps, strict=True))
+            flush()  # durable before the ledger says it is written
+            ledger.put(diff.collection, rows)
+            stamp(ledger, diff, rows)
+            if on_batch is not None:
+                on_batch(len(chunk))
+        for chunk in _batches(deletes, batch_size):
+            selector = models.PointIdsList(points=[point_id(i) for i in chunk])  # type: ignore[misc]
+            retry_transient(target.client.delete)(collection_name=diff.target, points_selector=selector, wait=True)
+            flush()
+            ledger.delete(diff.collection, list(chunk))
+            if on_batch is not None:
+                on_batch(len(chunk))
 
 
 def to_chroma(
