@@ -45,6 +45,22 @@ def _child(run_id: str) -> None:
     print(json.dumps({"seconds": seconds, "verdict": result.verdict, "totals": result.totals(), "peak_rss": peak}))
 
 
+def _store_child(path: str) -> None:
+    """Open qdrant-client's local store alone (what every process that opens it pays) and report it."""
+    import resource
+    import warnings
+
+    warnings.simplefilter("ignore")
+    from qdrant_client import QdrantClient
+
+    t0 = time.perf_counter()
+    client = QdrantClient(path=path)
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    client.close()
+    print(json.dumps({"seconds": seconds, "peak_rss": peak}))
+
+
 def _sync_in_child(environment: dict[str, str | None], run_id: str) -> dict[str, Any]:
     child_env = {k: v for k, v in os.environ.items()}
     for k, v in environment.items():
@@ -52,9 +68,8 @@ def _sync_in_child(environment: dict[str, str | None], run_id: str) -> dict[str,
             child_env.pop(k, None)
         else:
             child_env[k] = v
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", run_id], env=child_env, capture_output=True, text=True, check=False
-    )
+    args = ["--store", str(environment["QDRANT_PATH"])] if run_id == "" else ["--child", run_id]
+    proc = subprocess.run([sys.executable, __file__, *args], env=child_env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"sync failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -111,9 +126,11 @@ def run_scale(scale: float, share: float) -> dict[str, Any]:
             result = step.execute(migrate)
             migrate_s = time.perf_counter() - t0
             records = result.total_records
+        store = _sync_in_child(environment, "")  # the local store alone, opened in a fresh process
         noop = _sync_in_child(environment, step.run.run_id)
         changed = _change(persist, share)
         one_pct = _sync_in_child(environment, step.run.run_id)
+        own = {k: max(0.0, r["seconds"] - store["seconds"]) for k, r in (("noop", noop), ("changed", one_pct))}
         return {
             "scale": scale,
             "records": records,
@@ -124,6 +141,10 @@ def run_scale(scale: float, share: float) -> dict[str, Any]:
             "sync_changed_s": round(one_pct["seconds"], 2),
             "sync_changed_ratio": round(one_pct["seconds"] / migrate_s, 3),
             "sync_changed_totals": one_pct["totals"],
+            "store_open_s": round(store["seconds"], 2),
+            "sync_noop_without_store_ratio": round(own["noop"] / migrate_s, 3),
+            "sync_changed_without_store_ratio": round(own["changed"] / migrate_s, 3),
+            "store_alone_rss_mib": round(mib(store["peak_rss"]), 1),
             "peak_rss_noop_mib": round(mib(noop["peak_rss"]), 1),
             "peak_rss_changed_mib": round(mib(one_pct["peak_rss"]), 1),
             "verdicts": [noop["verdict"], one_pct["verdict"]],
@@ -138,9 +159,13 @@ def main() -> None:
     parser.add_argument("--changed", type=float, default=0.01)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--store", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         _child(args.child)
+        return
+    if args.store:
+        _store_child(args.store)
         return
     os.chdir(ROOT)
     rows = [run_scale(float(s), args.changed) for s in args.scales.split(",")]
@@ -151,10 +176,21 @@ def main() -> None:
             f"{r['sync_changed_s']} s ({r['sync_changed_ratio']}x, goal <= 0.25x); peak RSS {r['peak_rss_noop_mib']} / "
             f"{r['peak_rss_changed_mib']} MiB"
         )
+        print(
+            f"  of which opening qdrant-client's local store (every process that opens it pays this; a server does "
+            f"not) {r['store_open_s']} s; without it: nothing to do {r['sync_noop_without_store_ratio']}x, "
+            f"{r['changed_records']:,} changed {r['sync_changed_without_store_ratio']}x; the store alone holds "
+            f"{r['store_alone_rss_mib']} MiB, the sync's own share "
+            f"{r['peak_rss_noop_mib'] - r['store_alone_rss_mib']:.1f} / "
+            f"{r['peak_rss_changed_mib'] - r['store_alone_rss_mib']:.1f} MiB"
+        )
     if len(rows) > 1:
         print(
             f"peak RSS scale {rows[-1]['scale']:g} / scale {rows[0]['scale']:g}: "
-            f"{rows[-1]['peak_rss_changed_mib'] / rows[0]['peak_rss_changed_mib']:.2f}x (goal: flat)"
+            f"{rows[-1]['peak_rss_changed_mib'] / rows[0]['peak_rss_changed_mib']:.2f}x (goal: flat); the store alone "
+            f"{rows[-1]['store_alone_rss_mib'] / rows[0]['store_alone_rss_mib']:.2f}x; the sync's own share without "
+            f"changes {(rows[-1]['peak_rss_noop_mib'] - rows[-1]['store_alone_rss_mib']):.0f} vs "
+            f"{(rows[0]['peak_rss_noop_mib'] - rows[0]['store_alone_rss_mib']):.0f} MiB"
         )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
