@@ -323,7 +323,11 @@ class _LatencyStub(BaseHTTPRequestHandler):
         return self.path.split("?")[0].split("/")[2]
 
     def do_GET(self) -> None:
-        self._reply({"collections": []} if self.path.split("?")[0] == "/collections" else {"exists": False})
+        path = self.path.split("?")[0]
+        if path == "/stats":  # the benchmark's own question: how many writes arrived
+            self._reply({"requests": type(self).requests})
+            return
+        self._reply({"collections": []} if path == "/collections" else {"exists": False})
 
     def do_PUT(self) -> None:
         body = self._body()
@@ -356,28 +360,42 @@ class _LatencyStub(BaseHTTPRequestHandler):
         pass
 
 
-@contextmanager
-def latency_server(latency_s: float) -> Iterator[tuple[str, type[_LatencyStub]]]:
+def serve(latency_s: float) -> None:
+    """The stand-in in a process of its own (as a real server is): its request handling never competes with the
+    client under test for a GIL. Prints its port, then serves until killed."""
     handler = type("Stub", (_LatencyStub,), {"latency": latency_s, "counts": {}, "lock": threading.Lock()})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)  # loopback only
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    print(server.server_address[1], flush=True)
+    server.serve_forever()
+
+
+@contextmanager
+def latency_server(latency_s: float) -> Iterator[str]:
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--_child", "serve", str(latency_s)], stdout=subprocess.PIPE, text=True
+    )
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+        port = int((proc.stdout.readline() if proc.stdout else "").strip())
+        yield f"http://127.0.0.1:{port}"
     finally:
-        server.shutdown()
-        server.server_close()
+        proc.kill()
+        proc.wait()
 
 
-def runbook_copy_over(url: str, stub: type[_LatencyStub], source: Any, workers: int, batch_size: int) -> float:
+def server_requests(url: str) -> int:
+    import httpx
+
+    return int(httpx.get(f"{url}/stats").json()["result"]["requests"])
+
+
+def runbook_copy_over(url: str, source: Any, workers: int, batch_size: int) -> float:
     """The runbook's copy (``copy_collection`` per collection) over the stand-in; returns seconds."""
     from runbook_lib.config.settings import QdrantSettings
     from runbook_lib.core.plan import plan_collection
     from runbook_lib.steps.migrate.pipeline import copy_collection
     from runbook_lib.target.qdrant import QdrantTarget
 
-    stub.counts.clear()
     started = now()
     total = 0
     with QdrantTarget(QdrantSettings(path=None, url=url, timeout_s=60)) as target:  # type: ignore[arg-type]
@@ -386,6 +404,7 @@ def runbook_copy_over(url: str, stub: type[_LatencyStub], source: Any, workers: 
             if not ids:
                 continue
             entry = plan_collection(source, name, run_id="bench", ids=ids)
+            target.delete_collection(entry.target)  # the stand-in forgets the previous round's count
             copy_collection(
                 source,
                 target,
@@ -408,17 +427,17 @@ def network(db: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
 
     out: dict[str, Any] = {"latency_ms": args.latency_ms, "sweep": []}
     live = shutil.copytree(db, work / "net_live")
-    with latency_server(args.latency_ms / 1000) as (url, stub), open_source(live) as source:
+    with latency_server(args.latency_ms / 1000) as url, open_source(live) as source:
         # the sequential script over the same stand-in, in a fresh process (its own copy of the directory)
         script_work = work / "net_script"
         script_work.mkdir()
         script = child("script", str(live), str(script_work), str(args.batch_size), url)
         shutil.rmtree(script_work, ignore_errors=True)
         out["script"] = script
-        out["script_requests"] = stub.requests
+        out["script_requests"] = server_requests(url)
         for batch_size in args.net_batch_sizes:
             for workers in args.net_workers:
-                seconds = runbook_copy_over(url, stub, source, workers, batch_size)
+                seconds = runbook_copy_over(url, source, workers, batch_size)
                 out["sweep"].append({"workers": workers, "batch_size": batch_size, "seconds": seconds})
                 print(f"    network: workers {workers} batch {batch_size}: {seconds:.2f} s", flush=True)
     return out
@@ -465,12 +484,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skip-network", action="store_true")
     parser.add_argument("--skip-rss", action="store_true", help="skip chromadb's bare read loop")
     parser.add_argument("--json", type=Path, help="also write every number to this JSON file")
-    parser.add_argument("--_child", choices=["script", "bare-rss", "rusage"], help=argparse.SUPPRESS)
+    parser.add_argument("--_child", choices=["script", "bare-rss", "rusage", "serve"], help=argparse.SUPPRESS)
     parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
     parser.add_argument("--print", type=Path, dest="print_json", help="print the report of an earlier --json")
     args = parser.parse_args(argv)
     if args.print_json:
         print_report(json.loads(args.print_json.read_text()))
+        return 0
+    if args._child == "serve":
+        serve(float(args.rest[0]))
         return 0
     if args._child == "rusage":
         print(json.dumps(run_with_rusage(args.rest)))
