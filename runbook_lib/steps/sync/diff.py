@@ -213,7 +213,10 @@ def diff_collection(
     scan = scan_source(source, catalog, ledger, name, full=full)
     diff.source_compared = scan.how
     diff.source_read = len(scan.to_read)
-    in_qdrant, tgt_changed = _target_scan(target, ledger, diff, max(batch_size, 1024), on_batch)
+    # local mode walks every id of the collection per page: few large pages (4,096 points: ~200 MB of vectors as
+    # Python lists while a page is held); a server's pages stay near the batch size
+    page = max(batch_size, 4096 if target.is_local else 1024)
+    in_qdrant, tgt_changed = _target_scan(target, ledger, diff, page, on_batch)
     ledger_ids = set(ledger.ids(name))
 
     def target_state(cid: str, led: Fingerprint | None) -> Fingerprint | None:
