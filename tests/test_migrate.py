@@ -16,7 +16,7 @@ import pytest
 from qdrant_client import QdrantClient, models
 
 from runbook_lib.errors import DimensionMismatchError, ExistingCollectionError
-from runbook_lib.source.chroma_files import checksum_tree
+from runbook_lib.source.chroma_files import checksum_tree, compare_checksums
 from runbook_lib.state.checkpoint import CHECKPOINT
 from runbook_lib.steps.migrate.engine import migrate
 
@@ -41,6 +41,9 @@ def test_awkward_records_arrive_exactly(runbook_env: dict[str, Path]) -> None:
     manifest = json.loads((backup / "manifest.json").read_text())
     assert manifest["sqlite_integrity"] == "ok"
     assert all(len(m["sha256"]) == 64 for m in manifest["files"].values())
+    # read (a scratch copy, and its catalog read-only for the ledger's write sequence), never written: every file of
+    # the backup still has the checksum it was taken with
+    assert compare_checksums(manifest["files"], backup / "data") == []
     filed = json.loads((runbook_env["outputs"] / step.run.run_id / "02_migrate.json").read_text())
     assert filed["total_records"] == checked and filed["ok"] is True
 
