@@ -173,8 +173,53 @@ def test_parallel_writers_deliver_every_batch_once(
     vectors = normalise_rows(expected.embeddings)
     for k, cid in enumerate(ids):
         vec, payload = by_id[point_id(cid)]
-        assert np.allclose(vec, vectors[k], atol=1e-7)
+        assert np.array_equal(np.asarray(vec, dtype=np.float32), vectors[k])  # the very float32 the runbook holds
         assert payload["chroma_id"] == cid and payload["document"] == expected.documents[k]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"chroma_id": "a", "document": "plain", "metadata": {"i": 1, "f": 0.1, "b": True, "n": None}},
+        {"chroma_id": "ü/🙂", "document": 'ñ\u2028"quoted"', "metadata": {"big": 2**63 - 1, "neg": -(2**63)}},
+        {"chroma_id": "c", "document": None, "metadata": {"list": [1, 2.5, "x"], "nested": {"k": [True, None]}}},
+        {"chroma_id": "d", "document": "", "uri": "s3://b/k?x=1&y=2", "metadata": {}},
+    ],
+)
+def test_the_rest_body_is_what_qdrant_client_would_send(payload: dict[str, Any]) -> None:
+    """Same request as qdrant-client's own encoding once parsed: ids and payloads equal, every vector the same
+    float32 (orjson writes the shortest float32 form; the server parses it back to that float32)."""
+    import numpy as np
+    from qdrant_client import models
+    from qdrant_client.http.api.points_api import jsonable_encoder
+
+    from runbook_lib.target.rest_body import points_batch_json
+
+    rng = np.random.default_rng(5)
+    vectors = np.concatenate([rng.normal(size=(3, 7)), [[1e-38, -0.0, 3.4e38, 1 / 3, 0.1, 1e-45, 7.0]]])
+    vectors = vectors.astype(np.float32)
+    ids = [f"00000000-0000-0000-0000-00000000000{i}" for i in range(4)]
+    payloads = [payload] * 4
+    ours = json.loads(points_batch_json(ids, vectors, payloads) or b"null")
+    theirs = json.loads(
+        jsonable_encoder(models.PointsBatch(batch=models.Batch(ids=ids, vectors=vectors.tolist(), payloads=payloads)))
+    )
+    assert ours["batch"]["ids"] == theirs["batch"]["ids"] and ours["batch"]["payloads"] == theirs["batch"]["payloads"]
+    assert np.array_equal(np.asarray(ours["batch"]["vectors"], dtype=np.float32), vectors)
+    assert np.array_equal(np.asarray(theirs["batch"]["vectors"], dtype=np.float32), vectors)
+
+
+def test_what_orjson_would_write_differently_goes_through_qdrant_client() -> None:
+    import numpy as np
+
+    from runbook_lib.target.rest_body import points_batch_json
+
+    ids, one = ["00000000-0000-0000-0000-000000000001"], np.ones((1, 2), dtype=np.float32)
+    assert points_batch_json(ids, one, [{"m": {"x": float("nan")}}]) is None
+    assert points_batch_json(ids, one, [{"document": "lone \ud800 surrogate"}]) is None
+    assert points_batch_json(ids, one, [{"m": 2**64}]) is None
+    assert points_batch_json(ids, np.array([[np.inf, 0]], dtype=np.float32), [{}]) is None
+    assert points_batch_json(ids, [[1.0, 2.0]], [{}]) is None  # type: ignore[arg-type]  # lists: the client's path
 
 
 # --- deferred indexing: the collection's own threshold comes back, only on collections the run created ------------

@@ -21,7 +21,7 @@ from qdrant_client import QdrantClient, models
 from runbook_lib.config.settings import QdrantSettings
 from runbook_lib.core.mapping import PAYLOAD_ID_KEY
 from runbook_lib.errors import ConfigError, TargetError
-from runbook_lib.target import local_storage
+from runbook_lib.target import local_storage, rest_body
 from runbook_lib.target.retries import is_transient, retry_transient
 
 __all__ = ["QdrantTarget", "TargetCollection", "connect", "indexing_to_restore", "is_transient", "retry_transient"]
@@ -232,9 +232,12 @@ class QdrantTarget:
     ) -> None:
         """Upsert one batch and wait for it to be applied. Transient errors are retried with backoff;
         a permanent error raises :class:`TargetError` naming the collection and the batch."""
-        rows = vectors.tolist() if isinstance(vectors, np.ndarray) else vectors
+        body = (
+            None if self.is_local or self.settings.prefer_grpc else rest_body.points_batch_json(ids, vectors, payloads)
+        )
+        rows = vectors.tolist() if body is None and isinstance(vectors, np.ndarray) else vectors
         try:
-            _upsert_with_retry(self.client, name, list(ids), rows, list(payloads))
+            _upsert_with_retry(self.client, name, list(ids), rows, list(payloads), body)
         except Exception as exc:
             raise TargetError(
                 f"Qdrant refused {batch_label or 'a batch'} of collection {name!r} "
@@ -335,8 +338,16 @@ class QdrantTarget:
 
 @retry_transient
 def _upsert_with_retry(
-    client: QdrantClient, name: str, ids: list[str], vectors: Any, payloads: list[dict[str, Any]]
+    client: QdrantClient,
+    name: str,
+    ids: list[str],
+    vectors: Any,
+    payloads: list[dict[str, Any]],
+    body: bytes | None = None,
 ) -> None:
+    if body is not None:  # encoded once, outside the retries (see runbook_lib.target.rest_body)
+        client.http.points_api.upsert_points(collection_name=name, wait=True, point_insert_operations=body)  # type: ignore[arg-type]
+        return
     client.upsert(collection_name=name, points=models.Batch(ids=ids, vectors=vectors, payloads=payloads), wait=True)
 
 
