@@ -24,6 +24,9 @@ def plan_table(result: SyncResult) -> pd.DataFrame:
                 "already equal": c["in_step"],
                 "unchanged": c["unchanged"],
                 "applied": c.get("applied", 0),
+                # how much of ChromaDB this sync read: only what was written since the last sync, or every record
+                "ChromaDB records read": c.get("source_records_read", 0),
+                "ChromaDB compared": c.get("source_compared", "every record"),
             }
         )
     return pd.DataFrame(rows).set_index("collection") if rows else pd.DataFrame()
