@@ -148,3 +148,26 @@ def test_the_quick_payload_digest_is_the_canonical_one(metadata: Any) -> None:
         )
         expected = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:16]
         assert payload_digest(document, metadata, uri) == expected
+
+
+def test_the_sync_notebook_through_the_runner(small_source: dict[str, Any], runbook_env: dict[str, Path]) -> None:
+    """``runbook sync`` executes 06_sync.ipynb with a real kernel: the numbers it files are the library's, the
+    notebook and its HTML show the plan with how much of ChromaDB was read."""
+    from conftest import run_cli
+
+    step, _ = run_step_inprocess("migrate", migrate)
+    chroma_app_writes(runbook_env["chroma"])
+    done = run_cli("sync", "--run-id", step.run.run_id)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = runbook_env["outputs"] / step.run.run_id
+    filed = json.loads((run / "06_sync.json").read_text())
+    assert filed["verdict"].startswith("SYNCED") and sum(c["applied"] for c in filed["collections"]) == 9
+    assert sum(c["source_records_read"] for c in filed["collections"]) == 6
+    assert {c["source_compared"] for c in filed["collections"]} == {SINCE}
+    html = (run / "06_sync.html").read_text()
+    assert "ChromaDB records read" in html and "Traceback" not in html
+    again = run_cli("sync", "--run-id", step.run.run_id, "-p", "full_compare", "true")
+    assert again.returncode == 0, again.stderr[-3000:]
+    filed = json.loads((run / "06_sync.json").read_text())
+    assert filed["verdict"].startswith("IN SYNC") and filed["parameters"]["full_compare"] is True
+    assert {c["source_compared"] for c in filed["collections"]} == {"every record"}
