@@ -177,6 +177,43 @@ def test_a_second_driver_of_the_same_run_is_refused_and_marks_nothing(
         pass
 
 
+def test_a_notebook_opened_outside_the_runner_holds_the_run_too(
+    small_source: dict[str, Any], runbook_env: dict[str, Path]
+) -> None:
+    """A step begun in a notebook kernel (JupyterLab, no runner) holds the run from ``begin`` to the end of
+    ``execute``: the runner refuses the run meanwhile, and another notebook's ``begin`` too, before marking
+    anything; afterwards the run is free again."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from runbook_lib.runtime.step import begin
+    from runbook_lib.steps.dry_run.engine import dry_run
+
+    first = begin("dry-run")  # this process plays the notebook in JupyterLab
+    run_id = first.run.run_id
+    refused = run_cli("verify", "--run-id", run_id)
+    assert refused.returncode == 2 and "another process" in refused.stderr, refused.stderr[-2000:]
+    other = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
+            from runbook_lib.runtime.step import begin
+            begin("verify", run_id={run_id!r})
+        """),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert other.returncode != 0 and "RunBusyError" in other.stderr and "another process" in other.stderr
+    assert "verify" not in _manifest(first.run.dir)["steps"]  # the refused begin recorded nothing
+    first.execute(dry_run)  # the step ends: the run is free for the runner
+    freed = run_cli("dry-run", "--run-id", run_id)
+    assert freed.returncode == 0, freed.stderr[-2000:]
+
+
 # --- a full outputs disk ------------------------------------------------------------------------------
 def _disk_full(*args: Any, **kwargs: Any) -> Any:
     raise OSError(errno.ENOSPC, "No space left on device")

@@ -24,6 +24,7 @@ from runbook_lib.errors import ConfigError
 from runbook_lib.runtime.interrupt import EXIT_INTERRUPTED, Interrupt, StepInterrupted
 from runbook_lib.source import scratch
 from runbook_lib.state.run import (
+    DRIVEN_RUN_ENV,
     OutputsFullError,
     Run,
     outputs_error,
@@ -277,6 +278,7 @@ def _execute_step(step: str, run: Run, parameters: dict[str, Any]) -> StepOutcom
     os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
     os.environ["RUNBOOK_KERNEL_LOG"] = str(log_file)
     os.environ["RUNBOOK_KERNEL_PIDFILE"] = str(interrupt.pidfile)
+    os.environ[DRIVEN_RUN_ENV] = str(run.dir.resolve())  # this process holds the run's lock for the kernel
     os.environ.setdefault("RUNBOOK_HOME", str(project_root()))
     exit_code, message = 0, "ok"
     disk_full: OutputsFullError | None = None
@@ -343,6 +345,7 @@ _KERNEL_ENV = (
     "RUNBOOK_KERNEL_LOG",
     "RUNBOOK_KERNEL_PIDFILE",
     "RUNBOOK_HOME",
+    DRIVEN_RUN_ENV,
 )
 
 

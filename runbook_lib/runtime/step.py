@@ -98,6 +98,8 @@ class Step:
     #: the charts saved so far, as (path, alt text); shown by :meth:`show_figures` after the verdict
     figures: list[tuple[Path, str]] = field(default_factory=list)
     _executing: bool = field(default=False, repr=False)
+    #: releases the run's lock taken by :func:`begin` (a notebook opened outside the runner drives the run too)
+    _release: Callable[[], None] | None = field(default=None, repr=False)
 
     @property
     def p(self) -> Any:
@@ -106,7 +108,15 @@ class Step:
 
     def execute(self, fn: Callable[[Step], T]) -> T:
         """Run the step's work and file its JSON result, on success and on failure alike (an interrupt, Ctrl-C
-        or Jupyter's stop button, files it with status ``interrupted``)."""
+        or Jupyter's stop button, files it with status ``interrupted``); then let go of the run's lock."""
+        try:
+            return self._execute(fn)
+        finally:
+            if self._release is not None:
+                self._release()
+                self._release = None
+
+    def _execute(self, fn: Callable[[Step], T]) -> T:
         self._executing = True
         try:
             result = fn(self)
@@ -203,11 +213,16 @@ def begin(step: str, **raw_params: Any) -> Step:
         raise param_error(step, exc) from None
     settings = load_settings()
     run = Run.open_or_create(settings.outputs, getattr(params, "run_id", "") or None)
-    if not getattr(params, "run_id", ""):
-        params = params.model_copy(update={"run_id": run.run_id})
-    run.update_manifest(settings=settings.public())
-    run.update_step(step, status="running", started_at=utc_now(), parameters=params.model_dump(mode="json"))
+    release = run.hold_driving()  # one driver per run, whether it is the runner or a notebook in JupyterLab
+    try:
+        if not getattr(params, "run_id", ""):
+            params = params.model_copy(update={"run_id": run.run_id})
+        run.update_manifest(settings=settings.public())
+        run.update_step(step, status="running", started_at=utc_now(), parameters=params.model_dump(mode="json"))
+    except BaseException:
+        release()
+        raise
     log.debug(
         "%s: run %s, source %s, target %s", step, run.run_id, settings.chroma.describe(), settings.qdrant.describe()
     )
-    return Step(name=step, params=params, settings=settings, run=run)
+    return Step(name=step, params=params, settings=settings, run=run, _release=release)

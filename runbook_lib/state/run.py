@@ -16,7 +16,7 @@ import re
 import secrets as _secrets
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -237,6 +237,21 @@ class Run:
         finally:
             lock.release()
 
+    def hold_driving(self) -> Callable[[], None]:
+        """Take the run's lock for a step driven from a notebook (begin .. end of execute) and return what releases
+        it; a no-op when the runner that started this kernel already holds it (``RUNBOOK_DRIVEN_RUN``)."""
+        key = str(self.dir.resolve())
+        if os.environ.get(DRIVEN_RUN_ENV) == key:
+            return _nothing
+        with self.driving():  # RunBusyError here: nothing was recorded yet
+            lock = _DRIVING[key]
+            lock.acquire(timeout=0)  # held past this block, until the step ends
+
+        def release() -> None:  # the whole hold of this process (a begin run twice in a notebook took it twice)
+            lock.release(force=True)
+
+        return release
+
     # --- manifest ------------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:
         return json.loads((self.dir / MANIFEST).read_text())
@@ -265,6 +280,12 @@ class Run:
 
 
 _DRIVING: dict[str, Any] = {}
+#: Set by the runner for the kernel it starts: the run folder whose lock the runner already holds for it.
+DRIVEN_RUN_ENV = "RUNBOOK_DRIVEN_RUN"
+
+
+def _nothing() -> None:
+    return None
 
 
 def list_runs(outputs: Path) -> list[dict[str, Any]]:
