@@ -209,6 +209,7 @@ def test_a_notebook_opened_outside_the_runner_holds_the_run_too(
     )
     assert other.returncode != 0 and "RunBusyError" in other.stderr and "another process" in other.stderr
     assert "verify" not in _manifest(first.run.dir)["steps"]  # the refused begin recorded nothing
+    first = begin("dry-run", run_id=run_id)  # the notebook's first cell run again: same process, held once
     first.execute(dry_run)  # the step ends: the run is free for the runner
     freed = run_cli("dry-run", "--run-id", run_id)
     assert freed.returncode == 0, freed.stderr[-2000:]

@@ -243,12 +243,15 @@ class Run:
         key = str(self.dir.resolve())
         if os.environ.get(DRIVEN_RUN_ENV) == key:
             return _nothing
-        with self.driving():  # RunBusyError here: nothing was recorded yet
-            lock = _DRIVING[key]
-            lock.acquire(timeout=0)  # held past this block, until the step ends
+        if key not in _HELD_BY_STEP:  # a cell with ``begin`` run twice holds it once
+            with self.driving():  # RunBusyError here: nothing was recorded yet
+                _DRIVING[key].acquire(timeout=0)  # held past this block, until the step ends
+            _HELD_BY_STEP.add(key)
 
-        def release() -> None:  # the whole hold of this process (a begin run twice in a notebook took it twice)
-            lock.release(force=True)
+        def release() -> None:
+            if key in _HELD_BY_STEP:
+                _HELD_BY_STEP.discard(key)
+                _DRIVING[key].release()
 
         return release
 
@@ -282,6 +285,8 @@ class Run:
 _DRIVING: dict[str, Any] = {}
 #: Set by the runner for the kernel it starts: the run folder whose lock the runner already holds for it.
 DRIVEN_RUN_ENV = "RUNBOOK_DRIVEN_RUN"
+#: Runs whose lock a step begun in this process holds (released when that step's ``execute`` ends).
+_HELD_BY_STEP: set[str] = set()
 
 
 def _nothing() -> None:
