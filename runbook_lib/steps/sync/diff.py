@@ -128,8 +128,8 @@ def scan_source(source: Any, catalog: Catalog | None, ledger: Ledger, name: str,
     try:
         now = catalog.sequences(name)
         marker = catalog.sequence_marker(name)
-    except CatalogUnavailable:
-        ids = set(catalog.snapshot_ids(name))
+    except CatalogUnavailable:  # a layout this reader does not know: ids from chromadb, every record read
+        ids = set(source.snapshot_ids(name))
         return SourceScan(ids, sorted(ids))
     ids = set(now)
     seen = ledger.marker(name)
