@@ -218,6 +218,11 @@ def test_a_changed_directory_is_kept_unless_a_restore_is_asked_for(
     assert [n for n in siblings(chroma_dir) if ".restore-" in n] == []
     assert result.counts_compared and all(r["match"] for r in result.counts)
     assert {r["collection"]: r["backup_count"] for r in result.counts}["alpha_docs"] == 700
+    # another directory now: the ledger trusts none of its write sequence numbers (the next sync reads everything)
+    from runbook_lib.state.ledger import Ledger
+
+    with Ledger.for_run(runbook_env["outputs"] / rid / "state") as ledger:
+        assert ledger.marker("alpha_docs") is None and set(ledger.sequences("alpha_docs").values()) <= {None}
 
     # running it again finds the directory already restored: no second swap, nothing else set aside
     _, again = run_step_inprocess("rollback", rollback, run_id=rid, confirm=True, restore_from_backup=True)
