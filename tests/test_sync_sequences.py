@@ -63,14 +63,27 @@ def test_chromadb_numbers_every_write_of_a_record(tmp_path: Path) -> None:
     _close(client)
 
 
-def test_a_sync_reads_only_what_the_app_wrote(small_source: dict[str, Any], runbook_env: dict[str, Path]) -> None:
+def test_a_sync_reads_only_what_the_app_wrote(
+    small_source: dict[str, Any], runbook_env: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runbook_lib.steps.sync.reader import SyncSource
+
     step, _ = run_step_inprocess("migrate", migrate)
     run_id = step.run.run_id
     _, noop = run_step_inprocess("sync", sync, run_id=run_id)
     assert noop.verdict.startswith("IN SYNC") and _read(noop) == 0 and _how(noop) == {SINCE}, noop.collections
     chroma_app_writes(runbook_env["chroma"])  # 2 added, 4 changed, 3 deleted
+    fetched: list[str] = []
+    real_fetch = SyncSource.fetch
+
+    def counting(self: SyncSource, name: str, ids: Any, **kw: Any) -> Any:
+        fetched.extend(ids)
+        return real_fetch(self, name, ids, **kw)
+
+    monkeypatch.setattr(SyncSource, "fetch", counting)
     _, changed = run_step_inprocess("sync", sync, run_id=run_id)
     assert changed.totals()["applied"] == 9 and _read(changed) == 6, changed.collections
+    assert len(fetched) == 6  # read once, by the plan; the write reuses those records
     assert assert_exact_copy(runbook_env["chroma"], runbook_env["qdrant"]) == 1120 + 2 - 3
     _, again = run_step_inprocess("sync", sync, run_id=run_id)  # the written records were stamped
     assert again.verdict.startswith("IN SYNC") and _read(again) == 0, again.collections

@@ -15,6 +15,7 @@ from qdrant_client import models
 from runbook_lib.core.fingerprint import Fingerprint, fingerprints
 from runbook_lib.core.mapping import normalise_rows, point_id
 from runbook_lib.errors import SyncError
+from runbook_lib.source.chroma import RecordBatch
 from runbook_lib.state.ledger import Ledger
 from runbook_lib.steps.sync.chroma_writer import ChromaWriter
 from runbook_lib.steps.sync.diff import CollectionDiff, point_record
@@ -52,7 +53,7 @@ def to_qdrant(
 ) -> None:
     with target.bulk_writes(diff.target) as flush:
         for chunk in _batches(upserts, batch_size):
-            batch = source.fetch(diff.collection, list(chunk), expected_dim=diff.dimension)
+            batch = _from_plan(diff, chunk) or source.fetch(diff.collection, list(chunk), expected_dim=diff.dimension)
             vectors = normalise_rows(batch.embeddings) if diff.cosine else batch.embeddings
             payloads = [
                 diff.layout.to_payload(i, d, m, u)
@@ -80,6 +81,20 @@ def to_qdrant(
             ledger.delete(diff.collection, list(chunk))
             if on_batch is not None:
                 on_batch(len(chunk))
+
+
+def _from_plan(diff: CollectionDiff, chunk: Sequence[str]) -> RecordBatch | None:
+    """The records of ``chunk`` as the plan read them from this sync's snapshot (None: read them again)."""
+    if diff.cached is None or not chunk or any(c not in diff.cached for c in chunk):
+        return None
+    rows = [diff.cached[c] for c in chunk]
+    return RecordBatch(
+        ids=list(chunk),
+        embeddings=np.stack([r[0] for r in rows]),
+        documents=[r[1] for r in rows],
+        metadatas=[r[2] for r in rows],
+        uris=[r[3] for r in rows],
+    )
 
 
 def to_chroma(

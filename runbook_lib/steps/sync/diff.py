@@ -25,6 +25,8 @@ from runbook_lib.target.qdrant import QdrantTarget
 
 #: Conflicts listed by id in the plan (the count is always complete).
 MAX_LISTED = 20
+#: Changed source records kept from the plan for the forward write (8,192 x 1536-d float32 = 48 MiB at most).
+MAX_CACHED = 8192
 KINDS = ("added", "changed", "deleted")
 
 
@@ -70,6 +72,9 @@ class CollectionDiff:
     source_read: int = 0
     #: write sequence numbers of the source records read that differ from the ledger (stamped once written)
     sequences: dict[str, int] = field(default_factory=dict)
+    #: the changed source records as read (vector, document, metadata, uri), so a forward sync writes them without
+    #: reading them again; None once more than :data:`MAX_CACHED` changed (then they are read again, a batch at a time)
+    cached: dict[str, tuple[Any, Any, Any, Any]] | None = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -228,8 +233,14 @@ def diff_collection(
         fps = fingerprints(batch.embeddings, docs, batch.metadatas, batch.uris, cosine=cosine)
         src_fp = dict(zip(chunk, fps, strict=True))
         led = ledger.get(name, list(chunk))
-        for cid in chunk:
-            _classify(diff, cid, src_fp[cid], target_state(cid, led.get(cid)), led.get(cid))
+        for k, cid in enumerate(chunk):
+            was = led.get(cid)
+            _classify(diff, cid, src_fp[cid], target_state(cid, was), was)
+            if diff.cached is not None and (was is None or was.source != src_fp[cid].source):
+                row = (batch.embeddings[k].copy(), batch.documents[k], batch.metadatas[k], batch.uris[k])
+                diff.cached[cid] = row
+                if len(diff.cached) > MAX_CACHED:
+                    diff.cached = None
         if scan.sequences is not None:
             ledger.stamp(name, [(cid, src_fp[cid].source, scan.sequences[cid]) for cid in chunk])
             for cid in chunk:  # changed: the ledger takes the number once it records the new state
