@@ -229,7 +229,8 @@ class Run:
         except Timeout:
             raise RunBusyError(
                 f"Run {self.run_id} is being driven by another process right now (its lock {self.dir / '.run.lock'} "
-                "is held): wait for that step to finish, or start a new run without --run-id.",
+                "is held by a `runbook` command, or by a notebook kernel whose step has begun): wait for that step to "
+                "finish (or shut that notebook's kernel down), or start a new run without --run-id.",
                 run_id=self.run_id,
             ) from None
         try:
