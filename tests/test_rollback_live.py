@@ -285,3 +285,16 @@ def test_rollback_refuses_while_a_process_holds_the_directory_open(
     time.sleep(0.1)
     _, result = run_step_inprocess("rollback", rollback, run_id=rid, confirm=True)
     assert result.ok and result.brought_back == 3
+
+
+def test_start_times_order_runs_within_a_second() -> None:
+    """Backups record microseconds: two migrations started in the same second are ordered; a time known only to
+    the second is compared at that resolution, where a tie is not "before" (the rollback refuses, not guesses)."""
+    from runbook_lib.steps.rollback.other_runs import started_before
+
+    assert started_before("2026-11-30T08:09:12.100000+00:00", "2026-11-30T08:09:12.900000+00:00")
+    assert not started_before("2026-11-30T08:09:12.900000+00:00", "2026-11-30T08:09:12.100000+00:00")
+    assert not started_before("2026-11-30T08:09:12+00:00", "2026-11-30T08:09:12.900000+00:00")  # a tie
+    assert not started_before("2026-11-30T08:09:12.100000+00:00", "2026-11-30T08:09:12+00:00")
+    assert started_before("2026-11-30T08:09:11+00:00", "2026-11-30T08:09:12.000001+00:00")
+    assert not started_before("", "2026-11-30T08:09:12+00:00") and not started_before("garbled", "also")

@@ -96,7 +96,7 @@ def create_backup(persist_dir: Path, run_id: str) -> Backup:
             "format": 1,
             "run_id": run_id,
             "source": str(persist_dir),
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "created_at": datetime.now(UTC).isoformat(timespec="microseconds"),  # orders runs within a second
             "sqlite_integrity": integrity,
             "files": chroma_files.checksum_tree(data),
             "source_files": source_files,

@@ -12,8 +12,9 @@ migration checkpoint (``state/migrate_checkpoint.json``) is looked at; such a ru
 3. it migrated into the same Qdrant (its checkpoint's ``target`` description; a run that recorded none counts), and
 4. its migration started at or after this run's (:func:`migration_started`: the run's backup ``created_at``,
    which a resumed migration keeps, else its manifest's ``steps.migrate.started_at``, else the run's
-   ``created_at``; times are compared at one-second resolution and **a tie counts as later**, so the rollback
-   refuses rather than guesses), and
+   ``created_at``; backups record microseconds, so two migrations started within the same second are still
+   ordered; a time known only to the second is compared at one-second resolution and **a tie counts as later**,
+   so the rollback refuses rather than guesses), and
 5. it has not itself been rolled back (its ``05_rollback.json`` says ``confirmed`` and ``ok``: its rollback
    brought its Qdrant writes back to ChromaDB and removed what it created).
 
@@ -24,6 +25,7 @@ under another ``RUNBOOK_OUTPUTS`` cannot be seen.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,20 +45,29 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def migration_started(run_dir: Path, checkpoint: dict[str, Any]) -> str:
-    """When the run's migration first started (ISO UTC, seconds): see the module's rule, point 4."""
+    """When the run's migration first started (ISO UTC, to the second or finer): see the module's rule, point 4."""
     backup_path = checkpoint.get("backup_path")
     if backup_path:
         manifest = _read_json(Path(backup_path) / "manifest.json")
         if manifest and manifest.get("created_at"):
-            return _second(str(manifest["created_at"]))
+            return str(manifest["created_at"])
     run_manifest = _read_json(run_dir / "manifest.json") or {}
     started = (run_manifest.get("steps", {}).get("migrate") or {}).get("started_at")
-    return _second(str(started or run_manifest.get("created_at") or ""))
+    return str(started or run_manifest.get("created_at") or "")
 
 
-def _second(stamp: str) -> str:
-    """``2026-11-25T10:15:00+00:00`` -> ``2026-11-25T10:15:00`` (comparable as text)."""
-    return stamp[:19]
+def started_before(a: str, b: str) -> bool:
+    """Whether start time ``a`` is strictly before ``b``: to the microsecond when both record it, else at one-second
+    resolution, where a tie is not "before" (unreadable times are not either)."""
+    try:
+        x, y = datetime.fromisoformat(a), datetime.fromisoformat(b)
+    except ValueError:
+        return False
+    if x.tzinfo is None or y.tzinfo is None:
+        x, y = x.replace(tzinfo=UTC), y.replace(tzinfo=UTC)
+    if "." in a[19:] and "." in b[19:]:
+        return x < y
+    return x.replace(microsecond=0) < y.replace(microsecond=0)
 
 
 def _claim(entry: dict[str, Any]) -> str | None:
@@ -99,7 +110,7 @@ def takeovers(run: Run, outputs: Path, checkpoint: dict[str, Any], collections: 
         if not isinstance(entries, dict) or _rolled_back(other):
             continue
         started = migration_started(other, theirs)
-        if started and mine and started < mine:
+        if started and mine and started_before(started, mine):
             continue
         for state in entries.values():
             if not isinstance(state, dict) or state.get("target") not in wanted:
