@@ -325,5 +325,7 @@ def _migrate_one(
     elapsed = time.perf_counter() - t0
     row["seconds"] = round(elapsed, 3)
     row["records_per_s"] = round(entry.count / elapsed, 1) if elapsed > 0 and entry.count else None
-    log.info("%s -> %s: %s (%d records, %.1f s)", entry.source, entry.target, row["status"], entry.count, elapsed)
+    # a finished collection is in the step's table right after its verdict: its line would only push the verdict down
+    level = logging.DEBUG if row["status"] == "done" else logging.INFO
+    log.log(level, "%s -> %s: %s (%d records, %.1f s)", entry.source, entry.target, row["status"], entry.count, elapsed)
     return row
