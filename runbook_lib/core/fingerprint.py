@@ -114,17 +114,11 @@ def fingerprints(
     return out
 
 
-def target_fingerprint(vector: Sequence[float], document: str | None, metadata: Any, uri: str | None) -> Fingerprint:
-    """The payload digest and sketch of a point as Qdrant returns it (``source`` is empty: a point is not the
-    source's exact bytes)."""
-    sk = sketches(np.asarray([vector], dtype=np.float32))[0]
-    return Fingerprint(b"", payload_digest(document, metadata, uri), sk.tobytes())
-
-
 def target_fingerprints(
     vectors: np.ndarray, documents: Sequence[str | None], metadatas: Sequence[Any], uris: Sequence[str | None]
 ) -> list[Fingerprint]:
-    """:func:`target_fingerprint` of a page of points at once (one projection for the page)."""
+    """The payload digest and sketch of each point of a page as Qdrant returns it, one projection for the page
+    (``source`` is empty: a point is not the source's exact bytes)."""
     sk = sketches(np.asarray(vectors, dtype=np.float32))
     return [
         Fingerprint(b"", payload_digest(d, m, u), sk[i].tobytes())

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from runbook_lib.core.fingerprint import Fingerprint
@@ -157,14 +157,6 @@ class Ledger:
         with self._lock:
             rows = self._db.execute("SELECT chroma_id, seq FROM records WHERE collection = ?", (collection,)).fetchall()
         return dict(rows)
-
-    def ids(self, collection: str) -> Iterator[str]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT chroma_id FROM records WHERE collection = ? ORDER BY chroma_id", (collection,)
-            ).fetchall()
-        for (cid,) in rows:
-            yield cid
 
     def count(self, collection: str) -> int:
         with self._lock:

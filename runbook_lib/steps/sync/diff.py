@@ -118,12 +118,15 @@ class SourceScan:
     how: str = "every record"
 
 
-def scan_source(source: Any, catalog: Catalog | None, ledger: Ledger, name: str, *, full: bool) -> SourceScan:
+def scan_source(
+    source: Any, catalog: Catalog | None, ledger: Ledger, known: dict[str, int | None], name: str, *, full: bool
+) -> SourceScan:
     """The source's ids, and which of them to read. With a catalog (a persistent directory's snapshot) the
     ledger's write sequence numbers skip every record nobody wrote since the last sync. They are trusted only
     while the collection's timeline is the one the ledger saw: the same metadata segment, a last sequence number
     that never went back, and no record renumbered below the ledger's marker (a directory swapped for an older
-    copy and written again); otherwise, or with ``full``, every record is read."""
+    copy and written again); otherwise, or with ``full``, every record is read. ``known``: the ledger's ids with
+    their numbers."""
     if catalog is None:
         present = name in source.collection_names()
         ids = set(source.snapshot_ids(name)) if present else set()
@@ -140,7 +143,6 @@ def scan_source(source: Any, catalog: Catalog | None, ledger: Ledger, name: str,
     seen = ledger.marker(name)
     if full or seen is None or seen[0] != marker[0] or marker[1] < seen[1]:
         return SourceScan(ids, sorted(ids), now, marker)
-    known = ledger.sequences(name)
     to_read = []
     for cid, seq in now.items():
         was = known.get(cid)
@@ -215,14 +217,15 @@ def diff_collection(
     record, or with a ``catalog`` only those written since the last sync (:func:`scan_source`). A record not
     read stands for what the ledger holds."""
     diff = CollectionDiff(name, target_name, cosine, dimension, layout=layout or Layout())
-    scan = scan_source(source, catalog, ledger, name, full=full)
+    known = ledger.sequences(name)  # the ledger's ids (and write sequence numbers), read once
+    ledger_ids = set(known)
+    scan = scan_source(source, catalog, ledger, known, name, full=full)
     diff.source_compared = scan.how
     diff.source_read = len(scan.to_read)
     # local mode walks every id of the collection per page: few large pages (4,096 points: ~200 MB of vectors as
     # Python lists while a page is held); a server's pages stay near the batch size
     page = max(batch_size, 4096 if target.is_local else 1024)
     in_qdrant, tgt_changed = _target_scan(target, ledger, diff, page, on_batch)
-    ledger_ids = set(ledger.ids(name))
 
     def target_state(cid: str, led: Fingerprint | None) -> Fingerprint | None:
         return tgt_changed.get(cid, led if cid in in_qdrant else None)
