@@ -7,7 +7,6 @@ brings every Qdrant-side change back into it, and only then removes what the run
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -32,27 +31,7 @@ from runbook_lib.steps.rollback.other_runs import takeovers
 from runbook_lib.steps.sync.engine import sync
 
 from conftest import _close, run_step_inprocess
-
-
-def tree_digest(root: Path) -> dict[str, str]:
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
-
-
-def siblings(path: Path) -> list[str]:
-    return sorted(p.name for p in path.parent.iterdir() if p.name.startswith(path.name))
-
-
-def qdrant_state(path: Path) -> dict[str, Any]:
-    client = QdrantClient(path=str(path))
-    try:
-        names = sorted(c.name for c in client.get_collections().collections)
-        return {"collections": names, "counts": {n: client.count(n, exact=True).count for n in names}}
-    finally:
-        client.close()
+from test_rollback import qdrant_state, siblings, tree_digest
 
 
 # --- the app -----------------------------------------------------------------------------------------------
