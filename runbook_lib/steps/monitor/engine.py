@@ -164,7 +164,7 @@ def monitor(step: Step, *, hook: MonitorHook | None = None) -> MonitorResult:
     result.seconds = time.perf_counter() - t0
     if result.ok:
         result.figures = _charts(step, result)
-    log.info("monitor: %s", result.verdict)
+    log.debug("monitor: %s", result.verdict)  # the notebook prints the verdict itself
     return result
 
 

@@ -149,7 +149,11 @@ def verify_collection(
             chk.summary = f"not run: {why}"
     if rep.status == "pending":
         rep.status = "verified" if rep.ok else "FAILED"
-    log.info("%s -> %s: %s (%d records, %.1f s)", rep.collection, rep.target, rep.status, rep.records, rep.seconds)
+    # a verified collection is in the step's table right after its verdict; only a failure is worth a line above it
+    level = logging.DEBUG if rep.status == "verified" else logging.INFO
+    log.log(
+        level, "%s -> %s: %s (%d records, %.1f s)", rep.collection, rep.target, rep.status, rep.records, rep.seconds
+    )
     return rep
 
 
