@@ -89,8 +89,8 @@ def local_env(persist_dir: Path, qdrant_path: Path, outputs: Path) -> dict[str, 
 
 def open_source(persist_dir: Path) -> Any:
     """A :class:`ChromaSource` reading a scratch copy of ``persist_dir`` (the directory is never opened)."""
+    from runbook_lib.chroma.source import ChromaSource
     from runbook_lib.config.settings import load_settings
-    from runbook_lib.source.chroma import ChromaSource
 
     with env(**{k: None for k in SERVER_VARIABLES}, CHROMA_PERSIST_DIR=str(persist_dir)):
         settings = load_settings()
@@ -250,7 +250,7 @@ def fetch_only(source: Any, colls: list[Coll], batch_size: int) -> int:
 
 def bare_read(source: Any, colls: list[Coll], batch_size: int) -> int:
     """The least a reader can do: list the ids, then ``get`` them by id in the same chunks."""
-    from runbook_lib.source.chroma import INCLUDE_ALL
+    from runbook_lib.chroma.source import INCLUDE_ALL
 
     n = 0
     for coll in colls:

@@ -37,13 +37,13 @@ from _common import (
 )
 
 import runbook_lib.steps.migrate.pipeline as pipeline_mod
+from runbook_lib.chroma.source import ChromaSource, RecordBatch
 from runbook_lib.config.settings import load_settings
 from runbook_lib.core.mapping import build_payload, normalise_rows, point_id
 from runbook_lib.core.plan import plan_collection
-from runbook_lib.source.chroma import ChromaSource, RecordBatch
+from runbook_lib.qdrant.target import QdrantTarget
 from runbook_lib.state.checkpoint import Checkpoint
 from runbook_lib.steps.migrate.pipeline import Points, copy_collection, to_points
-from runbook_lib.target.qdrant import QdrantTarget
 
 
 # ------------------------------------------------------------------------------------------ prototypes

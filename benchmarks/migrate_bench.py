@@ -70,10 +70,10 @@ from _common import (
 
 import runbook_lib.steps.migrate.engine as migrate_mod
 import runbook_lib.steps.migrate.pipeline as pipeline_mod
-from runbook_lib.source.chroma import ChromaSource
+from runbook_lib.chroma.source import ChromaSource
+from runbook_lib.qdrant.target import QdrantTarget
 from runbook_lib.state.checkpoint import Checkpoint
 from runbook_lib.steps.migrate.pipeline import Points
-from runbook_lib.target.qdrant import QdrantTarget
 
 #: Context quoted next to our rate: the seed migration guide and Qdrant's own migration tool.
 GUIDE_RECORDS = 14_365
@@ -96,7 +96,7 @@ def all_readers() -> dict[str, Reader]:
 # ------------------------------------------------------------------------------ 1. the real migration
 def measure_migration(db: Path, batch_size: int, work: Path) -> dict[str, Any]:
     """Run the migrate step exactly as the notebook does, on a private copy of the sample."""
-    from runbook_lib.runtime.step import begin
+    from runbook_lib.kernel.step import begin
     from runbook_lib.steps.migrate.engine import migrate
 
     work.mkdir(parents=True)

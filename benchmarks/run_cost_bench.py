@@ -237,9 +237,9 @@ def fixed_costs(live: Path, work: Path, executed_notebook: Path) -> dict[str, An
     import nbformat
     import papermill
 
-    from runbook_lib.runtime import runner
-    from runbook_lib.source.backup import create_backup
-    from runbook_lib.source.chroma import ChromaSource
+    from runbook_lib.chroma.backup import create_backup
+    from runbook_lib.chroma.source import ChromaSource
+    from runbook_lib.runner import execute as runner
 
     work.mkdir(parents=True, exist_ok=True)
     out: dict[str, Any] = {}
@@ -247,7 +247,7 @@ def fixed_costs(live: Path, work: Path, executed_notebook: Path) -> dict[str, An
         ("kernel_start_s", ""),
         (
             "kernel_start_and_imports_s",
-            "from runbook_lib.runtime.step import begin\nfrom runbook_lib.steps.migrate import report\n"
+            "from runbook_lib.kernel.step import begin\nfrom runbook_lib.steps.migrate import report\n"
             "from runbook_lib.steps.migrate.engine import migrate",
         ),
     ):
@@ -393,8 +393,8 @@ def runbook_copy_over(url: str, source: Any, workers: int, batch_size: int) -> f
     """The runbook's copy (``copy_collection`` per collection) over the stand-in; returns seconds."""
     from runbook_lib.config.settings import QdrantSettings
     from runbook_lib.core.plan import plan_collection
+    from runbook_lib.qdrant.target import QdrantTarget
     from runbook_lib.steps.migrate.pipeline import copy_collection
-    from runbook_lib.target.qdrant import QdrantTarget
 
     started = now()
     total = 0

@@ -34,7 +34,7 @@ def _child(run_id: str) -> None:
     """One sync in this (fresh) process; prints its seconds, verdict and peak RSS as JSON."""
     import resource
 
-    from runbook_lib.runtime.step import begin
+    from runbook_lib.kernel.step import begin
     from runbook_lib.steps.sync.engine import sync
 
     t0 = time.perf_counter()
@@ -112,7 +112,7 @@ def _change(persist_dir: Path, share: float, seed: int = 5) -> int:
 
 
 def run_scale(scale: float, share: float) -> dict[str, Any]:
-    from runbook_lib.runtime.step import begin
+    from runbook_lib.kernel.step import begin
     from runbook_lib.steps.migrate.engine import migrate
 
     cached, _ = sample_db(scale, 42, DIM, progress=True)

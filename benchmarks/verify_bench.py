@@ -47,13 +47,13 @@ def child(step_name: str, run_id: str, params: dict[str, Any]) -> dict[str, Any]
     import logging
 
     logging.disable(logging.INFO)
-    from runbook_lib.runtime.step import Step, begin
+    from runbook_lib.kernel.step import Step, begin
     from runbook_lib.steps.migrate.engine import migrate
     from runbook_lib.steps.verify.engine import verify
 
     if step_name == "qdrant-open":  # what qdrant-client's local mode alone holds for the migrated points
         from runbook_lib.config.settings import load_settings
-        from runbook_lib.target.qdrant import QdrantTarget
+        from runbook_lib.qdrant.target import QdrantTarget
 
         baseline = rss_bytes()
         with QdrantTarget(load_settings().qdrant):

@@ -14,9 +14,9 @@ from typing import Any
 
 from runbook_lib.config.settings import load_settings
 from runbook_lib.errors import ConfigError, RunbookError
-from runbook_lib.runtime.deferred_imports import defer_rfc3987_syntax
+from runbook_lib.runner import cleanup
+from runbook_lib.runner.deferred_imports import defer_rfc3987_syntax
 from runbook_lib.state.run import STEPS, Run, list_runs, outputs_error, write_json
-from runbook_lib.steps import cleanup
 
 ALL_STEPS = ("dry-run", "migrate", "verify", "monitor")
 
@@ -79,7 +79,7 @@ def _load_params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run_steps(steps: Sequence[str], args: argparse.Namespace) -> int:
-    from runbook_lib.runtime.runner import coerce_parameters
+    from runbook_lib.runner.execute import coerce_parameters
 
     settings = load_settings()
     raw = _load_params(args)
@@ -106,8 +106,8 @@ def _run_steps(steps: Sequence[str], args: argparse.Namespace) -> int:
 
 
 def _drive(steps: Sequence[str], run: Run, per_step: dict[str, dict[str, Any]]) -> int:
-    from runbook_lib.runtime.interrupt import EXIT_INTERRUPTED
-    from runbook_lib.runtime.runner import execute_step
+    from runbook_lib.runner.execute import execute_step
+    from runbook_lib.runner.interrupt import EXIT_INTERRUPTED
 
     print(f"runbook: run {run.run_id} in {run.dir}", file=sys.stderr)
     for step in steps:

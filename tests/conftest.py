@@ -103,7 +103,7 @@ def small_source(runbook_env: dict[str, Path]) -> dict[str, dict[str, Any]]:
 
 def run_step_inprocess(step: str, fn: Any, **params: Any) -> Any:
     """Run a step's library function the way its notebook does, without a kernel (fast tests)."""
-    from runbook_lib.runtime.step import begin
+    from runbook_lib.kernel.step import begin
 
     s = begin(step, **params)
     return s, s.execute(fn)
@@ -221,9 +221,9 @@ def read_qdrant(path: Path, name: str) -> dict[str, Any]:
 
 def assert_exact_copy(chroma_dir: Path, qdrant_path: Path, names: list[str] | None = None) -> int:
     """Assert Qdrant holds exactly the Chroma records: ids, vectors, documents, metadata (types too), uris."""
+    from runbook_lib.chroma.source import ChromaSource
     from runbook_lib.config.settings import ChromaSettings
     from runbook_lib.core.mapping import CHROMA_TO_QDRANT_DISTANCE, normalise_rows, point_id
-    from runbook_lib.source.chroma import ChromaSource
 
     checked = 0
     with ChromaSource.open(ChromaSettings(persist_dir=chroma_dir)) as src:

@@ -21,7 +21,7 @@ from runbook_lib.app.records import GetResult
 from runbook_lib.config.settings import QdrantSettings
 from runbook_lib.core.mapping import build_payload, normalise_rows, point_id, qdrant_distance
 from runbook_lib.errors import DimensionMismatchError
-from runbook_lib.target.qdrant import QdrantTarget
+from runbook_lib.qdrant.target import QdrantTarget
 
 from conftest import assert_exact_copy, read_qdrant
 
@@ -173,7 +173,7 @@ def test_the_chroma_side_can_be_migrated_to_exactly_what_the_wrapper_wrote(dirs:
 
 @pytest.mark.parametrize("space", SPACES)
 def test_a_written_point_is_byte_for_byte_the_migrated_point(dirs: Dirs, space: str) -> None:
-    from runbook_lib.source.chroma import RecordBatch
+    from runbook_lib.chroma.source import RecordBatch
     from runbook_lib.steps.migrate.pipeline import to_points
 
     name = f"docs_{space}"

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from runbook_lib.chroma.backup import backup_root, create_backup, load_backup, source_unchanged, verify_backup
+from runbook_lib.chroma.files import checksum_tree, ensure_free_space
 from runbook_lib.errors import BackupError
-from runbook_lib.source.backup import backup_root, create_backup, load_backup, source_unchanged, verify_backup
-from runbook_lib.source.chroma_files import checksum_tree, ensure_free_space
 
 
 def test_backup_is_checksummed_and_verified(small_source: dict[str, Any], runbook_env: dict[str, Path]) -> None:
@@ -77,7 +77,7 @@ def test_a_source_that_changes_during_the_copy_fails_the_backup(
     small_source: dict[str, Any], runbook_env: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A live app flushing an index file mid-copy: the backup fails, names the file, and leaves nothing."""
-    from runbook_lib.source import chroma_files
+    from runbook_lib.chroma import files as chroma_files
 
     src = runbook_env["chroma"]
     victim = next(p for p in src.rglob("*") if p.is_file() and p.name != "chroma.sqlite3")

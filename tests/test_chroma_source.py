@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from runbook_lib.chroma.source import ChromaSource
 from runbook_lib.config.settings import load_settings
 from runbook_lib.errors import ConfigError
-from runbook_lib.source.chroma import ChromaSource
 
 
 @pytest.fixture

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from qdrant_client import QdrantClient, models
 
-from runbook_lib.source.backup import backup_root, create_backup
+from runbook_lib.chroma.backup import backup_root, create_backup
+from runbook_lib.runner import cleanup
 from runbook_lib.state.checkpoint import CHECKPOINT, Checkpoint
 from runbook_lib.state.run import Run
-from runbook_lib.steps import cleanup
 from runbook_lib.steps.migrate.engine import migrate
 
 from conftest import run_step_inprocess

@@ -21,7 +21,7 @@ def test_jsonschema_and_chromadb_import_without_compiling_the_iri_grammar() -> N
     out = _run(
         """
         import sys
-        from runbook_lib.runtime.deferred_imports import defer_rfc3987_syntax
+        from runbook_lib.runner.deferred_imports import defer_rfc3987_syntax
         assert defer_rfc3987_syntax()
         import jsonschema, chromadb, papermill
         print("rfc3987_syntax.syntax_helpers" in sys.modules)
@@ -39,7 +39,7 @@ def test_an_iri_check_loads_it_and_answers_as_before() -> None:
         """
     plain = _run(check)
     deferred = _run(
-        "from runbook_lib.runtime.deferred_imports import defer_rfc3987_syntax\ndefer_rfc3987_syntax()\n"
+        "from runbook_lib.runner.deferred_imports import defer_rfc3987_syntax\ndefer_rfc3987_syntax()\n"
         + textwrap.dedent(check)
     )
     assert deferred == plain and "True" in plain and "False" in plain

@@ -19,17 +19,18 @@ LAYERS: dict[str, int] = {
     "errors": 0,
     "config": 1,
     "core": 2,
-    "source": 3,
-    "target": 3,
+    "chroma": 3,
+    "qdrant": 3,
     "app": 4,
     "state": 4,
-    "runtime": 5,
+    "kernel": 5,
     "steps": 6,
-    "vector_db": 7,
-    "cli": 7,
+    "runner": 7,
+    "vector_db": 8,
+    "cli": 8,
 }
 #: What the app layer (what a production app installs) may import from the package.
-APP_MAY_IMPORT = {"errors", "config", "core", "source", "target", "app"}
+APP_MAY_IMPORT = {"errors", "config", "core", "chroma", "qdrant", "app"}
 #: Packages of the runbook layer that the app layer must never load.
 RUNBOOK_ONLY = ("papermill", "nbconvert", "nbformat", "pandas", "matplotlib", "tqdm", "IPython", "ipykernel", "yaml")
 

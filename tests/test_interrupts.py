@@ -139,7 +139,7 @@ def test_ctrl_c_during_monitor_watch_keeps_what_was_measured(
 
 def test_interrupting_step_execute_in_a_notebook_files_interrupted(small_source: dict[str, Any]) -> None:
     """Jupyter's stop button raises KeyboardInterrupt inside ``step.execute``: the result is filed, not lost."""
-    from runbook_lib.runtime.step import begin
+    from runbook_lib.kernel.step import begin
 
     step = begin("dry-run")
 
@@ -187,7 +187,7 @@ def test_a_notebook_opened_outside_the_runner_holds_the_run_too(
     import sys
     import textwrap
 
-    from runbook_lib.runtime.step import begin
+    from runbook_lib.kernel.step import begin
     from runbook_lib.steps.dry_run.engine import dry_run
 
     first = begin("dry-run")  # this process plays the notebook in JupyterLab
@@ -199,7 +199,7 @@ def test_a_notebook_opened_outside_the_runner_holds_the_run_too(
             sys.executable,
             "-c",
             textwrap.dedent(f"""
-            from runbook_lib.runtime.step import begin
+            from runbook_lib.kernel.step import begin
             begin("verify", run_id={run_id!r})
         """),
         ],

@@ -145,7 +145,7 @@ def test_metadata_path() -> None:
 def test_to_points_uses_the_layout_and_counts_substitutions() -> None:
     import numpy as np
 
-    from runbook_lib.source.chroma import RecordBatch
+    from runbook_lib.chroma.source import RecordBatch
     from runbook_lib.steps.migrate.pipeline import to_points
 
     batch = RecordBatch(["a", "b"], np.ones((2, 3), dtype=np.float32), ["x", None], [{"k": 1}, None], [None, None])

@@ -1,4 +1,4 @@
-"""Batch-durable bulk writes into qdrant-client's local mode (:mod:`runbook_lib.target.local_storage`): the storage
+"""Batch-durable bulk writes into qdrant-client's local mode (:mod:`runbook_lib.qdrant.local_storage`): the storage
 writes ahead during a load, a flushed batch survives a process killed mid-batch, and afterwards the storage is back
 in the journal mode qdrant-client made it with. Real qdrant-client local mode, a real killed process."""
 
@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 from qdrant_client import QdrantClient, models
 
+from runbook_lib.qdrant.local_storage import bulk_writes
 from runbook_lib.steps.migrate.engine import migrate
-from runbook_lib.target.local_storage import bulk_writes
 
 from conftest import assert_exact_copy, run_step_inprocess
 
@@ -62,7 +62,7 @@ def test_a_flushed_batch_survives_a_process_killed_mid_batch(tmp_path: Path) -> 
         import os, sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from qdrant_client import QdrantClient, models
-        from runbook_lib.target.local_storage import bulk_writes
+        from runbook_lib.qdrant.local_storage import bulk_writes
         from test_local_storage import _points
         client = QdrantClient(path={str(path)!r})
         client.create_collection("bulk", vectors_config=models.VectorParams(size=8, distance=models.Distance.DOT))

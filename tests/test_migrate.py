@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient, models
 
+from runbook_lib.chroma.files import checksum_tree, compare_checksums
 from runbook_lib.errors import DimensionMismatchError, ExistingCollectionError
-from runbook_lib.source.chroma_files import checksum_tree, compare_checksums
 from runbook_lib.state.checkpoint import CHECKPOINT
 from runbook_lib.steps.migrate.engine import migrate
 

@@ -116,7 +116,7 @@ def test_params_parse_and_validate_concurrency() -> None:
 
 
 def test_bad_parameter_is_one_config_error(runbook_env: dict[str, Path]) -> None:
-    from runbook_lib.runtime.step import begin
+    from runbook_lib.kernel.step import begin
 
     with pytest.raises(ConfigError, match="concurrency"):
         begin("monitor", concurrency="1,two")

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient, models
 
+from runbook_lib.chroma.backup import backup_root
 from runbook_lib.errors import ConfigError, RunbookError
-from runbook_lib.source.backup import backup_root
 from runbook_lib.state.checkpoint import CHECKPOINT
 from runbook_lib.steps.dry_run.engine import dry_run
 from runbook_lib.steps.migrate import engine as migrate_engine
@@ -133,9 +133,9 @@ def test_the_catalog_reads_names_and_ids_without_touching_the_directory(
     byte or timestamp of the live directory changed."""
     import os
 
+    from runbook_lib.chroma.catalog import Catalog
+    from runbook_lib.chroma.source import ChromaSource
     from runbook_lib.config.settings import load_settings
-    from runbook_lib.source.catalog import Catalog
-    from runbook_lib.source.chroma import ChromaSource
 
     chroma = runbook_env["chroma"]
     stamps = {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in chroma.rglob("*") if p.is_file()}

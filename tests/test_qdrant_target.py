@@ -16,8 +16,8 @@ from tenacity import wait_none
 
 from runbook_lib.config.settings import QdrantSettings, load_settings
 from runbook_lib.errors import ConfigError, TargetError
-from runbook_lib.target import qdrant as qdrant_target
-from runbook_lib.target.qdrant import QdrantTarget
+from runbook_lib.qdrant import target as qdrant_target
+from runbook_lib.qdrant.target import QdrantTarget
 
 
 class _Stub(BaseHTTPRequestHandler):
@@ -132,10 +132,10 @@ def test_parallel_writers_deliver_every_batch_once(
     its vector and payload, and the checkpoint watermark ends at the collection's size."""
     import numpy as np
 
+    from runbook_lib.chroma.source import ChromaSource
     from runbook_lib.config.settings import load_settings
     from runbook_lib.core.mapping import normalise_rows, point_id
     from runbook_lib.core.plan import plan_collection
-    from runbook_lib.source.chroma import ChromaSource
     from runbook_lib.steps.migrate.pipeline import copy_collection
 
     url, handler = stub
@@ -193,7 +193,7 @@ def test_the_rest_body_is_what_qdrant_client_would_send(payload: dict[str, Any])
     from qdrant_client import models
     from qdrant_client.http.api.points_api import jsonable_encoder
 
-    from runbook_lib.target.rest_body import points_batch_json
+    from runbook_lib.qdrant.rest_body import points_batch_json
 
     rng = np.random.default_rng(5)
     vectors = np.concatenate([rng.normal(size=(3, 7)), [[1e-38, -0.0, 3.4e38, 1 / 3, 0.1, 1e-45, 7.0]]])
@@ -212,7 +212,7 @@ def test_the_rest_body_is_what_qdrant_client_would_send(payload: dict[str, Any])
 def test_what_orjson_would_write_differently_goes_through_qdrant_client() -> None:
     import numpy as np
 
-    from runbook_lib.target.rest_body import points_batch_json
+    from runbook_lib.qdrant.rest_body import points_batch_json
 
     ids, one = ["00000000-0000-0000-0000-000000000001"], np.ones((1, 2), dtype=np.float32)
     assert points_batch_json(ids, one, [{"m": {"x": float("nan")}}]) is None

@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient, models
 
+from runbook_lib.chroma.backup import backup_root, create_backup, load_backup
 from runbook_lib.errors import BackupError, ConfigError, ExistingCollectionError
-from runbook_lib.runtime.step import begin
-from runbook_lib.source.backup import backup_root, create_backup, load_backup
+from runbook_lib.kernel.step import begin
+from runbook_lib.runner import cleanup
 from runbook_lib.state.checkpoint import CHECKPOINT
-from runbook_lib.steps import cleanup
 from runbook_lib.steps.migrate.engine import migrate
 from runbook_lib.steps.rollback import report
 from runbook_lib.steps.rollback.engine import rollback
@@ -96,8 +96,8 @@ def add_chroma_record(persist_dir: Path, collection: str = "alpha_docs", dim: in
 
 def chroma_counts(persist_dir: Path) -> dict[str, int]:
     """Counts read from a scratch copy (never open the directory under test in place)."""
+    from runbook_lib.chroma.source import ChromaSource
     from runbook_lib.config.settings import ChromaSettings
-    from runbook_lib.source.chroma import ChromaSource
 
     with ChromaSource.open(ChromaSettings(persist_dir=persist_dir)) as source:
         return {n: source.count(n) for n in source.collection_names()}

@@ -69,8 +69,8 @@ def qdrant_writes(qdrant_dir: Path) -> None:
 
 def chroma_get(chroma_dir: Path, collection: str, ids: list[str]) -> dict[str, Any]:
     """Read records from a scratch copy (the directory under test is never opened in place)."""
+    from runbook_lib.chroma.source import ChromaSource
     from runbook_lib.config.settings import ChromaSettings
-    from runbook_lib.source.chroma import ChromaSource
 
     with ChromaSource.open(ChromaSettings(persist_dir=chroma_dir)) as source:
         got = source.collection(collection).get(ids=ids, include=["documents", "metadatas"])

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from runbook_lib.source.chroma_files import checksum_tree
+from runbook_lib.chroma.files import checksum_tree
 
 from conftest import BIN, assert_exact_copy, free_port, run_cli
 
@@ -85,7 +85,7 @@ def test_dry_run_then_migrate_through_the_runner(small_source: dict[str, Any], r
     assert "No description has been provided" not in html and 'alt="Source collections by size' in html
 
     # a retry that fails in its first cell does not leave the previous attempt's result claiming success
-    from runbook_lib.runtime.runner import execute_step
+    from runbook_lib.runner.execute import execute_step
     from runbook_lib.state.run import Run
 
     outcome = execute_step("migrate", Run.open(runbook_env["outputs"], run.name), {"batch_size": 0})

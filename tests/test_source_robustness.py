@@ -21,11 +21,13 @@ import httpx
 import pytest
 from tenacity import wait_none
 
+from runbook_lib.chroma import files as chroma_files
+from runbook_lib.chroma import scratch
+from runbook_lib.chroma import server as chroma_server
+from runbook_lib.chroma.backup import backup_root, create_backup
+from runbook_lib.chroma.source import ChromaSource
 from runbook_lib.config.settings import load_settings
 from runbook_lib.errors import ConfigError, SourceError
-from runbook_lib.source import chroma_files, chroma_server, scratch
-from runbook_lib.source.backup import backup_root, create_backup
-from runbook_lib.source.chroma import ChromaSource
 from runbook_lib.steps.migrate.engine import migrate
 
 from conftest import run_cli, run_step_inprocess
@@ -96,7 +98,7 @@ def test_a_killed_run_leaves_a_scratch_copy_the_next_run_removes(
     code = (
         "import time\n"
         "from runbook_lib.config.settings import load_settings\n"
-        "from runbook_lib.source.chroma import ChromaSource\n"
+        "from runbook_lib.chroma.source import ChromaSource\n"
         "s = ChromaSource.open(load_settings().chroma)\n"
         "print(s.scratch, flush=True)\n"
         "time.sleep(120)\n"

@@ -239,7 +239,7 @@ def test_a_plan_only_sync_leaves_the_last_sync_snapshot_alone(
 ) -> None:
     import json
 
-    from runbook_lib.source.chroma_files import checksum_tree
+    from runbook_lib.chroma.files import checksum_tree
 
     run_id = _migrate()
     run_step_inprocess("sync", sync, run_id=run_id)

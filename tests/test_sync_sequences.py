@@ -15,8 +15,8 @@ import chromadb
 import numpy as np
 import pytest
 
+from runbook_lib.chroma.catalog import Catalog
 from runbook_lib.core.fingerprint import _canonical, payload_digest
-from runbook_lib.source.catalog import Catalog
 from runbook_lib.state.ledger import Ledger
 from runbook_lib.steps.migrate.engine import migrate
 from runbook_lib.steps.sync.engine import sync

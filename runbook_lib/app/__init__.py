@@ -9,7 +9,7 @@ a one-sentence message (invalid arguments: :class:`ValueError`).
 
 Nothing here imports the runbook layer (steps, notebooks, state, the ``runbook`` command) or its packages
 (papermill, nbconvert, pandas, matplotlib, ...): this package depends only on :mod:`runbook_lib.config`,
-:mod:`runbook_lib.core`, :mod:`runbook_lib.source`, :mod:`runbook_lib.target` and :mod:`runbook_lib.errors`.
+:mod:`runbook_lib.core`, :mod:`runbook_lib.chroma`, :mod:`runbook_lib.qdrant` and :mod:`runbook_lib.errors`.
 """
 
 from runbook_lib.app.client import (

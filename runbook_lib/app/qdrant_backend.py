@@ -27,7 +27,7 @@ from runbook_lib.core.mapping import (
     qdrant_score_to_chroma_distance,
 )
 from runbook_lib.errors import ConfigError, TargetError
-from runbook_lib.target.qdrant import QdrantTarget, connect
+from runbook_lib.qdrant.target import QdrantTarget, connect
 
 
 class QdrantBackend:

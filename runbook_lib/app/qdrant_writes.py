@@ -32,7 +32,7 @@ from runbook_lib.core.mapping import (
     point_id,
 )
 from runbook_lib.errors import TargetError
-from runbook_lib.target.qdrant import QdrantTarget, is_transient
+from runbook_lib.qdrant.target import QdrantTarget, is_transient
 
 #: Points per scroll page when listing the ids of a collection.
 SCROLL_PAGE = 1_000

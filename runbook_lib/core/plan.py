@@ -13,7 +13,7 @@ from runbook_lib.errors import ConfigError
 
 
 class CollectionReader(Protocol):
-    """What planning needs from a source (``runbook_lib.source.chroma.ChromaSource`` implements it)."""
+    """What planning needs from a source (``runbook_lib.chroma.source.ChromaSource`` implements it)."""
 
     def space(self, name: str) -> str: ...
 

@@ -1,12 +1,12 @@
-"""The dry-run step's chart, saved with :meth:`runbook_lib.runtime.step.Step.save_figure`.
+"""The dry-run step's chart, saved with :meth:`runbook_lib.kernel.step.Step.save_figure`.
 
 * ``dry_run_inventory``: source collections by size, coloured by Chroma distance space (empty ones left out).
 """
 
 from __future__ import annotations
 
-from runbook_lib.runtime.display import pyplot
-from runbook_lib.runtime.step import Step
+from runbook_lib.kernel.display import pyplot
+from runbook_lib.kernel.step import Step
 from runbook_lib.steps.dry_run.result import DryRunResult
 
 

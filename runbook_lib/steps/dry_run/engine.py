@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from runbook_lib.chroma.source import ChromaSource
 from runbook_lib.core.layouts import (
     LLAMA_NODE_CONTENT_KEY,
     LLAMA_NODE_TYPE_KEY,
@@ -25,16 +26,15 @@ from runbook_lib.core.layouts import (
 from runbook_lib.core.mapping import id_collisions
 from runbook_lib.core.plan import plan_collection
 from runbook_lib.errors import DimensionMismatchError, RunbookError
-from runbook_lib.runtime.display import progress
-from runbook_lib.runtime.step import Step
-from runbook_lib.source.chroma import ChromaSource
+from runbook_lib.kernel.display import progress
+from runbook_lib.kernel.step import Step
+from runbook_lib.qdrant.target import QdrantTarget
 from runbook_lib.steps.dry_run.charts import dry_run_charts
 from runbook_lib.steps.dry_run.result import DryRunResult
-from runbook_lib.target.qdrant import QdrantTarget
 
 #: Write rates used for the time estimate (points/s for 1536-d points); the estimate scales them by dimension.
 #: Local: ~1,270 points/s measured by benchmarks/run_cost_bench.py at scale 1 and 10 (14,365 records copied in
-#: 11.3-11.6 s; 143,650 in 112 s) since bulk loads write ahead (runbook_lib/target/local_storage.py).
+#: 11.3-11.6 s; 143,650 in 112 s) since bulk loads write ahead (runbook_lib/qdrant/local_storage.py).
 ESTIMATED_POINTS_PER_S = {"local": 1200.0, "server": 1500.0}
 
 

@@ -1,12 +1,12 @@
-"""The migrate step's chart, saved with :meth:`runbook_lib.runtime.step.Step.save_figure`.
+"""The migrate step's chart, saved with :meth:`runbook_lib.kernel.step.Step.save_figure`.
 
 * ``migrate_throughput``: records migrated and records per second, per collection (collections done only).
 """
 
 from __future__ import annotations
 
-from runbook_lib.runtime.display import pyplot
-from runbook_lib.runtime.step import Step
+from runbook_lib.kernel.display import pyplot
+from runbook_lib.kernel.step import Step
 from runbook_lib.steps.migrate.result import MigrationResult
 
 

@@ -18,6 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from runbook_lib.chroma.backup import Backup, create_backup, load_backup, verify_backup
+from runbook_lib.chroma.catalog import Catalog, CatalogUnavailable
+from runbook_lib.chroma.source import ChromaSource
 from runbook_lib.core.layouts import Layout, get_layout
 from runbook_lib.core.plan import PlanEntry
 from runbook_lib.errors import (
@@ -28,18 +31,15 @@ from runbook_lib.errors import (
     RunbookError,
     SourceError,
 )
-from runbook_lib.runtime.display import progress
-from runbook_lib.runtime.step import Step
-from runbook_lib.source.backup import Backup, create_backup, load_backup, verify_backup
-from runbook_lib.source.catalog import Catalog, CatalogUnavailable
-from runbook_lib.source.chroma import ChromaSource
+from runbook_lib.kernel.display import progress
+from runbook_lib.kernel.step import Step
+from runbook_lib.qdrant.target import QdrantTarget
 from runbook_lib.state.checkpoint import CHECKPOINT, Checkpoint
 from runbook_lib.state.ledger import Ledger
 from runbook_lib.steps.migrate.charts import migrate_charts
 from runbook_lib.steps.migrate.pipeline import copy_collection
 from runbook_lib.steps.migrate.preflight import Planned, check_shape, existing_collection_error, preflight
 from runbook_lib.steps.migrate.result import MigrationResult
-from runbook_lib.target.qdrant import QdrantTarget
 
 log = logging.getLogger(__name__)
 

@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from runbook_lib.chroma.source import ChromaSource, RecordBatch
 from runbook_lib.core.fingerprint import Fingerprint, fingerprints
 from runbook_lib.core.layouts import Layout
 from runbook_lib.core.mapping import normalise_rows, point_id
 from runbook_lib.core.plan import PlanEntry
-from runbook_lib.source.chroma import ChromaSource, RecordBatch
+from runbook_lib.qdrant.target import QdrantTarget
 from runbook_lib.state.ledger import Ledger
-from runbook_lib.target.qdrant import QdrantTarget
 
 
 @dataclass

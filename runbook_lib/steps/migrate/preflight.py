@@ -12,12 +12,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from runbook_lib.chroma.source import ChromaSource
 from runbook_lib.core.layouts import get_layout
 from runbook_lib.core.mapping import id_collisions, id_scheme
 from runbook_lib.core.plan import PlanEntry, plan_collection, target_names
 from runbook_lib.errors import ConfigError, DimensionMismatchError, ExistingCollectionError, TargetError
-from runbook_lib.source.chroma import ChromaSource
-from runbook_lib.target.qdrant import QdrantTarget
+from runbook_lib.qdrant.target import QdrantTarget
 
 #: At most this many colliding pairs are named in the error.
 _SHOWN_PAIRS = 5
@@ -132,7 +132,7 @@ def preflight(
 ) -> list[Planned]:
     """Check every requested collection, in order; raise before anything is written. ``states`` is the
     checkpoint's per-collection state (a collection this run created may be resumed whatever ``on_existing``).
-    ``source`` may be a read-only :class:`~runbook_lib.source.catalog.Catalog` (names and ids only): then
+    ``source`` may be a read-only :class:`~runbook_lib.chroma.catalog.Catalog` (names and ids only): then
     ``shape=False`` leaves the distance and dimension checks to the pass over the backup."""
     names = requested_collections(source, p.collections)
     if p.cutover == "alias":

@@ -1,7 +1,7 @@
 """The monitor's charts: every one titled, with labelled axes and units, one colour per store throughout.
 
 Each function returns a matplotlib figure (or None when there is nothing to draw); the step saves it with
-:meth:`runbook_lib.runtime.step.Step.save_figure`.
+:meth:`runbook_lib.kernel.step.Step.save_figure`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from runbook_lib.runtime.display import pyplot
+from runbook_lib.kernel.display import pyplot
 from runbook_lib.steps.monitor.stores import STORE_LABELS, STORES
 
 COLORS: dict[str, str] = {"chroma": "#dd8452", "qdrant": "#4c72b0"}

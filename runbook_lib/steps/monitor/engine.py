@@ -38,10 +38,11 @@ from typing import Any
 
 from runbook_lib.app.metrics import AppMetrics, default_metrics, serve_from_env
 from runbook_lib.app.metrics import available as metrics_available
+from runbook_lib.chroma.source import ChromaSource
 from runbook_lib.config.params import MonitorParams
-from runbook_lib.runtime.display import progress
-from runbook_lib.runtime.step import Step
-from runbook_lib.source.chroma import ChromaSource
+from runbook_lib.kernel.display import progress
+from runbook_lib.kernel.step import Step
+from runbook_lib.qdrant.target import QdrantTarget
 from runbook_lib.state.checkpoint import read_checkpoint
 from runbook_lib.steps.monitor.charts import concurrency_sweep, latency_cdf, percentiles_per_collection, watch_over_time
 from runbook_lib.steps.monitor.collect import collect
@@ -56,7 +57,6 @@ from runbook_lib.steps.monitor.workload import (
     build_queries,
     monitored_collections,
 )
-from runbook_lib.target.qdrant import QdrantTarget
 
 log = logging.getLogger(__name__)
 

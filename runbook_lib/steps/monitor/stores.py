@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from importlib import metadata as importlib_metadata
 from typing import Any, Literal, Protocol
 
+from runbook_lib.chroma.source import ChromaSource
 from runbook_lib.core.mapping import PAYLOAD_ID_KEY
-from runbook_lib.source.chroma import ChromaSource
+from runbook_lib.qdrant.target import QdrantTarget
 from runbook_lib.steps.monitor.workload import Query
-from runbook_lib.target.qdrant import QdrantTarget
 
 StoreKey = Literal["chroma", "qdrant"]
 STORES: tuple[StoreKey, StoreKey] = ("chroma", "qdrant")

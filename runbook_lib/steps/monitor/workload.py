@@ -21,9 +21,9 @@ from typing import Any, Literal
 import numpy as np
 from qdrant_client import models
 
+from runbook_lib.chroma.source import ChromaSource
 from runbook_lib.core.filters import to_qdrant_filter
-from runbook_lib.source.chroma import ChromaSource
-from runbook_lib.target.qdrant import QdrantTarget
+from runbook_lib.qdrant.target import QdrantTarget
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ import dataclasses
 import shutil
 from typing import Any
 
-from runbook_lib.runtime.step import Step
-from runbook_lib.source.backup import Backup
+from runbook_lib.chroma.backup import Backup
+from runbook_lib.kernel.step import Step
 from runbook_lib.steps.rollback.plan import BRING_BACK, SKIP, Action
 from runbook_lib.steps.sync.diff import KINDS
 from runbook_lib.steps.sync.engine import SyncOptions, run_sync

@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 
+from runbook_lib.chroma import files as chroma_files
+from runbook_lib.chroma.backup import Backup, load_backup, verify_backup
+from runbook_lib.chroma.source import ChromaSource
 from runbook_lib.config.settings import ChromaSettings
 from runbook_lib.errors import BackupError, ConfigError
-from runbook_lib.runtime.step import Step
-from runbook_lib.source import chroma_files
-from runbook_lib.source.backup import Backup, load_backup, verify_backup
-from runbook_lib.source.chroma import ChromaSource
+from runbook_lib.kernel.step import Step
 from runbook_lib.steps.rollback.plan import KEEP_DIR, RESTORE_DIR, SKIP, Action
 
 

@@ -11,7 +11,7 @@ builds a plan, changing nothing (every refusal below is raised here, before anyt
   backup's ``data/`` is copied to a temporary sibling and verified, the live directory (if any) is renamed to
   ``<dir>.old-<time>`` (kept, never deleted) and the copy renamed into place.
 * **A directory held open** by another process (a running app) is refused with ``confirm=True`` (a warning in the
-  plan): :func:`runbook_lib.steps.sync.chroma_writer.refuse_if_open`.
+  plan): :func:`runbook_lib.chroma.writer.refuse_if_open`.
 * **Qdrant's changes come back first** (:mod:`~runbook_lib.steps.rollback.bring_back`): a reverse sync of every
   collection whose migration finished and whose Qdrant collection still exists brings into ChromaDB every point
   added, changed or deleted in Qdrant since the run last synchronised. ChromaDB's own changes since then stay
@@ -44,11 +44,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from runbook_lib.chroma import files as chroma_files
+from runbook_lib.chroma.writer import processes_holding, refuse_if_open
 from runbook_lib.config.params import RollbackParams
 from runbook_lib.errors import BackupError
-from runbook_lib.runtime.display import in_notebook, show
-from runbook_lib.runtime.step import Step
-from runbook_lib.source import chroma_files
+from runbook_lib.kernel.display import in_notebook, show
+from runbook_lib.kernel.step import Step
 from runbook_lib.state.ledger import Ledger
 from runbook_lib.state.run import write_text_scrubbed
 from runbook_lib.steps.rollback import report
@@ -73,7 +74,6 @@ from runbook_lib.steps.rollback.qdrant_cleanup import (
     qdrant_state,
 )
 from runbook_lib.steps.rollback.result import RollbackResult
-from runbook_lib.steps.sync.chroma_writer import processes_holding, refuse_if_open
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from typing import Any
 
 from runbook_lib.core.plan import target_names
 from runbook_lib.errors import ConfigError, RunbookError
-from runbook_lib.runtime.step import Step
+from runbook_lib.kernel.step import Step
+from runbook_lib.qdrant.target import QdrantTarget
 from runbook_lib.steps.rollback.plan import DELETE_ALIAS, DELETE_COLLECTION, LEAVE, PUT_BACK_ALIAS, SKIP, Action
-from runbook_lib.target.qdrant import QdrantTarget
 
 log = logging.getLogger(__name__)
 

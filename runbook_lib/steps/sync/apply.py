@@ -12,15 +12,15 @@ from typing import Any
 import numpy as np
 from qdrant_client import models
 
+from runbook_lib.chroma.source import RecordBatch
+from runbook_lib.chroma.writer import ChromaWriter
 from runbook_lib.core.fingerprint import Fingerprint, fingerprints
 from runbook_lib.core.mapping import normalise_rows, point_id
 from runbook_lib.errors import SyncError
-from runbook_lib.source.chroma import RecordBatch
+from runbook_lib.qdrant.target import QdrantTarget, retry_transient
 from runbook_lib.state.ledger import Ledger
-from runbook_lib.steps.sync.chroma_writer import ChromaWriter
 from runbook_lib.steps.sync.diff import CollectionDiff, point_record
 from runbook_lib.steps.sync.reader import SyncSource
-from runbook_lib.target.qdrant import QdrantTarget, retry_transient
 
 
 def _batches(items: Sequence[str], size: int) -> list[Sequence[str]]:

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from runbook_lib.chroma.catalog import Catalog, CatalogUnavailable
 from runbook_lib.core.fingerprint import Fingerprint, fingerprints, sketches_agree, target_fingerprints
 from runbook_lib.core.layouts import Layout
-from runbook_lib.source.catalog import Catalog, CatalogUnavailable
+from runbook_lib.qdrant.target import QdrantTarget
 from runbook_lib.state.ledger import Ledger
-from runbook_lib.target.qdrant import QdrantTarget
 
 #: Conflicts listed by id in the plan (the count is always complete).
 MAX_LISTED = 20

@@ -23,20 +23,20 @@ from typing import Any
 
 from runbook_lib.app.dual import journal_path_from_env
 from runbook_lib.app.journal import Journal, JournalEntry
+from runbook_lib.chroma import files as chroma_files
+from runbook_lib.chroma.writer import ChromaWriter
 from runbook_lib.core.layouts import get_layout
 from runbook_lib.errors import ConfigError
-from runbook_lib.runtime.display import progress
-from runbook_lib.runtime.step import Step
-from runbook_lib.source import chroma_files
+from runbook_lib.kernel.display import progress
+from runbook_lib.kernel.step import Step
+from runbook_lib.qdrant.target import QdrantTarget
 from runbook_lib.state.checkpoint import CHECKPOINT, Checkpoint, run_layout_params
 from runbook_lib.state.ledger import Ledger
 from runbook_lib.state.run import utc_now
 from runbook_lib.steps.sync import apply
-from runbook_lib.steps.sync.chroma_writer import ChromaWriter
 from runbook_lib.steps.sync.diff import CollectionDiff, diff_collection
 from runbook_lib.steps.sync.reader import SyncSource
 from runbook_lib.steps.sync.result import SyncResult
-from runbook_lib.target.qdrant import QdrantTarget
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from runbook_lib.chroma.catalog import Catalog, CatalogUnavailable
+from runbook_lib.chroma.source import ChromaSource, RecordBatch
 from runbook_lib.config.settings import ChromaSettings
-from runbook_lib.source.catalog import Catalog, CatalogUnavailable
-from runbook_lib.source.chroma import ChromaSource, RecordBatch
 
 
 class SyncSource:

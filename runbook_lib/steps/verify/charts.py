@@ -1,4 +1,4 @@
-"""The verify step's charts, saved with :meth:`runbook_lib.runtime.step.Step.save_figure`.
+"""The verify step's charts, saved with :meth:`runbook_lib.kernel.step.Step.save_figure`.
 
 * ``verify_checks``: pass / FAIL per collection and check (the run-wide ``source unchanged`` included);
 * ``verify_vector_differences``: distribution of the max absolute difference per vector, with the tolerance;
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from runbook_lib.runtime.display import pyplot
-from runbook_lib.runtime.step import Step
+from runbook_lib.kernel.display import pyplot
+from runbook_lib.kernel.step import Step
 from runbook_lib.steps.verify.result import CHECKS, FAIL, HIST_EDGES, NOT_RUN, PASS, SKIPPED, SOURCE_CHECK, VerifyResult
 
 

@@ -37,17 +37,17 @@ from typing import Any
 
 import numpy as np
 
+from runbook_lib.chroma.source import ChromaSource, RecordBatch
 from runbook_lib.config.params import VerifyParams
 from runbook_lib.core.compare import ABSENT, RunningTopK, layout_payload_differences, strict_equal
 from runbook_lib.core.layouts import Layout
 from runbook_lib.core.mapping import PAYLOAD_ID_KEY, normalise_rows, point_id, qdrant_distance
 from runbook_lib.errors import RunbookError
-from runbook_lib.runtime.display import progress
-from runbook_lib.source.chroma import ChromaSource, RecordBatch
+from runbook_lib.kernel.display import progress
+from runbook_lib.qdrant.target import QdrantTarget
 from runbook_lib.steps.verify.identity import check_identity
 from runbook_lib.steps.verify.queries import QUERY_SEED, check_search, pick_queries
 from runbook_lib.steps.verify.result import FAIL, HIST_EDGES, NOT_RUN, SKIPPED, CollectionReport, Differences
-from runbook_lib.target.qdrant import QdrantTarget
 
 log = logging.getLogger(__name__)
 

@@ -22,16 +22,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from runbook_lib.chroma import files as chroma_files
+from runbook_lib.chroma.backup import Backup, load_backup, source_unchanged, verify_backup
+from runbook_lib.chroma.source import ChromaSource
 from runbook_lib.config.params import VerifyParams
 from runbook_lib.core.compare import SCORE_RTOL
 from runbook_lib.core.layouts import get_layout
 from runbook_lib.core.plan import target_names
 from runbook_lib.errors import ConfigError
-from runbook_lib.runtime.display import progress
-from runbook_lib.runtime.step import Step
-from runbook_lib.source import chroma_files
-from runbook_lib.source.backup import Backup, load_backup, source_unchanged, verify_backup
-from runbook_lib.source.chroma import ChromaSource
+from runbook_lib.kernel.display import progress
+from runbook_lib.kernel.step import Step
+from runbook_lib.qdrant.target import QdrantTarget
 from runbook_lib.state.checkpoint import read_checkpoint, run_layout_params
 from runbook_lib.steps.verify.charts import verify_charts
 from runbook_lib.steps.verify.checks import Histogram, Planned, verify_collection
@@ -45,7 +46,6 @@ from runbook_lib.steps.verify.result import (
     CollectionReport,
     VerifyResult,
 )
-from runbook_lib.target.qdrant import QdrantTarget
 
 log = logging.getLogger(__name__)
 

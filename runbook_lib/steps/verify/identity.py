@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from runbook_lib.core.compare import ABSENT
 from runbook_lib.core.mapping import point_id
+from runbook_lib.qdrant.target import QdrantTarget
 from runbook_lib.steps.verify.result import MAX_LISTED, CollectionReport
-from runbook_lib.target.qdrant import QdrantTarget
 
 
 def check_identity(

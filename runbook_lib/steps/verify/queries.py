@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from runbook_lib.chroma.source import ChromaSource
 from runbook_lib.core.compare import SCORE_RTOL, RunningTopK, distances_close
 from runbook_lib.core.mapping import PAYLOAD_ID_KEY, chroma_distances, qdrant_score_to_chroma_distance
-from runbook_lib.source.chroma import ChromaSource
+from runbook_lib.qdrant.target import QdrantTarget
 from runbook_lib.steps.verify.result import CollectionReport
-from runbook_lib.target.qdrant import QdrantTarget
 
 #: Query selection is deterministic: seeded by this and the collection name.
 QUERY_SEED = 20240601

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from runbook_lib.config.params import params_model
 from runbook_lib.config.settings import Settings, load_settings
 from runbook_lib.errors import ConfigError, RunbookError, VerificationFailed
-from runbook_lib.runtime.display import in_notebook, pyplot, show_figures
+from runbook_lib.kernel.display import in_notebook, pyplot, show_figures
 from runbook_lib.state.run import Run, outputs_guard, utc_now
 
 log = logging.getLogger("runbook")

@@ -35,7 +35,7 @@ def defer_rfc3987_syntax() -> bool:
     """Stand in for ``rfc3987_syntax`` until it is used; True when the stand-in was installed."""
     if _NAME in sys.modules or importlib.util.find_spec(_NAME) is None:
         return False
-    stub = types.ModuleType(_NAME, "rfc3987_syntax, loaded on first use (runbook_lib.runtime.deferred_imports)")
+    stub = types.ModuleType(_NAME, "rfc3987_syntax, loaded on first use (runbook_lib.runner.deferred_imports)")
 
     def is_valid_syntax(term: str, value: str) -> Any:
         return _real().is_valid_syntax(term, value)

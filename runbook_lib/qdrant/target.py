@@ -21,8 +21,8 @@ from qdrant_client import QdrantClient, models
 from runbook_lib.config.settings import QdrantSettings
 from runbook_lib.core.mapping import PAYLOAD_ID_KEY
 from runbook_lib.errors import ConfigError, TargetError
-from runbook_lib.target import local_storage, rest_body
-from runbook_lib.target.retries import is_transient, retry_transient
+from runbook_lib.qdrant import local_storage, rest_body
+from runbook_lib.qdrant.retries import is_transient, retry_transient
 
 __all__ = ["QdrantTarget", "TargetCollection", "connect", "indexing_to_restore", "is_transient", "retry_transient"]
 
@@ -192,7 +192,7 @@ class QdrantTarget:
         return value
 
     def bulk_writes(self, name: str) -> AbstractContextManager[Callable[[], None]]:
-        """Batch-durable writes for a bulk load (local mode: see :mod:`runbook_lib.target.local_storage`); yields
+        """Batch-durable writes for a bulk load (local mode: see :mod:`runbook_lib.qdrant.local_storage`); yields
         ``flush``, to call before recording a batch as written. A server's writes are durable when acknowledged."""
         return local_storage.bulk_writes(self.client, name) if self.is_local else nullcontext(_no_flush)
 
@@ -345,7 +345,7 @@ def _upsert_with_retry(
     payloads: list[dict[str, Any]],
     body: bytes | None = None,
 ) -> None:
-    if body is not None:  # encoded once, outside the retries (see runbook_lib.target.rest_body)
+    if body is not None:  # encoded once, outside the retries (see runbook_lib.qdrant.rest_body)
         client.http.points_api.upsert_points(collection_name=name, wait=True, point_insert_operations=body)  # type: ignore[arg-type]
         return
     client.upsert(collection_name=name, points=models.Batch(ids=ids, vectors=vectors, payloads=payloads), wait=True)

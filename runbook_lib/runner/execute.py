@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from runbook_lib import errors
+from runbook_lib.chroma import scratch
 from runbook_lib.config.paths import notebooks_dir, project_root
 from runbook_lib.errors import ConfigError
-from runbook_lib.runtime.interrupt import EXIT_INTERRUPTED, Interrupt, StepInterrupted
-from runbook_lib.source import scratch
+from runbook_lib.runner.interrupt import EXIT_INTERRUPTED, Interrupt, StepInterrupted
 from runbook_lib.state.run import (
     DRIVEN_RUN_ENV,
     OutputsFullError,
@@ -86,7 +86,7 @@ def coerce_parameters(
     from pydantic import TypeAdapter, ValidationError
 
     from runbook_lib.config.params import params_model
-    from runbook_lib.runtime.step import param_error
+    from runbook_lib.kernel.step import param_error
 
     declared = notebook_parameters(step)
     out: dict[str, Any] = {}
@@ -134,7 +134,7 @@ def _kernel_dir() -> Path:
                 sys.executable,
                 "-Xfrozen_modules=off",
                 "-m",
-                "runbook_lib.runtime.kernel_launcher",
+                "runbook_lib.runner.kernel_launcher",
                 "-f",
                 "{connection_file}",
             ],

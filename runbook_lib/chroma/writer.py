@@ -20,9 +20,9 @@ from typing import Any
 import chromadb
 from chromadb.api import ClientAPI
 
+from runbook_lib.chroma import files as chroma_files
 from runbook_lib.config.settings import ChromaSettings
 from runbook_lib.errors import ConfigError, RunbookError
-from runbook_lib.source import chroma_files
 
 log = logging.getLogger(__name__)
 

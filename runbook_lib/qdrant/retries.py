@@ -14,7 +14,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-log = logging.getLogger("runbook_lib.target.qdrant")
+log = logging.getLogger("runbook_lib.qdrant.target")
 
 
 def is_transient(exc: BaseException) -> bool:

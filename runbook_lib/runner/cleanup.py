@@ -31,9 +31,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from runbook_lib.chroma.backup import backup_root, load_backup, verify_backup
 from runbook_lib.config.settings import QdrantSettings, load_settings
 from runbook_lib.errors import BackupError, RunbookError
-from runbook_lib.source.backup import backup_root, load_backup, verify_backup
 from runbook_lib.state.checkpoint import CHECKPOINT, load_checkpoint
 from runbook_lib.state.run import MANIFEST
 
@@ -203,7 +203,7 @@ def read_live(settings: QdrantSettings) -> LiveNames | None:
     An embedded local-mode folder that does not exist holds nothing (and is not created)."""
     if not settings.is_server and (settings.path is None or not settings.path.is_dir()):
         return LiveNames(frozenset(), {})
-    from runbook_lib.target.qdrant import QdrantTarget
+    from runbook_lib.qdrant.target import QdrantTarget
 
     try:
         with QdrantTarget(settings) as target:

@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-from runbook_lib.source.chroma_files import SQLITE_NAME
+from runbook_lib.chroma.files import SQLITE_NAME
 
 _METADATA_SEGMENT = "urn:chroma:segment/metadata/sqlite"
 

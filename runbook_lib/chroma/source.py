@@ -19,11 +19,12 @@ import numpy as np
 from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
 
+from runbook_lib.chroma import files as chroma_files
+from runbook_lib.chroma import scratch
+from runbook_lib.chroma.server import apply_timeout, http_client, http_settings, read_with_retry
 from runbook_lib.config.settings import ChromaSettings
 from runbook_lib.core.mapping import chroma_space
 from runbook_lib.errors import ConfigError, DimensionMismatchError, SourceError
-from runbook_lib.source import chroma_files, scratch
-from runbook_lib.source.chroma_server import apply_timeout, http_client, http_settings, read_with_retry
 
 __all__ = ["INCLUDE_ALL", "ChromaSource", "CollectionInfo", "RecordBatch", "apply_timeout"]
 

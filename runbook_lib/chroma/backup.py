@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from runbook_lib.chroma import files as chroma_files
 from runbook_lib.errors import BackupError
-from runbook_lib.source import chroma_files
 
 MANIFEST_NAME = "manifest.json"
 DATA_DIR = "data"
