@@ -21,6 +21,7 @@ from typing import Any
 from runbook_lib.chroma.backup import Backup, create_backup, load_backup, verify_backup
 from runbook_lib.chroma.catalog import Catalog, CatalogUnavailable
 from runbook_lib.chroma.source import ChromaSource
+from runbook_lib.chroma.writer import honour_swap
 from runbook_lib.core.layouts import Layout, get_layout
 from runbook_lib.core.plan import PlanEntry
 from runbook_lib.errors import (
@@ -35,7 +36,8 @@ from runbook_lib.kernel.display import progress
 from runbook_lib.kernel.step import Step
 from runbook_lib.qdrant.target import QdrantTarget
 from runbook_lib.state.checkpoint import CHECKPOINT, Checkpoint
-from runbook_lib.state.ledger import Ledger
+from runbook_lib.state.identity import record_stores
+from runbook_lib.state.ledger import Ledger, Marker, file_id
 from runbook_lib.steps.migrate.charts import migrate_charts
 from runbook_lib.steps.migrate.pipeline import copy_collection
 from runbook_lib.steps.migrate.preflight import Planned, check_shape, existing_collection_error, preflight
@@ -99,8 +101,10 @@ def migrate(step: Step) -> MigrationResult:
     t0 = time.perf_counter()
     checkpoint = Checkpoint(step.run.state_dir / CHECKPOINT)
     checkpoint.data.setdefault("target", step.settings.qdrant.describe())
+    record_stores(checkpoint.data, step.settings)
     layout = _run_layout(checkpoint, p)
     chroma = step.settings.chroma
+    swap_note = honour_swap(chroma)  # a swap a crash interrupted is finished before the directory is backed up
     with QdrantTarget(step.settings.qdrant) as target:  # the target is reachable before anything changes
         fresh_backup = not chroma.is_server and not checkpoint.data.get("backup_path")
         if fresh_backup:
@@ -117,6 +121,7 @@ def migrate(step: Step) -> MigrationResult:
                 raise
             _record_plan(checkpoint, planned)
             result = MigrationResult(ok=True, backup=backup.summary() if backup else None)
+            result.warnings += [swap_note] if swap_note else []
             if source.upgraded_on_open:
                 result.warnings.append(
                     "The source was written by an older chromadb: the scratch copy was upgraded to read it; the "
@@ -137,12 +142,13 @@ def migrate(step: Step) -> MigrationResult:
                     source_count=entry.count,
                     dimension=entry.dimension,
                     distance=entry.distance,
+                    source_uuid=str(source.collection(entry.source).id),
                 )
                 row = _migrate_one(source, target, entry, pl.ids, state, checkpoint, p, overall, result, ledger, layout)
                 result.rows.append(row)
                 result.total_records += row["records"] if row["status"] == "done" else 0
                 if backup is not None and row["status"] == "done":
-                    _record_sequences(ledger, backup.data_dir, entry.source, chroma)
+                    _record_sequences(ledger, backup.data_dir, entry.source, chroma, file_id(chroma.persist_dir))
                 source.release()  # memory follows the largest collection, not the database
             overall.close()
             ledger.close()
@@ -154,16 +160,19 @@ def migrate(step: Step) -> MigrationResult:
     return result
 
 
-def _record_sequences(ledger: Ledger, data_dir: Path, name: str, chroma: Any) -> None:
-    """Give the ledger ChromaDB's write sequence numbers of the state just copied (the backup's), so the first
-    sync reads only what the app wrote since. Without them (an unknown catalog layout) that sync reads everything."""
+def _record_sequences(ledger: Ledger, data_dir: Path, name: str, chroma: Any, live_file: str | None) -> None:
+    """Give the ledger ChromaDB's write sequence numbers of the state just copied (the backup's, taken from the
+    live SQLite file ``live_file``), so the first sync reads only what the app wrote since. Without them (an
+    unknown catalog layout) that sync reads everything."""
     try:
         with Catalog(data_dir, tenant=chroma.tenant, database=chroma.database) as catalog:
-            sequences, marker = catalog.sequences(name), catalog.sequence_marker(name)
+            sequences = catalog.sequences(name)
+            segment, last = catalog.sequence_marker(name)
+            marker = Marker(segment, last, live_file, catalog.row_digest(name, last))
     except CatalogUnavailable:
         return
     ledger.stamp_all(name, sequences)
-    ledger.set_marker(name, *marker)
+    ledger.set_marker(name, marker)
 
 
 def _run_layout(checkpoint: Checkpoint, p: Any) -> Layout:

@@ -45,13 +45,16 @@ from pathlib import Path
 from typing import Any
 
 from runbook_lib.chroma import files as chroma_files
-from runbook_lib.chroma.writer import processes_holding, refuse_if_open
+from runbook_lib.chroma.backup import backup_root
+from runbook_lib.chroma.writer import honour_swap, processes_holding, refuse_if_open
 from runbook_lib.config.params import RollbackParams
 from runbook_lib.errors import BackupError
 from runbook_lib.kernel.display import in_notebook, show
 from runbook_lib.kernel.step import Step
+from runbook_lib.state.checkpoint import Checkpoint, checkpoint_path
+from runbook_lib.state.identity import check_stores
 from runbook_lib.state.ledger import Ledger
-from runbook_lib.state.run import write_text_scrubbed
+from runbook_lib.state.run import Run, utc_now, write_text_scrubbed
 from runbook_lib.steps.rollback import report
 from runbook_lib.steps.rollback.app_env import ENV_FILE, chroma_env, render_env
 from runbook_lib.steps.rollback.bring_back import bring_back, bring_back_action, plan_bring_back, sync_names
@@ -115,7 +118,10 @@ def rollback(step: Step) -> RollbackResult:
     p: RollbackParams = step.p
     run_id = step.run.run_id
     result = RollbackResult(ok=True, run_id=run_id, confirmed=bool(p.confirm))
-    checkpoint = read_run_checkpoint(step.run)
+    chroma = step.settings.chroma
+    if swap_note := honour_swap(chroma):  # a swap a crash interrupted is finished (or undone) before planning
+        result.warnings.append(swap_note)
+    checkpoint = read_run_checkpoint(step.run, None if chroma.is_server else backup_root(chroma.persist_dir) / run_id)
     if not checkpoint.get("collections") and not checkpoint.get("backup_path"):
         result.warnings.append(f"Run {run_id} recorded no migration work (it stopped before the backup).")
 
@@ -123,6 +129,7 @@ def rollback(step: Step) -> RollbackResult:
     #    another run took over or a conflict stops the rollback now.
     chroma_in_scope = bool(p.restore_chroma)
     if p.remove_qdrant or chroma_in_scope:
+        check_stores(run_id, checkpoint, step.settings, source=chroma_in_scope)
         check_same_target(step, checkpoint, result.warnings)
     chroma_plan = plan_chroma(step, checkpoint, result.warnings)
     result.chroma = chroma_plan.to_dict()
@@ -135,7 +142,7 @@ def rollback(step: Step) -> RollbackResult:
     restore = chroma_plan.mode == "restore"
     names: list[str] = []
     if chroma_in_scope and existing is not None and (chroma_plan.mode != "skipped" or step.settings.chroma.is_server):
-        names = sync_names(checkpoint, existing, result.warnings)
+        names = _not_being_removed(checkpoint, sync_names(checkpoint, existing, result.warnings), result.warnings)
     where = str(chroma_plan.persist_dir or step.settings.chroma.describe())
     back: Action | None = None
     if names:
@@ -182,10 +189,11 @@ def rollback(step: Step) -> RollbackResult:
         if restore and done.previous_dir:
             _drop_intermediate(chroma_plan, Path(done.previous_dir), result)
     if p.remove_qdrant and existing is not None:
+        _record_progress(step.run, brought_back=names)  # before the first deletion: a rerun knows where it stands
         target = open_target(step)
         if target is not None:
             with target:
-                apply_qdrant(target, result.actions, result.errors)
+                apply_qdrant(target, result.actions, result.errors, lambda name: _record_progress(step.run, name))
                 result.qdrant_after = qdrant_state(target)
 
     # 3. Point the app back at ChromaDB, then prove ChromaDB is healthy (and, when that means something, complete).
@@ -209,6 +217,40 @@ def rollback(step: Step) -> RollbackResult:
                 )
     result.ok = not result.errors
     return result
+
+
+def _not_being_removed(checkpoint: dict[str, Any], names: list[str], warnings: list[str]) -> list[str]:
+    """``names`` without the collections whose Qdrant removal an earlier attempt of this rollback began (after
+    bringing their changes back): what is left of them (a half-deleted collection may be re-created empty) is
+    never read as Qdrant's changes."""
+    record = checkpoint.get("rollback") or {}
+    begun = set(record.get("cleanup_started") or [])
+    keep = []
+    for name in names:
+        target = checkpoint["collections"][name]["target"]
+        if target in begun:
+            warnings.append(
+                f"The removal of Qdrant collection {target!r} began in an earlier attempt of this rollback, after "
+                f"its changes were brought back into ChromaDB ({record.get('brought_back_at', 'time not recorded')}): "
+                "nothing is brought back from it again; its removal is finished."
+            )
+        else:
+            keep.append(name)
+    return keep
+
+
+def _record_progress(run: Run, deleting: str | None = None, *, brought_back: list[str] | None = None) -> None:
+    """Record in the run's checkpoint (``rollback``) how far the rollback got, before its next change: Qdrant's
+    changes brought back (``brought_back``), or the removal of the collection ``deleting`` about to begin."""
+    if not checkpoint_path(run).is_file():  # a run whose migration recorded nothing: nothing to resume
+        return
+    checkpoint = Checkpoint(checkpoint_path(run))
+    record = checkpoint.data.setdefault("rollback", {"cleanup_started": []})
+    if brought_back is not None:
+        record.update(brought_back_at=utc_now(), brought_back=brought_back)
+    if deleting is not None and deleting not in record["cleanup_started"]:
+        record["cleanup_started"].append(deleting)
+    checkpoint.save()
 
 
 def _show(result: RollbackResult) -> None:

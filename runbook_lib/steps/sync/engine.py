@@ -24,14 +24,15 @@ from typing import Any
 from runbook_lib.app.dual import journal_path_from_env
 from runbook_lib.app.journal import Journal, JournalEntry
 from runbook_lib.chroma import files as chroma_files
-from runbook_lib.chroma.writer import ChromaWriter
+from runbook_lib.chroma.writer import ChromaWriter, honour_swap
 from runbook_lib.core.layouts import get_layout
 from runbook_lib.errors import ConfigError
 from runbook_lib.kernel.display import progress
 from runbook_lib.kernel.step import Step
 from runbook_lib.qdrant.target import QdrantTarget
 from runbook_lib.state.checkpoint import CHECKPOINT, Checkpoint, run_layout_params
-from runbook_lib.state.ledger import Ledger
+from runbook_lib.state.identity import check_source_collections, check_stores, check_target_collections
+from runbook_lib.state.ledger import Ledger, file_id
 from runbook_lib.state.run import utc_now
 from runbook_lib.steps.sync import apply
 from runbook_lib.steps.sync.diff import CollectionDiff, diff_collection
@@ -43,21 +44,23 @@ log = logging.getLogger(__name__)
 SNAPSHOT = "sync_snapshot"
 
 
-def _snapshot(step: Step, name: str = SNAPSHOT) -> tuple[Path, dict[str, list[int]]]:
+def _snapshot(step: Step, name: str = SNAPSHOT) -> tuple[Path, dict[str, list[int]], str | None]:
     """A consistent copy of the live directory in the run's state folder (``name``, replacing the previous sync's),
-    and the live files' (size, mtime) when it was taken, so a verify can tell whether the app wrote after this sync."""
+    the live files' (size, mtime) when it was taken, so a verify can tell whether the app wrote after this sync,
+    and which SQLite file it was copied from (:func:`~runbook_lib.state.ledger.file_id`)."""
     live = step.settings.chroma.require_persist_dir()
     final = step.run.state_dir / name
     partial = final.with_name(name + ".partial")
     for _attempt in range(3):
         shutil.rmtree(partial, ignore_errors=True)
         chroma_files.ensure_free_space(partial.parent, chroma_files.tree_size(live), "the sync snapshot")
+        live_file = file_id(live)
         before = chroma_files.stat_tree(live)
         chroma_files.copy_chroma_dir(live, partial)
-        if chroma_files.stat_tree(live) == before:
+        if chroma_files.stat_tree(live) == before and file_id(live) == live_file:
             shutil.rmtree(final, ignore_errors=True)
             partial.rename(final)
-            return final, {name: list(v) for name, v in before.items()}
+            return final, {name: list(v) for name, v in before.items()}, live_file
         log.info("%s changed while it was copied; copying it again", live)
     shutil.rmtree(partial, ignore_errors=True)
     raise ConfigError(
@@ -200,8 +203,12 @@ def run_sync(step: Step, p: SyncOptions) -> SyncResult:
     t0 = time.perf_counter()
     checkpoint = Checkpoint(step.run.state_dir / CHECKPOINT)
     todo = _collections(step, checkpoint, p.collections)
+    run_id = step.run.run_id
+    check_stores(run_id, checkpoint.data, step.settings)  # before either store is opened
     layout = get_layout(*run_layout_params(checkpoint.data))  # type: ignore[arg-type]
     result = SyncResult(ok=True, direction=p.direction, on_conflict=p.on_conflict)
+    if swap_note := honour_swap(step.settings.chroma):  # a swap a crash interrupted, finished or undone first
+        result.warnings.append(swap_note)
     journal = _journal(step)
     pending = journal.pending() if journal is not None else []
     if pending:
@@ -210,12 +217,16 @@ def run_sync(step: Step, p: SyncOptions) -> SyncResult:
             "store missed; this sync's full comparison carries them over and then clears them from the journal."
         )
     chroma = step.settings.chroma
-    with QdrantTarget(step.settings.qdrant) as target, Ledger.for_run(step.run.state_dir) as ledger:
+    with Ledger.for_run(step.run.state_dir, create=False) as ledger, QdrantTarget(step.settings.qdrant) as target:
         # read into a candidate: it becomes the run's "source as of the last sync" only if this sync completes
-        snapshot, live_stats = (None, None) if chroma.is_server else _snapshot(step, f"{p.snapshot}.candidate")
+        snapshot, live_stats, live_file = (
+            (None, None, None) if chroma.is_server else _snapshot(step, f"{p.snapshot}.candidate")
+        )
         result.snapshot = str(snapshot) if snapshot else None
         source = SyncSource(chroma, snapshot)
         try:
+            check_source_collections(run_id, todo, source.collection_id)
+            check_target_collections(run_id, target, ledger, todo)
             diffs = []
             for name, state in todo:
                 bar = progress(desc=f"plan {name}", unit="rec", leave=False)
@@ -233,6 +244,7 @@ def run_sync(step: Step, p: SyncOptions) -> SyncResult:
                         layout=layout,
                         catalog=source.catalog,
                         full=p.full_compare,
+                        live_file=live_file,
                     )
                 )
                 bar.close()
@@ -338,7 +350,8 @@ def _apply(
             ledger.put(diff.collection, rows)
             ledger.delete(diff.collection, deleted)
         if previous is not None:  # ChromaDB changed: the source as of this sync is the new directory
-            snap, result.live_stats = _snapshot(step, p.snapshot)
+            snap, result.live_stats, live_file = _snapshot(step, p.snapshot)
+            ledger.set_file_id(live_file)  # its own staged copy: the same timeline, in another SQLite file
             result.snapshot = str(snap)
     bar.close()
     result.applied = True

@@ -25,6 +25,7 @@ from typing import Any
 from runbook_lib.chroma import files as chroma_files
 from runbook_lib.chroma.backup import Backup, load_backup, source_unchanged, verify_backup
 from runbook_lib.chroma.source import ChromaSource
+from runbook_lib.chroma.writer import honour_swap
 from runbook_lib.config.params import VerifyParams
 from runbook_lib.core.compare import SCORE_RTOL
 from runbook_lib.core.layouts import get_layout
@@ -34,6 +35,8 @@ from runbook_lib.kernel.display import progress
 from runbook_lib.kernel.step import Step
 from runbook_lib.qdrant.target import QdrantTarget
 from runbook_lib.state.checkpoint import read_checkpoint, run_layout_params
+from runbook_lib.state.identity import check_stores, check_target_collections
+from runbook_lib.state.ledger import LEDGER, Ledger
 from runbook_lib.steps.verify.charts import verify_charts
 from runbook_lib.steps.verify.checks import Histogram, Planned, verify_collection
 from runbook_lib.steps.verify.queries import PERTURBATION, QUERY_SEED
@@ -179,11 +182,24 @@ def _source_unchanged(step: Step, backup: Backup | None, synced: dict[str, Any] 
     return chk.to_dict()
 
 
+def _check_target_identity(step: Step, target: QdrantTarget, checkpoint: dict[str, Any]) -> None:
+    """Refuse Qdrant collections that are not the ones the run wrote (:mod:`runbook_lib.state.identity`)."""
+    ledger_file = step.run.state_dir / LEDGER
+    if not ledger_file.is_file():  # a run migrated before the ledger: the per-record checks say it all
+        return
+    done = [(n, st) for n, st in checkpoint.get("collections", {}).items() if st.get("status") == "done"]
+    with Ledger(ledger_file, create=False) as ledger:
+        check_target_collections(step.run.run_id, target, ledger, done)
+
+
 def verify(step: Step) -> VerifyResult:
     """The verify step (``03_verify.ipynb``)."""
     p: VerifyParams = step.params  # type: ignore[assignment]
     t0 = time.perf_counter()
     checkpoint = read_checkpoint(step.run)
+    if checkpoint is not None:  # the run's stores, before either is opened
+        check_stores(step.run.run_id, checkpoint, step.settings)
+    swap_note = honour_swap(step.settings.chroma)
     layout = get_layout(*run_layout_params(checkpoint))  # type: ignore[arg-type]
     source, backup, source_read = _open_source(step, checkpoint)
     result = VerifyResult(
@@ -206,6 +222,7 @@ def verify(step: Step) -> VerifyResult:
             "query_seed": QUERY_SEED,
         },
     )
+    result.warnings += [swap_note] if swap_note else []
     migrated_to = (checkpoint or {}).get("target")
     if migrated_to and migrated_to != step.settings.qdrant.describe():
         result.warnings.append(
@@ -217,6 +234,8 @@ def verify(step: Step) -> VerifyResult:
     try:
         with QdrantTarget(step.settings.qdrant) as target:
             target.strong_reads = True  # a server answers from every replica: no stale replica reads as equal
+            if checkpoint is not None:
+                _check_target_identity(step, target, checkpoint)
             plans = [] if result.problems else _plan(source, checkpoint, p.collections, step.run.run_id)
             if checkpoint is not None and not p.collections:
                 others = sorted(set(source.collection_names()) - {pl.source for pl in plans})

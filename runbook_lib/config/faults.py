@@ -1,0 +1,26 @@
+"""Faults injected at named points, for the crash-safety tests (``tests/test_crash_safety.py``).
+
+``RUNBOOK_FAULT=<point>`` ends the process at that point with ``os._exit`` (:data:`FAULT_EXIT`), as a kill would:
+no ``finally`` or ``except`` runs. ``RUNBOOK_FAULT=<point>!raise`` raises an ``OSError`` there instead (a rename or a
+write that fails). Unset, :func:`fault_point` does nothing.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+FAULT_VARIABLE = "RUNBOOK_FAULT"
+#: The exit status of a process ended by an injected fault.
+FAULT_EXIT = 86
+
+
+def fault_point(name: str) -> None:
+    """End the process (or raise ``OSError``) here when ``RUNBOOK_FAULT`` names this point."""
+    wanted = os.environ.get(FAULT_VARIABLE)
+    if not wanted:
+        return
+    if wanted == name:
+        os._exit(FAULT_EXIT)
+    if wanted == f"{name}!raise":
+        raise OSError(errno.EIO, f"injected fault at {name}")
