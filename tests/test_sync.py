@@ -325,3 +325,24 @@ def test_sync_carries_awkward_records_both_ways(runbook_env: dict[str, Path]) ->
     assert_exact_copy(runbook_env["chroma"], runbook_env["qdrant"])
     _, again = run_step_inprocess("sync", sync, run_id=run_id)
     assert again.verdict.startswith("IN SYNC"), again.verdict
+
+
+def test_a_winner_the_direction_cannot_write_and_a_damaged_ledger_are_refused(
+    small_source: dict[str, Any], runbook_env: dict[str, Path]
+) -> None:
+    run_id = _migrate()
+    qdrant_app_writes(runbook_env["qdrant"])
+    for direction, winner in (("forward", "target"), ("reverse", "source")):
+        with pytest.raises(ConfigError, match=f"on_conflict={winner} keeps .* cannot carry") as info:
+            run_step_inprocess("sync", sync, run_id=run_id, direction=direction, on_conflict=winner, confirm=True)
+        assert info.value.exit_code == 2
+    ledger = runbook_env["outputs"] / run_id / "state" / "ledger.sqlite"
+    whole = ledger.read_bytes()
+    for damaged in (whole[: len(whole) // 2], b"not a database " * 64):
+        ledger.write_bytes(damaged)
+        with pytest.raises(ConfigError, match=f"ledger {ledger} cannot be read"):
+            run_step_inprocess("sync", sync, run_id=run_id)
+    ledger.unlink()
+    with pytest.raises(ConfigError, match=f"ledger {ledger} is missing"):
+        run_step_inprocess("sync", sync, run_id=run_id)
+    assert not ledger.exists()  # refused, not re-created empty

@@ -8,6 +8,7 @@ API; server-only features (deferred indexing, sharding, replication) are no-ops 
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -368,7 +369,7 @@ def connect(settings: QdrantSettings) -> QdrantClient:
                 url=settings.url,
                 api_key=settings.api_key.get_secret_value() if settings.api_key else None,
                 prefer_grpc=settings.prefer_grpc,
-                timeout=int(settings.timeout_s),
+                timeout=math.ceil(settings.timeout_s),  # whole seconds, rounded up: 0.5 s is 1 s, never 0
                 check_compatibility=False,
             )
             client.get_collections()

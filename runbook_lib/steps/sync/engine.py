@@ -184,9 +184,31 @@ def _work(
     return sorted(upserts), sorted(deletes)
 
 
+#: direction -> (the ``on_conflict`` that keeps the store this direction does not write, that store, the store it
+#: writes, the other direction and how to run it, the ``on_conflict`` that fits this direction)
+_MISMATCHED = {
+    "forward": ("target", "Qdrant", "ChromaDB", "reverse sync (-p direction reverse -p confirm true)", "source"),
+    "reverse": ("source", "ChromaDB", "Qdrant", "forward sync (-p direction forward)", "target"),
+}
+
+
+def _refuse_mismatched_winner(direction: str, on_conflict: str) -> None:
+    """A sync writes one store only: a winner whose version it cannot carry over is refused before anything."""
+    wins, kept, other, run_other, fits = _MISMATCHED[direction]
+    if on_conflict != wins:
+        return
+    written = "ChromaDB" if direction == "reverse" else "Qdrant"
+    raise ConfigError(
+        f"on_conflict={on_conflict} keeps {kept}'s version, which a {direction} sync cannot carry into {other} (it "
+        f"writes only into {written}): run the {run_other} with -p on_conflict {on_conflict}, or pass -p on_conflict "
+        f"{fits} to write {other}'s version into {written} (nothing was written)."
+    )
+
+
 def sync(step: Step) -> SyncResult:
     """The sync step (``06_sync.ipynb``)."""
     sp = step.params
+    _refuse_mismatched_winner(sp.direction, sp.on_conflict)
     opts = SyncOptions(
         direction=sp.direction,
         on_conflict=sp.on_conflict,
