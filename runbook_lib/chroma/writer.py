@@ -247,9 +247,21 @@ class ChromaWriter:
             col.add(**kwargs)
             return
         # a server is written live: one upsert per batch, with None for every metadata key a record loses (the
-        # upsert then removes it); a document or uri set to None on the other side cannot be cleared this way
-        old = col.get(ids=ids, include=["metadatas"])
-        before = dict(zip(old["ids"], old["metadatas"] or [None] * len(old["ids"]), strict=True))
+        # upsert then removes it); a record whose document or uri is cleared, which an upsert cannot do, is deleted
+        # first, so the upsert adds it anew
+        old = col.get(ids=ids, include=["metadatas", "documents", "uris"])
+        none = [None] * len(old["ids"])
+        new_doc, new_uri = dict(zip(ids, documents, strict=True)), dict(zip(ids, uris, strict=True))
+        olds = zip(old["ids"], old["documents"] or none, old["uris"] or none, old["metadatas"] or none, strict=True)
+        before: dict[str, Any] = {}
+        cleared = []
+        for cid, doc, uri, meta in olds:
+            if (doc is not None and new_doc[cid] is None) or (uri is not None and new_uri[cid] is None):
+                cleared.append(cid)
+            else:
+                before[cid] = meta
+        if cleared:
+            col.delete(ids=cleared)
         kwargs["metadatas"] = [
             {**dict.fromkeys(set(before.get(i) or {}) - set(m or {})), **(m or {})} or None
             for i, m in zip(ids, metadatas, strict=True)
