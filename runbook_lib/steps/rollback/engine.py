@@ -39,6 +39,7 @@ reported without that claim (ChromaDB then holds writes made since the backup, b
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 from pathlib import Path
@@ -48,12 +49,13 @@ from runbook_lib.chroma import files as chroma_files
 from runbook_lib.chroma.backup import backup_root
 from runbook_lib.chroma.writer import honour_swap, processes_holding, refuse_if_open
 from runbook_lib.config.params import RollbackParams
-from runbook_lib.errors import BackupError
+from runbook_lib.core.layouts import get_layout
+from runbook_lib.errors import BackupError, TargetError
 from runbook_lib.kernel.display import in_notebook, show
 from runbook_lib.kernel.step import Step
-from runbook_lib.state.checkpoint import Checkpoint, checkpoint_path
+from runbook_lib.state.checkpoint import Checkpoint, checkpoint_path, run_layout_params
 from runbook_lib.state.identity import check_stores
-from runbook_lib.state.ledger import Ledger
+from runbook_lib.state.ledger import LEDGER, Ledger
 from runbook_lib.state.run import Run, utc_now, write_text_scrubbed
 from runbook_lib.steps.rollback import report
 from runbook_lib.steps.rollback.app_env import ENV_FILE, chroma_env, render_env
@@ -67,6 +69,7 @@ from runbook_lib.steps.rollback.chroma_restore import (
     stage_restore,
     swap_in,
 )
+from runbook_lib.steps.rollback.export import export_path, export_points
 from runbook_lib.steps.rollback.other_runs import refuse_if_taken_over
 from runbook_lib.steps.rollback.plan import BRING_BACK, DELETE_COLLECTION, SKIP, WRITE_ENV, Action, read_run_checkpoint
 from runbook_lib.steps.rollback.qdrant_cleanup import (
@@ -172,8 +175,10 @@ def rollback(step: Step) -> RollbackResult:
         _restore(chroma_plan, result)
         with Ledger.for_run(step.run.state_dir) as ledger:  # another directory: its write sequence is not trusted
             ledger.forget_sequences()
+    kept: dict[str, list[str]] = {}
     if names and back is not None:
         done = bring_back(step, names, restore=restore, on_conflict=p.on_conflict)
+        kept = done.kept_conflicts
         result.reverse_sync = done.to_dict()
         if done.blocked:  # a conflict that appeared since the plan (keep mode only: nothing was changed yet)
             result.blocked = list(done.blocked)
@@ -192,8 +197,12 @@ def rollback(step: Step) -> RollbackResult:
         _record_progress(step.run, brought_back=names)  # before the first deletion: a rerun knows where it stands
         target = open_target(step)
         if target is not None:
-            with target:
-                apply_qdrant(target, result.actions, result.errors, lambda name: _record_progress(step.run, name))
+            has_ledger = (step.run.state_dir / LEDGER).is_file()
+            ledger = Ledger.for_run(step.run.state_dir, create=False) if has_ledger else None
+            with target, ledger or contextlib.nullcontext():
+                guard = _DeletionGuard(step, checkpoint, target, ledger, names, kept)
+                apply_qdrant(target, result.actions, result.errors, guard.before_delete)
+                result.exports = guard.exports
                 result.qdrant_after = qdrant_state(target)
 
     # 3. Point the app back at ChromaDB, then prove ChromaDB is healthy (and, when that means something, complete).
@@ -217,6 +226,51 @@ def rollback(step: Step) -> RollbackResult:
                 )
     result.ok = not result.errors
     return result
+
+
+class _DeletionGuard:
+    """Right before a collection is deleted: export its points (:mod:`~runbook_lib.steps.rollback.export`) and, when
+    its changes were just brought back, re-check it against the ledger (a point the app wrote since stops the
+    deletion); then record the deletion as begun."""
+
+    def __init__(
+        self,
+        step: Step,
+        checkpoint: dict[str, Any],
+        target: Any,
+        ledger: Ledger | None,
+        brought_back: list[str],
+        kept: dict[str, list[str]],
+    ) -> None:
+        self.step, self.target, self.ledger, self.kept = step, target, ledger, kept
+        states = checkpoint.get("collections", {})
+        self.source_of = {st["target"]: name for name, st in states.items() if st.get("target")}
+        self.checked = {states[name]["target"] for name in brought_back}
+        self.layout = get_layout(*run_layout_params(checkpoint))  # type: ignore[arg-type]
+        self.exports: dict[str, str] = {}
+
+    def before_delete(self, collection: str) -> None:
+        source = self.source_of.get(collection)
+        path = export_path(self.step.run.dir, collection)
+        check = self.ledger is not None and collection in self.checked and source is not None
+        written, differ = export_points(
+            self.target,
+            collection,
+            path,
+            ledger=self.ledger if check else None,
+            collection=source,
+            layout=self.layout,
+            allowed=set(self.kept.get(source or "", [])),
+        )
+        self.exports[collection] = str(path)
+        if differ:
+            raise TargetError(
+                f"Qdrant collection {collection!r} was not deleted: {differ} of its {written} point(s) changed after "
+                "its changes were brought back into ChromaDB (the app is still writing to Qdrant); stop the app and "
+                f"run the rollback again (its points are exported to {path})."
+            )
+        _record_progress(self.step.run, collection)
+        log.info("Qdrant: %s exported to %s (%d points) before its deletion", collection, path, written)
 
 
 def _not_being_removed(checkpoint: dict[str, Any], names: list[str], warnings: list[str]) -> list[str]:

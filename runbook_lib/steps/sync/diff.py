@@ -207,7 +207,7 @@ def _target_scan(
             led = ledger.get(diff.collection, [r[0] for r in rows])
             for (cid, *_), fp in zip(rows, fps, strict=True):
                 was = led.get(cid)
-                if was is None or not _same_target_state(fp, was):
+                if was is None or not same_target_state(fp, was):
                     changed[cid] = fp
         if on_batch is not None:
             on_batch(len(points))
@@ -288,7 +288,7 @@ def diff_collection(
     return diff
 
 
-def _same_target_state(a: Fingerprint, b: Fingerprint) -> bool:
+def same_target_state(a: Fingerprint, b: Fingerprint) -> bool:
     return a.payload == b.payload and sketches_agree(a.sketch, b.sketch)
 
 
@@ -297,9 +297,9 @@ def _classify(
 ) -> None:
     src_changed = (src is None) != (led is None) or (src is not None and led is not None and src.source != led.source)
     tgt_changed = (tgt is None) != (led is None) or (
-        tgt is not None and led is not None and not _same_target_state(tgt, led)
+        tgt is not None and led is not None and not same_target_state(tgt, led)
     )
-    same_now = (src is None and tgt is None) or (src is not None and tgt is not None and _same_target_state(src, tgt))
+    same_now = (src is None and tgt is None) or (src is not None and tgt is not None and same_target_state(src, tgt))
     if not src_changed and not tgt_changed:
         diff.unchanged += 1
         return

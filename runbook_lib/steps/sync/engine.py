@@ -377,3 +377,5 @@ def _apply(
             result.snapshot = str(snap)
     bar.close()
     result.applied = True
+    overwrites = p.on_conflict == ("source" if p.direction == "forward" else "target")
+    result.kept_conflicts = {d.collection: list(d.conflicts) for d in diffs if d.conflicts and not overwrites}
