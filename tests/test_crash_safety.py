@@ -87,6 +87,20 @@ def test_a_crash_before_the_first_rename_is_undone(small_source: dict[str, Any],
     assert assert_exact_copy(chroma_dir, runbook_env["qdrant"]) == 1120
 
 
+def test_a_crash_after_both_renames_leaves_only_the_record_to_clear(
+    small_source: dict[str, Any], runbook_env: dict[str, Path]
+) -> None:
+    chroma_dir = runbook_env["chroma"]
+    rid = migrate_ok()
+    qdrant_writes(runbook_env["qdrant"])
+    crash_at("swap:after-renames", "sync", run_id=rid, direction="reverse", confirm=True)
+    assert chroma_dir.is_dir() and intent_path(chroma_dir).is_file()
+    _, again = run_step_inprocess("sync", sync, run_id=rid, direction="reverse", confirm=True)
+    assert any("is the staged copy" in w for w in again.warnings), again.warnings
+    assert again.totals()["applied"] == 0 and not intent_path(chroma_dir).exists()
+    assert assert_exact_copy(chroma_dir, runbook_env["qdrant"]) == 1120
+
+
 def test_a_second_rename_that_raises_puts_the_directory_back(
     small_source: dict[str, Any], runbook_env: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -143,3 +157,33 @@ def test_a_missing_checkpoint_stops_the_rollback_before_anything(
     assert info.value.exit_code == 2
     assert not (runbook_env["outputs"] / rid / "rollback.env").exists()
     assert qdrant_state(runbook_env["qdrant"]) == before
+
+
+@pytest.mark.parametrize("point", ["sync:planned", "swap:checks"])
+def test_an_app_write_after_the_plan_or_during_the_swap_checks_stops_the_swap(
+    point: str, small_source: dict[str, Any], runbook_env: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The app writes the very record Qdrant changed, after the reverse sync planned (before it staged), or while
+    the staged copy's integrity is checked: the swap is refused, so Qdrant's version never overwrites that write."""
+    import chromadb
+
+    from runbook_lib.config import faults
+
+    from conftest import _close
+
+    chroma_dir = runbook_env["chroma"]
+    rid = migrate_ok()
+    qdrant_writes(runbook_env["qdrant"])  # changes g-0002 in Qdrant
+
+    def app_write() -> None:
+        client = chromadb.PersistentClient(path=str(chroma_dir))
+        client.get_collection("gamma_docs", embedding_function=None).update(  # type: ignore[arg-type]
+            ids=["g-0002"], metadatas=[{"app": "late write"}]
+        )
+        _close(client)
+
+    monkeypatch.setitem(faults.ACTIONS, point, app_write)
+    with pytest.raises(ConfigError, match=r"changed (since this step's plan read it|while its staged copy)"):
+        run_step_inprocess("sync", sync, run_id=rid, direction="reverse", confirm=True)
+    assert chroma_get(chroma_dir, "gamma_docs", ["g-0002"])["g-0002"][1]["app"] == "late write"
+    assert [n for n in siblings(chroma_dir) if ".sync-staging-" in n or ".pre-sync-" in n] == []

@@ -4,6 +4,7 @@ hand, another database with the same names). Real chromadb directories, qdrant-c
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import chromadb
 import pytest
 from qdrant_client import QdrantClient, models
 
-from runbook_lib.errors import ConfigError
+from runbook_lib.errors import ConfigError, VerificationFailed
 from runbook_lib.state.checkpoint import CHECKPOINT, load_checkpoint
 from runbook_lib.steps.migrate.engine import migrate
 from runbook_lib.steps.rollback.engine import rollback
@@ -58,6 +59,14 @@ def test_a_mistyped_qdrant_path_is_refused_and_never_created(
     with pytest.raises(ConfigError, match="migrated into Qdrant local"):
         run_step_inprocess("verify", verify, run_id=run_id)
     assert not typo.exists() and tree_digest(runbook_env["chroma"]) == before
+    # the run's storage copied elsewhere holds the run's collections and points: accepted, and said so
+    moved = tmp_path / "qdrant_moved"
+    shutil.copytree(runbook_env["qdrant"], moved)
+    monkeypatch.setenv("QDRANT_PATH", str(moved))
+    _, result = run_step_inprocess("sync", sync, run_id=run_id)
+    assert result.verdict.startswith("IN SYNC") and any("used because" in w for w in result.warnings), result.warnings
+    with pytest.raises(ConfigError, match="migrated into Qdrant local"):  # the rollback deletes: never elsewhere
+        run_step_inprocess("rollback", rollback, run_id=run_id, confirm=True)
 
 
 def test_a_qdrant_collection_deleted_or_recreated_by_hand_is_refused(
@@ -77,7 +86,7 @@ def test_a_qdrant_collection_deleted_or_recreated_by_hand_is_refused(
     for params in ({}, {"direction": "reverse", "confirm": True}):
         with pytest.raises(ConfigError, match="holds none of the 120 points"):
             run_step_inprocess("sync", sync, run_id=run_id, **params)
-    with pytest.raises(ConfigError, match="holds none of the 120 points"):
+    with pytest.raises(VerificationFailed, match="gamma_docs"):  # verify reports it, collection by collection
         run_step_inprocess("verify", verify, run_id=run_id)
     with pytest.raises(ConfigError, match="holds none of the 120 points"):
         run_step_inprocess("rollback", rollback, run_id=run_id, confirm=True)

@@ -183,6 +183,15 @@ def processes_holding(directory: Path) -> list[str]:
     return holders
 
 
+def _refuse_changed(live: Path, before: dict[str, tuple[int, int]], now: dict[str, tuple[int, int]], when: str) -> None:
+    changed = sorted(n for n in set(before) | set(now) if tuple(before.get(n) or ()) != tuple(now.get(n) or ()))
+    if changed:
+        raise ConfigError(
+            f"{live} changed {when} ({', '.join(changed[:5])}): an app is writing to it; stop the app, then run "
+            "this step again (nothing was replaced)."
+        )
+
+
 def refuse_if_open(directory: Path) -> None:
     holders = processes_holding(directory)
     if holders:
@@ -204,7 +213,16 @@ class ChromaWriter:
         self._before: dict[str, tuple[int, int]] = {}
 
     @classmethod
-    def open(cls, settings: ChromaSettings, *, server_client: ClientAPI | None = None) -> ChromaWriter:
+    def open(
+        cls,
+        settings: ChromaSettings,
+        *,
+        server_client: ClientAPI | None = None,
+        planned_from: dict[str, tuple[int, int]] | None = None,
+    ) -> ChromaWriter:
+        """A writer; for a persistent directory, over a staged copy of it. ``planned_from``: the live files' (size,
+        mtime) when the plan's snapshot was taken, so a write made since (before the copy, or during the staging)
+        stops the swap; without it the state at copy time is the reference."""
         if settings.is_server:
             if server_client is None:  # pragma: no cover - callers pass the source's client
                 raise RunbookError("A Chroma server writer needs the server's client.")
@@ -214,6 +232,9 @@ class ChromaWriter:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         staging = live.with_name(f"{live.name}.sync-staging-{stamp}")
         before = chroma_files.stat_tree(live)
+        if planned_from is not None:
+            _refuse_changed(live, planned_from, before, "since this step's plan read it")
+            before = planned_from
         chroma_files.ensure_free_space(live.parent, chroma_files.tree_size(live), "the staged copy of ChromaDB")
         chroma_files.copy_chroma_dir(live, staging)
         try:
@@ -291,19 +312,21 @@ class ChromaWriter:
         if self.staging is None or self.live is None:
             return None
         self._close_client()
-        now = chroma_files.stat_tree(self.live)
-        changed = sorted(n for n in set(self._before) | set(now) if self._before.get(n) != now.get(n))
-        if changed:
-            self.discard()
-            raise ConfigError(
-                f"{self.live} changed while its staged copy was written ({', '.join(changed[:5])}): an app is "
-                "writing to it; stop the app, then run this step again (nothing was replaced)."
-            )
-        refuse_if_open(self.live)
+        # the slow check first, so that "did the live directory change" and "is it open" are asked right before
+        # the renames (a write during the integrity check is seen)
         integrity = chroma_files.sqlite_integrity(self.staging / chroma_files.SQLITE_NAME)
         if integrity != "ok":
             self.discard()
             raise RunbookError(f"The staged copy of {self.live} failed SQLite's integrity check ({integrity}).")
+        fault_point("swap:checks")
+        try:
+            _refuse_changed(
+                self.live, self._before, chroma_files.stat_tree(self.live), "while its staged copy was written"
+            )
+            refuse_if_open(self.live)
+        except ConfigError:
+            self.discard()
+            raise
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         previous = self.live.with_name(f"{self.live.name}.pre-sync-{stamp}")
         try:

@@ -2,11 +2,13 @@
 
 At migrate the checkpoint records ``stores`` (:func:`record_stores`): the source (a directory's resolved path, or a
 server's address, tenant and database) and the target (its kind and URL or path); and per collection the Chroma
-collection's UUID (``source_uuid``). Sync (both directions), rollback and verify then refuse, with a
-:class:`~runbook_lib.errors.ConfigError` (exit 2) in one sentence, a store that is not the one the run knows:
+collection's UUID (``source_uuid``). Sync (both directions) and rollback then refuse, with a
+:class:`~runbook_lib.errors.ConfigError` (exit 2) in one sentence, a store that is not the one the run knows (verify
+refuses settings naming another store; a collection deleted or replaced there is what it reports, record by record):
 
 * :func:`check_stores`: the settings name the run's source and target (before either is opened: a mistyped
-  ``QDRANT_PATH`` is never created);
+  ``QDRANT_PATH`` is never created; a target moved or copied elsewhere is accepted once its collections prove to be
+  the run's);
 * :func:`check_source_collections`: each collection is still the one migrated (same UUID; a collection deleted and
   re-created, or another database with the same names, has another);
 * :func:`check_target_collections`: each Qdrant collection exists with the vector size and distance the run created
@@ -60,21 +62,35 @@ def _say(store: dict[str, Any]) -> str:
     return f"{store['kind']} {store['location']}{extra}"
 
 
-def check_stores(run_id: str, data: dict[str, Any], settings: Settings, *, source: bool = True) -> None:
-    """Refuse settings that name another source or target than the run's (``source=False``: the target only)."""
+def check_stores(
+    run_id: str, data: dict[str, Any], settings: Settings, *, source: bool = True, moved_target: bool = True
+) -> str | None:
+    """Refuse settings that name another source or target than the run's (``source=False``: the target only).
+
+    A target at another URL or path is accepted (``moved_target``) when it exists: a copied or moved store, whose
+    collections the caller then proves are the run's (:func:`check_target_collections`); the note returned says
+    so. A local path that does not exist (a mistyped ``QDRANT_PATH``) is refused, so it is never created."""
     stores = data.get("stores")
     if not isinstance(stores, dict):  # a run migrated before stores were recorded: nothing to compare with
-        return
+        return None
+    note = None
     recorded_target = stores.get("target") or {}
     now_target = target_store(settings.qdrant)
     if recorded_target and recorded_target != now_target:
-        raise ConfigError(
-            f"Run {run_id} migrated into Qdrant {_say(recorded_target)} but the settings now point at "
-            f"{_say(now_target)}: set QDRANT_URL or QDRANT_PATH as they were for that run (nothing was written)."
+        missing = now_target["kind"] == "local" and not Path(now_target["location"]).exists()
+        if missing or not moved_target:
+            raise ConfigError(
+                f"Run {run_id} migrated into Qdrant {_say(recorded_target)} but the settings now point at "
+                f"{_say(now_target)}{', which does not exist' if missing else ''}: set QDRANT_URL or QDRANT_PATH as "
+                "they were for that run (nothing was written)."
+            )
+        note = (
+            f"Run {run_id} migrated into Qdrant {_say(recorded_target)}; the settings point at {_say(now_target)}, "
+            "used because each of the run's collections there holds the points the run last synchronised."
         )
     recorded_source = stores.get("source") or {}
     if not source or not recorded_source:
-        return
+        return note
     now_source = source_store(settings.chroma)
     backup = data.get("backup_path")
     if backup and now_source["kind"] == "directory":  # the rollback reads the run's own backup to plan a restore
@@ -88,6 +104,7 @@ def check_stores(run_id: str, data: dict[str, Any], settings: Settings, *, sourc
             f"{_say(now_source)}: set {variable} (and CHROMA_TENANT, CHROMA_DATABASE) as they were for that run "
             "(nothing was written)."
         )
+    return note
 
 
 def check_source_collections(

@@ -36,7 +36,7 @@ from runbook_lib.kernel.display import progress
 from runbook_lib.kernel.step import Step
 from runbook_lib.qdrant.target import QdrantTarget
 from runbook_lib.state.checkpoint import CHECKPOINT, Checkpoint
-from runbook_lib.state.identity import record_stores
+from runbook_lib.state.identity import check_stores, record_stores
 from runbook_lib.state.ledger import Ledger, Marker, file_id
 from runbook_lib.steps.migrate.charts import migrate_charts
 from runbook_lib.steps.migrate.pipeline import copy_collection
@@ -101,6 +101,7 @@ def migrate(step: Step) -> MigrationResult:
     t0 = time.perf_counter()
     checkpoint = Checkpoint(step.run.state_dir / CHECKPOINT)
     checkpoint.data.setdefault("target", step.settings.qdrant.describe())
+    check_stores(step.run.run_id, checkpoint.data, step.settings, moved_target=False)  # a resume: the same stores
     record_stores(checkpoint.data, step.settings)
     layout = _run_layout(checkpoint, p)
     chroma = step.settings.chroma

@@ -1,8 +1,11 @@
 """Undo a migration run without losing a write (``05_rollback.ipynb`` · ``runbook rollback --run-id ID``):
 ``rollback(step)``.
 
-The rollback reads what the migrate step recorded in ``outputs/<run_id>/state/migrate_checkpoint.json`` and first
-builds a plan, changing nothing (every refusal below is raised here, before anything changes):
+The rollback first finishes (or undoes) a directory swap a crash interrupted
+(:func:`~runbook_lib.chroma.writer.recover_swap`), then reads what the migrate step recorded in
+``outputs/<run_id>/state/migrate_checkpoint.json`` (a missing one, for a run that migrated, is refused) and builds a
+plan, changing nothing (every refusal below is raised here, before anything changes; so is a store that is not the
+run's: :mod:`runbook_lib.state.identity`):
 
 * **ChromaDB** (:mod:`~runbook_lib.steps.rollback.chroma_restore`): the run's backup is loaded and *every* checksum
   verified (a missing or corrupt backup stops the rollback). The live directory is **kept**: the app's writes made
@@ -20,7 +23,11 @@ builds a plan, changing nothing (every refusal below is raised here, before anyt
   restore from the backup the sync runs with ``on_conflict="target"`` (Qdrant holds the newest complete state).
   The sync writes through a staged, verified copy of the directory; the previous one is kept as
   ``<dir>.pre-sync-<time>``. The plan says how many records come back (added/changed/deleted).
-* **Only then is Qdrant cleaned up** (:mod:`~runbook_lib.steps.rollback.qdrant_cleanup`): collections the run
+* **Only then is Qdrant cleaned up** (:mod:`~runbook_lib.steps.rollback.qdrant_cleanup`), after the checkpoint
+  records (``rollback``) that the changes came back, and each collection's deletion as begun right before it (a
+  rerun never brings anything back from a collection whose removal began: a half-deleted one may be re-created
+  empty). Right before a deletion the collection is exported to the run folder and re-checked against the ledger
+  (:mod:`~runbook_lib.steps.rollback.export`: a point the app wrote since stops that deletion). Collections the run
   created (``created_by_run``) are deleted; an alias the run pointed at its own collection is put back on the
   collection it pointed at before (``alias_previous``), or deleted when it did not exist before. Anything the run
   did not create is left untouched, and so is an alias someone has since moved. A collection the run created that
@@ -132,7 +139,7 @@ def rollback(step: Step) -> RollbackResult:
     #    another run took over or a conflict stops the rollback now.
     chroma_in_scope = bool(p.restore_chroma)
     if p.remove_qdrant or chroma_in_scope:
-        check_stores(run_id, checkpoint, step.settings, source=chroma_in_scope)
+        check_stores(run_id, checkpoint, step.settings, source=chroma_in_scope, moved_target=False)
         check_same_target(step, checkpoint, result.warnings)
     chroma_plan = plan_chroma(step, checkpoint, result.warnings)
     result.chroma = chroma_plan.to_dict()

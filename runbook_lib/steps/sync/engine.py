@@ -1,5 +1,8 @@
 """The sync step (``06_sync.ipynb``): bring a migrated run up to date with a live app (SPEC "Live data").
 
+0. Refuse what this run does not know (:mod:`runbook_lib.state.identity`: settings that name another store, a
+   collection deleted or re-created on either side, a damaged or missing ledger, an ``on_conflict`` winner this
+   direction cannot write), after finishing a directory swap a crash interrupted.
 1. Read the live source as it is now: a Chroma server directly; a persistent directory through a snapshot kept in
    the run's ``state/sync_snapshot`` (so a verify after the sync checks the target against the source as of
    this sync) and read from a scratch copy of it.
@@ -8,7 +11,8 @@
    made on the side being written) unless ``on_conflict`` picks a side; a reverse sync without ``confirm`` only
    shows its plan.
 4. Apply (:mod:`~runbook_lib.steps.sync.apply`): forward into Qdrant; reverse into ChromaDB (a staged copy of a
-   persistent directory, verified, then swapped in). The ledger follows each written batch.
+   persistent directory, verified, then swapped in; a write into the live directory since the plan's snapshot
+   stops the swap). The ledger follows each written batch.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from runbook_lib.app.dual import journal_path_from_env
 from runbook_lib.app.journal import Journal, JournalEntry
 from runbook_lib.chroma import files as chroma_files
 from runbook_lib.chroma.writer import ChromaWriter, honour_swap
+from runbook_lib.config.faults import fault_point
 from runbook_lib.core.layouts import get_layout
 from runbook_lib.errors import ConfigError
 from runbook_lib.kernel.display import progress
@@ -226,9 +231,10 @@ def run_sync(step: Step, p: SyncOptions) -> SyncResult:
     checkpoint = Checkpoint(step.run.state_dir / CHECKPOINT)
     todo = _collections(step, checkpoint, p.collections)
     run_id = step.run.run_id
-    check_stores(run_id, checkpoint.data, step.settings)  # before either store is opened
+    store_note = check_stores(run_id, checkpoint.data, step.settings)  # before either store is opened
     layout = get_layout(*run_layout_params(checkpoint.data))  # type: ignore[arg-type]
     result = SyncResult(ok=True, direction=p.direction, on_conflict=p.on_conflict)
+    result.warnings += [store_note] if store_note else []
     if swap_note := honour_swap(step.settings.chroma):  # a swap a crash interrupted, finished or undone first
         result.warnings.append(swap_note)
     journal = _journal(step)
@@ -278,7 +284,7 @@ def run_sync(step: Step, p: SyncOptions) -> SyncResult:
             elif p.direction == "reverse" and not p.confirm:
                 result.plan_only = True
             else:
-                _apply(step, p, source, target, ledger, diffs, result)
+                _apply(step, p, source, target, ledger, diffs, result, live_stats)
         finally:
             source.close()
             _settle_snapshot(step, p, snapshot, result)
@@ -319,7 +325,10 @@ def _apply(
     ledger: Ledger,
     diffs: list[CollectionDiff],
     result: SyncResult,
+    planned_from: dict[str, list[int]] | None,
 ) -> None:
+    """Write the plan into the side it is for; ``planned_from``: the live files when the plan's snapshot was taken
+    (a write into a persistent directory since then stops the swap)."""
     work = {d.collection: _work(d, p.direction, p.on_conflict, p.keep_other_side) for d in diffs}
     total = sum(len(u) + len(d) for u, d in work.values())
     bar = progress(total=total, desc=f"sync {p.direction}", unit="rec")
@@ -344,8 +353,11 @@ def _apply(
             apply.refresh_ledger(ledger, diff)
             summary["applied"] = 0
     else:
+        fault_point("sync:planned")
         writer = ChromaWriter.open(
-            step.settings.chroma, server_client=source.client if step.settings.chroma.is_server else None
+            step.settings.chroma,
+            server_client=source.client if step.settings.chroma.is_server else None,
+            planned_from={k: (v[0], v[1]) for k, v in planned_from.items()} if planned_from else None,
         )
         pending: list[tuple[CollectionDiff, Any, list[str]]] = []
         try:

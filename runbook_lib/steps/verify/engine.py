@@ -35,8 +35,7 @@ from runbook_lib.kernel.display import progress
 from runbook_lib.kernel.step import Step
 from runbook_lib.qdrant.target import QdrantTarget
 from runbook_lib.state.checkpoint import read_checkpoint, run_layout_params
-from runbook_lib.state.identity import check_stores, check_target_collections
-from runbook_lib.state.ledger import LEDGER, Ledger
+from runbook_lib.state.identity import check_stores
 from runbook_lib.steps.verify.charts import verify_charts
 from runbook_lib.steps.verify.checks import Histogram, Planned, verify_collection
 from runbook_lib.steps.verify.queries import PERTURBATION, QUERY_SEED
@@ -182,23 +181,14 @@ def _source_unchanged(step: Step, backup: Backup | None, synced: dict[str, Any] 
     return chk.to_dict()
 
 
-def _check_target_identity(step: Step, target: QdrantTarget, checkpoint: dict[str, Any]) -> None:
-    """Refuse Qdrant collections that are not the ones the run wrote (:mod:`runbook_lib.state.identity`)."""
-    ledger_file = step.run.state_dir / LEDGER
-    if not ledger_file.is_file():  # a run migrated before the ledger: the per-record checks say it all
-        return
-    done = [(n, st) for n, st in checkpoint.get("collections", {}).items() if st.get("status") == "done"]
-    with Ledger(ledger_file, create=False) as ledger:
-        check_target_collections(step.run.run_id, target, ledger, done)
-
-
 def verify(step: Step) -> VerifyResult:
     """The verify step (``03_verify.ipynb``)."""
     p: VerifyParams = step.params  # type: ignore[assignment]
     t0 = time.perf_counter()
     checkpoint = read_checkpoint(step.run)
+    store_note = None
     if checkpoint is not None:  # the run's stores, before either is opened
-        check_stores(step.run.run_id, checkpoint, step.settings)
+        store_note = check_stores(step.run.run_id, checkpoint, step.settings)
     swap_note = honour_swap(step.settings.chroma)
     layout = get_layout(*run_layout_params(checkpoint))  # type: ignore[arg-type]
     source, backup, source_read = _open_source(step, checkpoint)
@@ -222,9 +212,9 @@ def verify(step: Step) -> VerifyResult:
             "query_seed": QUERY_SEED,
         },
     )
-    result.warnings += [swap_note] if swap_note else []
+    result.warnings += [note for note in (swap_note, store_note) if note]
     migrated_to = (checkpoint or {}).get("target")
-    if migrated_to and migrated_to != step.settings.qdrant.describe():
+    if migrated_to and store_note is None and migrated_to != step.settings.qdrant.describe():
         result.warnings.append(
             f"Run {step.run.run_id} migrated to {migrated_to}, but this verification reads "
             f"{step.settings.qdrant.describe()}: check QDRANT_URL / QDRANT_PATH."
@@ -234,8 +224,6 @@ def verify(step: Step) -> VerifyResult:
     try:
         with QdrantTarget(step.settings.qdrant) as target:
             target.strong_reads = True  # a server answers from every replica: no stale replica reads as equal
-            if checkpoint is not None:
-                _check_target_identity(step, target, checkpoint)
             plans = [] if result.problems else _plan(source, checkpoint, p.collections, step.run.run_id)
             if checkpoint is not None and not p.collections:
                 others = sorted(set(source.collection_names()) - {pl.source for pl in plans})
