@@ -245,7 +245,7 @@ def run_sync(step: Step, p: SyncOptions) -> SyncResult:
             "store missed; this sync's full comparison carries them over and then clears them from the journal."
         )
     chroma = step.settings.chroma
-    with Ledger.for_run(step.run.state_dir, create=False) as ledger, QdrantTarget(step.settings.qdrant) as target:
+    with QdrantTarget(step.settings.qdrant) as target, Ledger.for_run(step.run.state_dir, create=False) as ledger:
         # read into a candidate: it becomes the run's "source as of the last sync" only if this sync completes
         snapshot, live_stats, live_file = (
             (None, None, None) if chroma.is_server else _snapshot(step, f"{p.snapshot}.candidate")
