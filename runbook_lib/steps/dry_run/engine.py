@@ -28,7 +28,7 @@ from runbook_lib.core.plan import plan_collection
 from runbook_lib.errors import DimensionMismatchError, RunbookError
 from runbook_lib.kernel.display import progress
 from runbook_lib.kernel.step import Step
-from runbook_lib.qdrant.target import QdrantTarget
+from runbook_lib.qdrant.connect import open_target
 from runbook_lib.steps.dry_run.charts import dry_run_charts
 from runbook_lib.steps.dry_run.result import DryRunResult
 
@@ -218,7 +218,7 @@ def _existing_targets(step: Step, targets: list[str]) -> list[str]:
     if not q.is_server and not (q.path / "meta.json").is_file():
         return []  # no local storage yet: do not create one in a dry run
     try:
-        with QdrantTarget(q) as target:
+        with open_target(q) as target:
             return [t for t in targets if target.exists(t)]
     except RunbookError:
         raise
