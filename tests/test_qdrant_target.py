@@ -5,6 +5,7 @@ indexes against a stub that keeps them, and the settings that guard the API key.
 
 from __future__ import annotations
 
+import inspect
 import json
 import threading
 from collections.abc import Iterator
@@ -338,11 +339,19 @@ INTERFACE_METHODS = sorted(
 )
 
 
+def _parameters(method: Any) -> list[tuple[str, Any, Any]]:
+    return [(p.name, p.kind, p.default) for p in inspect.signature(method).parameters.values()]
+
+
 def test_qdrant_target_implements_the_interface(tmp_path: Path) -> None:
     """Every method of the Protocol is QdrantTarget's own (none falls back to the Protocol's empty body)."""
     assert {"upsert", "scroll", "query", "create_payload_index", "__exit__"} <= set(INTERFACE_METHODS)
     missing = [n for n in INTERFACE_METHODS if n not in vars(QdrantTarget)]
     assert not missing, f"QdrantTarget lacks {missing}"
+    differ = [
+        n for n in INTERFACE_METHODS if _parameters(getattr(QdrantTarget, n)) != _parameters(getattr(QdrantStore, n))
+    ]
+    assert not differ, f"QdrantTarget's parameters differ from the interface's in {differ}"
     with open_target(QdrantSettings(path=tmp_path / "q")) as target:
         assert isinstance(target, QdrantTarget) and isinstance(target, QdrantStore)
         assert target.capabilities.kind == "local" and target.capabilities.aliases
