@@ -33,9 +33,9 @@ from runbook_lib.steps.dry_run.charts import dry_run_charts
 from runbook_lib.steps.dry_run.result import DryRunResult
 
 #: Write rates used for the time estimate (points/s for 1536-d points); the estimate scales them by dimension.
-#: Local: ~1,270 points/s measured by benchmarks/run_cost_bench.py at scale 1 and 10 (14,365 records copied in
-#: 11.3-11.6 s; 143,650 in 112 s) since bulk loads write ahead (runbook_lib/qdrant/local_storage.py).
-ESTIMATED_POINTS_PER_S = {"local": 1200.0, "server": 1500.0}
+#: Local: ~340 points/s on a quiet disk, ~100 on a busy one (benchmarks/local_write_bench.py: qdrant-client's local
+#: mode flushes the disk once per point).
+ESTIMATED_POINTS_PER_S = {"local": 300.0, "server": 1500.0}
 
 
 def inventory(
