@@ -101,6 +101,19 @@ def test_transient_errors_are_retried_then_named(stub: tuple[str, type[_Stub]], 
     assert info.value.collection == "books"
 
 
+def test_an_apps_target_retries_briefly(stub: tuple[str, type[_Stub]]) -> None:
+    """``fail_fast`` (the app layer): 3 tries within about a second, then the error."""
+    url, handler = stub
+    handler.write_status = 503
+    settings = QdrantSettings(path=None, url=url, timeout_s=5)  # type: ignore[arg-type]
+    with (
+        open_target(settings, fail_fast=True) as target,
+        pytest.raises(TargetError, match=r"an app write of collection 'books'.*503"),
+    ):
+        target.upsert("books", [_point(1)], [[0.1, 0.2]], [{}], batch_label="an app write")
+    assert len([r for r in handler.requests if r[0] == "PUT"]) == 3
+
+
 def test_permanent_error_is_not_retried(stub: tuple[str, type[_Stub]], no_backoff: None) -> None:
     url, handler = stub
     handler.write_status = 400
