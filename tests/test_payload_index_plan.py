@@ -82,3 +82,29 @@ def test_over_the_cloud_cap_stops_and_says_to_choose() -> None:
 def test_a_key_qdrant_cannot_address_is_left_out() -> None:
     indexes, unindexed = plan_payload_indexes({'a"b': {"str"}}, "auto", collection="c")
     assert indexes == [] and "cannot address" in unindexed[0].why
+
+
+def test_the_dry_run_plans_the_indexes_from_the_data(small_source: dict) -> None:
+    from runbook_lib.steps.dry_run import report
+    from runbook_lib.steps.dry_run.engine import dry_run
+
+    from conftest import run_step_inprocess
+
+    _, result = run_step_inprocess("dry-run", dry_run)
+    by_name = {pl["source"]: pl for pl in result.plan}
+    planned = {(i["key"], i["path"], i["index_type"]) for i in by_name["alpha_docs"]["payload_indexes"]}
+    assert planned == {
+        ("i", "metadata.i", "integer"),
+        ("half", "metadata.half", "float"),
+        ("even", "metadata.even", "bool"),
+        ("tag", "metadata.tag", "keyword"),
+        (DOCUMENT_KEY, "document", "text"),
+    }
+    assert by_name["empty_docs"]["payload_indexes"] == []
+    table = report.payload_index_table(result)
+    assert ("alpha_docs", "tag") in table.index
+
+    _, chosen = run_step_inprocess("dry-run", dry_run, payload_indexes="tag")
+    assert {i["key"] for pl in chosen.plan for i in pl["payload_indexes"]} == {"tag"}
+    with pytest.raises(ConfigError, match="'nope', which no planned collection has"):
+        run_step_inprocess("dry-run", dry_run, payload_indexes="tag,nope")
