@@ -79,6 +79,13 @@ def value_type(value: Any) -> str:
     return type(value).__name__
 
 
+def add_key_types(key_types: dict[str, set[str]], metadatas: Iterable[Mapping[str, Any] | None]) -> None:
+    """Add the :func:`value_type` of every metadata value to ``key_types`` (key -> type names)."""
+    for meta in metadatas:
+        for key, value in (meta or {}).items():
+            key_types.setdefault(key, set()).add(value_type(value))
+
+
 def index_type_for(types: Iterable[str]) -> tuple[IndexType | None, str]:
     """The index type for a key whose values have these :func:`value_type` names, and the reason (or why none)."""
     elements: set[str] = set()

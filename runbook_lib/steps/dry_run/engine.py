@@ -24,7 +24,7 @@ from runbook_lib.core.layouts import (
     recommended_layout,
 )
 from runbook_lib.core.mapping import id_collisions
-from runbook_lib.core.payload_indexes import layout_paths, missing_keys, plan_payload_indexes, value_type
+from runbook_lib.core.payload_indexes import add_key_types, layout_paths, missing_keys, plan_payload_indexes
 from runbook_lib.core.plan import plan_collection
 from runbook_lib.errors import ConfigError, DimensionMismatchError, RunbookError
 from runbook_lib.kernel.display import progress
@@ -87,8 +87,7 @@ def inventory(
                 no_metadata += 1
                 continue
             meta_bytes += len(json.dumps(meta, ensure_ascii=False).encode())
-            for k, v in meta.items():
-                key_types.setdefault(k, set()).add(value_type(v))
+            add_key_types(key_types, [meta])
     dimension = dims.most_common(1)[0][0] if dims else info.dimension
     vector_bytes = sum(d * n * 4 for d, n in dims.items())
     warnings: list[str] = []
