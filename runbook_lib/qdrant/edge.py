@@ -13,17 +13,13 @@ write-ahead log); a second opener is refused in one sentence.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from importlib import metadata
-from pathlib import Path
 from types import EllipsisType
 from typing import Any, TypeVar
 
@@ -36,6 +32,14 @@ from runbook_lib.core.mapping import PAYLOAD_ID_KEY
 from runbook_lib.errors import ConfigError, RunbookError, TargetError
 from runbook_lib.qdrant.base import Capabilities, IndexType, TargetCollection
 from runbook_lib.qdrant.edge_filters import to_edge_filter
+from runbook_lib.qdrant.edge_folders import (
+    CONFIG_FILE,
+    is_shard,
+    read_config,
+    remove_shard_folder,
+    shard_folder,
+    shard_names,
+)
 
 __all__ = ["ALIAS_REFUSAL", "EdgeTarget"]
 
@@ -45,8 +49,6 @@ T = TypeVar("T")
 
 #: Why a step that needs aliases cannot run on Edge, and what to do instead.
 ALIAS_REFUSAL = "Qdrant Edge has no aliases: use -p cutover plain, or a Qdrant server via QDRANT_URL."
-#: The file in which Edge keeps a shard's configuration (vectors, HNSW, optimizers); its presence marks a shard.
-CONFIG_FILE = "edge_config.json"
 #: Qdrant's defaults for what the collection's configuration does not say.
 DEFAULT_HNSW = {"m": 16, "ef_construct": 100}
 FULL_SCAN_THRESHOLD_KB = 10_000
@@ -125,17 +127,16 @@ class EdgeTarget:
 
     # --- collections and aliases ---------------------------------------------------------------
     def collection_names(self) -> list[str]:
-        """The shards: folders of the root that hold an Edge configuration (hidden folders are not collections)."""
-        return sorted(d.name for d in self.root.iterdir() if not d.name.startswith(".") and (d / CONFIG_FILE).is_file())
+        return shard_names(self.root)
 
     def aliases(self) -> dict[str, str]:
         return {}
 
     def exists(self, name: str) -> bool:
-        return (self._folder(name) / CONFIG_FILE).is_file()
+        return is_shard(shard_folder(self.root, name))
 
     def describe_collection(self, name: str) -> TargetCollection:
-        config = self._config(name)
+        config = read_config(self.root, name)
         vectors = config.get("vectors") or {}
         if set(vectors) != {""}:
             raise TargetError(
@@ -187,16 +188,16 @@ class EdgeTarget:
             ),
             optimizers=qe.EdgeOptimizersConfig(indexing_threshold=INDEXING_THRESHOLD_KB),
         )
-        folder = self._folder(name)
+        folder = shard_folder(self.root, name)
         with self._guard:
-            if (folder / CONFIG_FILE).is_file():
+            if is_shard(folder):
                 raise TargetError(f"Qdrant Edge collection {name!r} already exists at {folder}.", collection=name)
             self._shards[name] = self._edge(name, "create the shard", lambda: qe.EdgeShard.create(str(folder), config))
         return None
 
     def indexing_threshold(self, name: str) -> int | None:
         """The shard's indexing threshold (kB) from its configuration (None: not stated)."""
-        value = (self._config(name).get("optimizers") or {}).get("indexing_threshold")
+        value = (read_config(self.root, name).get("optimizers") or {}).get("indexing_threshold")
         return int(value) if value is not None else None
 
     def finish_bulk_load(
@@ -229,12 +230,12 @@ class EdgeTarget:
         flush()
 
     def delete_collection(self, name: str) -> None:
-        """Close the shard and remove its folder (renamed to a hidden folder first, so a half-removed shard is
-        never a collection). Nothing to do when there is no such shard; a folder that is not a shard is kept."""
-        folder = self._folder(name)
+        """Close the shard and remove its folder. Nothing to do when there is no such shard; a folder that is not
+        a shard is kept."""
+        folder = shard_folder(self.root, name)
         if not folder.exists():
             return
-        if not (folder / CONFIG_FILE).is_file():
+        if not is_shard(folder):
             raise TargetError(
                 f"{folder} is not a Qdrant Edge shard (it has no {CONFIG_FILE}), so it is not removed: move it out "
                 "of QDRANT_EDGE_PATH if it is not needed.",
@@ -244,16 +245,7 @@ class EdgeTarget:
         with self._guard:
             self._shards.pop(name, None)
         shard.close()
-        doomed = self.root / f".deleting-{name}-{uuid.uuid4().hex[:8]}"
-        try:
-            folder.rename(doomed)
-            shutil.rmtree(doomed)
-        except OSError as exc:
-            raise TargetError(
-                f"Qdrant Edge could not remove collection {name!r} ({folder}): {exc.strerror}; remove "
-                f"{doomed if doomed.exists() else folder} by hand.",
-                collection=name,
-            ) from exc
+        remove_shard_folder(self.root, name)
 
     def set_alias(self, alias: str, collection: str) -> None:
         raise ConfigError(ALIAS_REFUSAL)
@@ -405,34 +397,13 @@ class EdgeTarget:
         ]
 
     # --- helpers -------------------------------------------------------------------------------
-    def _folder(self, name: str) -> Path:
-        """``<root>/<name>``, for a name that is one visible folder name."""
-        if not name or name.startswith(".") or any(c in name for c in "/\\\0") or len(name.encode()) > 255:
-            raise ConfigError(
-                f"{name!r} cannot be a Qdrant Edge collection: each collection is the folder "
-                "<QDRANT_EDGE_PATH>/<name>, so its name must be one folder name (no /, \\ or leading dot); choose "
-                "another target name."
-            )
-        return self.root / name
-
-    def _config(self, name: str) -> dict[str, Any]:
-        path = self._folder(name) / CONFIG_FILE
-        try:
-            return dict(json.loads(path.read_text()))
-        except FileNotFoundError:
-            raise TargetError(
-                f"Qdrant Edge has no collection {name!r} (no shard at {path.parent}).", collection=name
-            ) from None
-        except (OSError, ValueError) as exc:
-            raise TargetError(f"Qdrant Edge cannot read the configuration of {name!r} ({path}): {_short(exc)}") from exc
-
     def _shard(self, name: str) -> qe.EdgeShard:
         """The open shard of collection ``name``, loaded on first use."""
         with self._guard:
             shard = self._shards.get(name)
             if shard is None:
-                folder = self._folder(name)
-                if not (folder / CONFIG_FILE).is_file():
+                folder = shard_folder(self.root, name)
+                if not is_shard(folder):
                     raise TargetError(
                         f"Qdrant Edge has no collection {name!r} (no shard at {folder}).", collection=name
                     )
