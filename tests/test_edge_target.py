@@ -164,7 +164,8 @@ def test_edge_is_the_engine_without_aliases_or_a_cluster(tmp_path: Path) -> None
         )
         assert target.identity() == {"kind": "edge", "path": str(tmp_path / "edge"), "qdrant_edge_version": "0.9.0"}
         assert target.describe() == f"Qdrant Edge at {tmp_path / 'edge'}"
-        target.ping()
+        target.ping()  # before the first collection: reading creates nothing
+        assert target.collection_names() == [] and not target.exists("books") and not (tmp_path / "edge").exists()
         target.create_collection("books", size=4, distance="Cosine", hnsw={"m": 8, "ef_construct": 64})
         assert target.indexing_threshold("books") == 1
 
@@ -195,6 +196,9 @@ def test_edge_is_the_engine_without_aliases_or_a_cluster(tmp_path: Path) -> None
         with pytest.raises(TargetError, match="is not a Qdrant Edge shard"):
             target.delete_collection("notes")
         assert (tmp_path / "edge" / "notes").is_dir()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(TargetError, match="is not a writable directory"):
+        edge_target(tmp_path / "file" / "edge").ping()
     config = json.loads((tmp_path / "edge" / "books" / "edge_config.json").read_text())
     assert config["hnsw_config"]["m"] == 8 and config["hnsw_config"]["ef_construct"] == 64
 

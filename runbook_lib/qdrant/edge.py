@@ -82,14 +82,7 @@ class EdgeTarget:
         if settings.edge_path is None:
             raise ConfigError("EdgeTarget needs QDRANT_EDGE_PATH: set it to the folder that holds the shards.")
         self.settings = settings
-        self.root = settings.edge_path
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(
-                f"Cannot create the Qdrant Edge folder QDRANT_EDGE_PATH={self.root} ({exc.strerror}): point "
-                "QDRANT_EDGE_PATH at a directory you can write."
-            ) from exc
+        self.root = settings.edge_path  # made by the first create_collection: reading never creates it
         self._shards: dict[str, qe.EdgeShard] = {}
         self._guard = threading.Lock()
 
@@ -122,8 +115,14 @@ class EdgeTarget:
         return {"kind": "edge", "path": str(self.root), "qdrant_edge_version": metadata.version("qdrant-edge-py")}
 
     def ping(self) -> None:
-        if not self.root.is_dir() or not os.access(self.root, os.W_OK):
-            raise TargetError(f"Qdrant Edge cannot use QDRANT_EDGE_PATH={self.root}: it is not a writable directory.")
+        """The root (or, before the first collection, the folder it will be made in) is a writable directory."""
+        there = self.root
+        while not there.exists() and there != there.parent:
+            there = there.parent
+        if not there.is_dir() or not os.access(there, os.W_OK):
+            raise TargetError(
+                f"Qdrant Edge cannot use QDRANT_EDGE_PATH={self.root}: {there} is not a writable directory."
+            )
 
     # --- collections and aliases ---------------------------------------------------------------
     def collection_names(self) -> list[str]:
@@ -192,6 +191,13 @@ class EdgeTarget:
         with self._guard:
             if is_shard(folder):
                 raise TargetError(f"Qdrant Edge collection {name!r} already exists at {folder}.", collection=name)
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(
+                    f"Cannot create the Qdrant Edge folder QDRANT_EDGE_PATH={self.root} ({exc.strerror}): point "
+                    "QDRANT_EDGE_PATH at a directory you can write."
+                ) from exc
             self._shards[name] = self._edge(name, "create the shard", lambda: qe.EdgeShard.create(str(folder), config))
         return None
 

@@ -32,7 +32,8 @@ def is_shard(folder: Path) -> bool:
 
 
 def shard_names(root: Path) -> list[str]:
-    return sorted(d.name for d in root.iterdir() if is_shard(d))
+    """The collections under ``root`` (none before the root exists)."""
+    return sorted(d.name for d in root.iterdir() if is_shard(d)) if root.is_dir() else []
 
 
 def read_config(root: Path, name: str) -> dict[str, Any]:
