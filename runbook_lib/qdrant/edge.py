@@ -8,12 +8,13 @@ models, as for :class:`~runbook_lib.qdrant.target.QdrantTarget`.
 Edge optimizes only when asked: points land in a plain (exact) segment, and :meth:`EdgeTarget.finish_bulk_load`
 builds the HNSW index with ``optimize()``. Every shard gets that index however small it is, as Chroma does, so
 an approximate search compares two HNSW indexes. A shard is held by one process at a time (Edge locks its
-write-ahead log); a second opener is refused in one sentence.
+write-ahead log); a second opener is refused in one sentence. qdrant-edge-py 0.9 holds the GIL in ``update``,
+``flush`` and ``optimize`` (searches release it), so other Python threads wait while a batch is written or the index
+is built.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
@@ -42,8 +43,6 @@ from runbook_lib.qdrant.edge_folders import (
 )
 
 __all__ = ["ALIAS_REFUSAL", "EdgeTarget"]
-
-log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -98,13 +97,14 @@ class EdgeTarget:
             shards, self._shards = self._shards, {}
         failed: TargetError | None = None
         for name, shard in shards.items():
-            try:
-                shard.flush()
-            except Exception as exc:
-                failed = failed or TargetError(
-                    f"Qdrant Edge could not flush collection {name!r} at {self.root}: {_short(exc)}", collection=name
-                )
-            shard.close()
+            for what, call in (("flush", shard.flush), ("close", shard.close)):
+                try:
+                    call()
+                except Exception as exc:
+                    failed = failed or TargetError(
+                        f"Qdrant Edge could not {what} collection {name!r} at {self.root}: {_short(exc)}",
+                        collection=name,
+                    )
         if failed is not None:
             raise failed
 
@@ -344,7 +344,7 @@ class EdgeTarget:
         query_filter: models.Filter | None = None,
     ) -> tuple[list[models.Record], Any]:
         request = qe.ScrollRequest(
-            offset=None if offset is None else str(offset),
+            offset=offset,
             limit=limit,
             filter=to_edge_filter(query_filter),
             with_payload=_payload_selector(with_payload),
