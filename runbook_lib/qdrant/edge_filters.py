@@ -58,7 +58,7 @@ def _condition(c: models.Condition) -> Any:
         return qe.HasVectorCondition(vector=c.has_vector)
     if isinstance(c, models.NestedCondition):
         return qe.NestedCondition(key=c.nested.key, filter=_filter(c.nested.filter))
-    raise _unsupported(type(c).__name__)
+    raise _unsupported(f"a {type(c).__name__}")
 
 
 def _field(c: models.FieldCondition) -> qe.FieldCondition:
@@ -97,7 +97,7 @@ def _match(m: models.Match) -> Any:
         return qe.MatchPrefix(m.prefix)
     if isinstance(m, models.MatchSubstring):
         return qe.MatchSubstring(m.substring)
-    raise _unsupported(type(m).__name__)
+    raise _unsupported(f"a {type(m).__name__}")
 
 
 def _range(r: models.Range | models.DatetimeRange) -> Any:
@@ -112,6 +112,6 @@ def _iso(value: datetime | date | None) -> str | None:
 
 def _unsupported(what: str) -> ConfigError:
     return ConfigError(
-        f"Qdrant Edge cannot evaluate the filter condition {what} here: filter with match, range, ids or "
-        "emptiness conditions, or use a Qdrant server via QDRANT_URL."
+        f"Qdrant Edge cannot evaluate {what} in a filter here: filter with match, range, id, emptiness or nested "
+        "conditions, or use a Qdrant server via QDRANT_URL."
     )
