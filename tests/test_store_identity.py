@@ -118,3 +118,25 @@ def test_another_chromadb_with_the_same_names_is_refused(
     with pytest.raises(ConfigError, match=r"'beta_docs' that run .* no longer exists"):
         run_step_inprocess("sync", sync, run_id=run_id)
     assert qdrant_state(runbook_env["qdrant"])["counts"] == counts  # no point was deleted
+
+
+def test_the_same_checks_hold_for_qdrant_edge(
+    small_source: dict[str, Any], runbook_env: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from runbook_lib.config.settings import load_settings
+    from runbook_lib.qdrant.connect import open_target
+
+    monkeypatch.delenv("QDRANT_PATH")
+    monkeypatch.setenv("QDRANT_EDGE_PATH", str(tmp_path / "edge"))
+    run_id = _migrate()
+    _, result = run_step_inprocess("sync", sync, run_id=run_id)
+    assert result.verdict.startswith("IN SYNC"), result.verdict
+    monkeypatch.setenv("QDRANT_EDGE_PATH", str(tmp_path / "egde"))
+    with pytest.raises(ConfigError, match=r"migrated into Qdrant edge .* which does not exist"):
+        run_step_inprocess("sync", sync, run_id=run_id, direction="reverse", confirm=True)
+    assert not (tmp_path / "egde").exists()
+    monkeypatch.setenv("QDRANT_EDGE_PATH", str(tmp_path / "edge"))
+    with open_target(load_settings().qdrant) as target:
+        target.delete_collection("beta_docs")
+    with pytest.raises(ConfigError, match=r"'beta_docs' that run .* does not exist"):
+        run_step_inprocess("sync", sync, run_id=run_id, direction="reverse", confirm=True)

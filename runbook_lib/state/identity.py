@@ -43,11 +43,12 @@ def source_store(chroma: ChromaSettings) -> dict[str, Any]:
 
 
 def target_store(qdrant: QdrantSettings) -> dict[str, Any]:
-    """Where the target is, as the run records it (no secret)."""
-    if qdrant.is_server:
+    """Where the target is, as the run records it (no secret): its kind and URL, or folder."""
+    if qdrant.kind == "server":
         return {"kind": "server", "location": str(qdrant.url).rstrip("/")}
-    assert qdrant.path is not None
-    return {"kind": "local", "location": str(qdrant.path.resolve())}
+    folder = qdrant.edge_path if qdrant.kind == "edge" else qdrant.path
+    assert folder is not None
+    return {"kind": qdrant.kind, "location": str(folder.resolve())}
 
 
 def record_stores(data: dict[str, Any], settings: Settings) -> None:
@@ -67,9 +68,10 @@ def check_stores(
 ) -> str | None:
     """Refuse settings that name another source or target than the run's (``source=False``: the target only).
 
-    A target at another URL or path is accepted (``moved_target``) when it exists: a copied or moved store, whose
+    A target at another URL or folder is accepted (``moved_target``) when it exists: a copied or moved store, whose
     collections the caller then proves are the run's (:func:`check_target_collections`); the note returned says
-    so. A local path that does not exist (a mistyped ``QDRANT_PATH``) is refused, so it is never created."""
+    so. A folder that does not exist (a mistyped ``QDRANT_PATH`` or ``QDRANT_EDGE_PATH``) is refused, so it is
+    never created."""
     stores = data.get("stores")
     if not isinstance(stores, dict):  # a run migrated before stores were recorded: nothing to compare with
         return None
@@ -77,12 +79,12 @@ def check_stores(
     recorded_target = stores.get("target") or {}
     now_target = target_store(settings.qdrant)
     if recorded_target and recorded_target != now_target:
-        missing = now_target["kind"] == "local" and not Path(now_target["location"]).exists()
+        missing = now_target["kind"] != "server" and not Path(now_target["location"]).exists()
         if missing or not moved_target:
             raise ConfigError(
                 f"Run {run_id} migrated into Qdrant {_say(recorded_target)} but the settings now point at "
-                f"{_say(now_target)}{', which does not exist' if missing else ''}: set QDRANT_URL or QDRANT_PATH as "
-                "they were for that run (nothing was written)."
+                f"{_say(now_target)}{', which does not exist' if missing else ''}: set QDRANT_URL, QDRANT_EDGE_PATH "
+                "or QDRANT_PATH as they were for that run (nothing was written)."
             )
         note = (
             f"Run {run_id} migrated into Qdrant {_say(recorded_target)}; the settings point at {_say(now_target)}, "
@@ -151,8 +153,8 @@ def check_target_collections(
         if not target.exists(tname):
             raise ConfigError(
                 f"Qdrant collection {tname!r} that run {run_id} migrated {name!r} into does not exist in {where}: "
-                "the settings point at another Qdrant, or it was deleted by hand; point QDRANT_URL or QDRANT_PATH "
-                "at the run's Qdrant (nothing was written)."
+                "the settings point at another Qdrant, or it was deleted by hand; point QDRANT_URL, "
+                "QDRANT_EDGE_PATH or QDRANT_PATH at the run's Qdrant (nothing was written)."
             )
         info = target.describe_collection(tname)
         size, distance = state.get("dimension"), state.get("distance")

@@ -24,18 +24,19 @@ from runbook_lib.core.layouts import (
     recommended_layout,
 )
 from runbook_lib.core.mapping import id_collisions
+from runbook_lib.core.payload_indexes import add_key_types, layout_paths, missing_keys, plan_payload_indexes
 from runbook_lib.core.plan import plan_collection
-from runbook_lib.errors import DimensionMismatchError, RunbookError
+from runbook_lib.errors import ConfigError, DimensionMismatchError, RunbookError
 from runbook_lib.kernel.display import progress
 from runbook_lib.kernel.step import Step
-from runbook_lib.qdrant.target import QdrantTarget
+from runbook_lib.qdrant.connect import open_target
 from runbook_lib.steps.dry_run.charts import dry_run_charts
 from runbook_lib.steps.dry_run.result import DryRunResult
 
 #: Write rates used for the time estimate (points/s for 1536-d points); the estimate scales them by dimension.
-#: Local: ~1,270 points/s measured by benchmarks/run_cost_bench.py at scale 1 and 10 (14,365 records copied in
-#: 11.3-11.6 s; 143,650 in 112 s) since bulk loads write ahead (runbook_lib/qdrant/local_storage.py).
-ESTIMATED_POINTS_PER_S = {"local": 1200.0, "server": 1500.0}
+#: Local: ~340 points/s on a quiet disk, ~100 on a busy one (benchmarks/local_write_bench.py: qdrant-client's local
+#: mode flushes the disk once per point).
+ESTIMATED_POINTS_PER_S = {"local": 300.0, "server": 1500.0}
 
 
 def inventory(
@@ -86,8 +87,7 @@ def inventory(
                 no_metadata += 1
                 continue
             meta_bytes += len(json.dumps(meta, ensure_ascii=False).encode())
-            for k, v in meta.items():
-                key_types.setdefault(k, set()).add(type(v).__name__ if not isinstance(v, list) else "list")
+            add_key_types(key_types, [meta])
     dimension = dims.most_common(1)[0][0] if dims else info.dimension
     vector_bytes = sum(d * n * 4 for d, n in dims.items())
     warnings: list[str] = []
@@ -130,6 +130,7 @@ def inventory(
         "space": info.space,
         "space_declared_in": "metadata" if "hnsw:space" in info.metadata else "configuration or default",
         "metadata_keys": ", ".join(f"{k}:{'/'.join(sorted(t))}" for k, t in sorted(key_types.items())),
+        "key_types": {k: sorted(t) for k, t in sorted(key_types.items())},
         "records_without_metadata": no_metadata,
         "documents": documents,
         "uris": uris,
@@ -200,8 +201,25 @@ def dry_run(step: Step) -> DryRunResult:
             plan["recommended_layout"] = inv["recommended_layout"]
             plan["payload_layout"] = layout.name
             plan["example_payload"] = inv["example_payload"]
+            flat, document_path = layout_paths(layout.name)
+            indexes, unindexed = plan_payload_indexes(
+                inv["key_types"],
+                p.payload_indexes,
+                collection=name,
+                flat=flat,
+                document_path=document_path,
+                has_documents=inv["documents"] > 0,
+            )
+            plan["payload_indexes"] = [i.to_dict() for i in indexes]
+            plan["unindexed_keys"] = [u.to_dict() for u in unindexed]
             result.plan.append(plan)
             source.release()
+    unknown = missing_keys(p.payload_indexes, {c["collection"]: c["key_types"] for c in result.collections})
+    if unknown:
+        raise ConfigError(
+            f"payload_indexes names {', '.join(map(repr, unknown))}, which no planned collection has as a metadata "
+            "key: check the spelling against the inventory's metadata keys, or use auto."
+        )
     result.total_records = sum(c["count"] for c in result.collections)
     result.estimated_seconds = sum(pl["estimated_s"] for pl in result.plan) + (time.perf_counter() - t0)
     result.existing_targets = _existing_targets(step, [pl["target"] for pl in result.plan])
@@ -218,7 +236,7 @@ def _existing_targets(step: Step, targets: list[str]) -> list[str]:
     if not q.is_server and not (q.path / "meta.json").is_file():
         return []  # no local storage yet: do not create one in a dry run
     try:
-        with QdrantTarget(q) as target:
+        with open_target(q) as target:
             return [t for t in targets if target.exists(t)]
     except RunbookError:
         raise

@@ -19,7 +19,7 @@ import numpy as np
 
 from runbook_lib.core.fingerprint import target_fingerprints
 from runbook_lib.core.layouts import Layout
-from runbook_lib.qdrant.target import QdrantTarget
+from runbook_lib.qdrant.base import QdrantStore
 from runbook_lib.state.ledger import Ledger
 from runbook_lib.state.run import outputs_guard
 from runbook_lib.state.scrub import current_secrets, scrub
@@ -51,7 +51,7 @@ def export_path(run_dir: Path, collection: str) -> Path:
 
 
 def export_points(
-    target: QdrantTarget,
+    target: QdrantStore,
     name: str,
     path: Path,
     *,
