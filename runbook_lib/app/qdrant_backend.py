@@ -143,10 +143,10 @@ class QdrantBackend:
                 raise closed_client_error(self.describe())
             if self._target is None:
                 qs = self.settings
-                if not qs.is_server and not qs.path.is_dir():
+                if qs.holds_nothing():
                     raise ConfigError(
-                        f"QDRANT_PATH points to {qs.path}, which does not exist: point QDRANT_PATH at the "
-                        "directory the migration wrote, or set QDRANT_URL to use a Qdrant server."
+                        f"{qs.variable} points to {qs.storage_dir}, which does not exist: point {qs.variable} at "
+                        "the directory the migration wrote, or set QDRANT_URL to use a Qdrant server."
                     )
                 self._target = open_target(qs, fail_fast=True)  # ConfigError when unreachable
             return self._target
