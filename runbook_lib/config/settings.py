@@ -206,22 +206,6 @@ class QdrantSettings(BaseModel):
     def is_server(self) -> bool:
         return self.kind == "server"
 
-    @property
-    def storage_dir(self) -> Path | None:
-        """The folder an embedded target (Edge, local mode) keeps its data in; None for a server."""
-        return self.edge_path if self.kind == "edge" else self.path
-
-    @property
-    def variable(self) -> str:
-        """The environment variable that names this target (for messages)."""
-        return {"server": "QDRANT_URL", "edge": "QDRANT_EDGE_PATH", "local": "QDRANT_PATH"}[self.kind]
-
-    def holds_nothing(self) -> bool:
-        """True when an embedded target's folder does not exist: nothing can be there, and reading must not
-        create it (a dry run, a cleanup, an app's first call)."""
-        folder = self.storage_dir
-        return folder is not None and not folder.is_dir()
-
     def describe(self) -> str:
         if self.kind == "server":
             return f"Qdrant server {self.url}" + (" (API key set)" if self.api_key else "")

@@ -29,16 +29,14 @@ from runbook_lib.core.plan import plan_collection
 from runbook_lib.errors import ConfigError, DimensionMismatchError, RunbookError
 from runbook_lib.kernel.display import progress
 from runbook_lib.kernel.step import Step
-from runbook_lib.qdrant.connect import open_target
+from runbook_lib.qdrant.connect import holds_storage, open_target
 from runbook_lib.steps.dry_run.charts import dry_run_charts
 from runbook_lib.steps.dry_run.result import DryRunResult
 
 #: Write rates used for the time estimate (points/s for 1536-d points); the estimate scales them by dimension.
-#: Local: ~340 points/s on a quiet disk, ~100 on a busy one (benchmarks/local_write_bench.py: qdrant-client's local
-#: mode flushes the disk once per point).
-#: Edge: 14,365 points upserted and flushed in 2.3-2.8 s, their HNSW index built in 19-28 s on a busy 2-core machine
-#: (tests/test_edge_target.py's helper measured it; the copy is then bound by reading ChromaDB).
-ESTIMATED_POINTS_PER_S = {"local": 300.0, "server": 1500.0, "edge": 600.0}
+#: Local mode: ~340 points/s on a quiet disk, ~100 on a busy one (qdrant-client flushes the disk once per point);
+#: Edge: ~3,100 (benchmarks/local_write_bench.py, before its HNSW index is built).
+ESTIMATED_POINTS_PER_S = {"local": 300.0, "edge": 3000.0, "server": 1500.0}
 
 
 def inventory(
@@ -235,7 +233,7 @@ def dry_run(step: Step) -> DryRunResult:
 
 def _existing_targets(step: Step, targets: list[str]) -> list[str]:
     q = step.settings.qdrant
-    if q.holds_nothing() or (q.kind == "local" and q.path is not None and not (q.path / "meta.json").is_file()):
+    if not holds_storage(q):
         return []  # no embedded storage yet: do not create one in a dry run
     try:
         with open_target(q) as target:
