@@ -24,6 +24,7 @@ from runbook_lib.core.filters import to_qdrant_filter
 from runbook_lib.core.layouts import Layout
 from runbook_lib.core.mapping import (
     QDRANT_TO_CHROMA_SPACE,
+    qdrant_distance,
     qdrant_score_to_chroma_distance,
 )
 from runbook_lib.errors import ConfigError, TargetError
@@ -88,7 +89,9 @@ class QdrantBackend:
 
     # --- writes and reads by id (runbook_lib.app.qdrant_writes) --------------------------------
     def write(self, collection: str, kind: WriteKind, recs: Records) -> None:
-        """An add, upsert or update with Chroma's semantics, written as the migration writes points."""
+        """An add, upsert or update with Chroma's semantics, written as the migration writes points (floats as
+        Chroma stores them)."""
+        recs = recs.as_chroma_stores()
         target = self._open_target()
         info = self._collection_info(target, collection)
         if recs.dimension is not None and info.dimension is not None and recs.dimension != info.dimension:
@@ -182,6 +185,23 @@ class QdrantBackend:
     def _forget(self, collection: str) -> None:
         with self._lock:
             self._info.pop(collection, None)
+
+    # --- collections ----------------------------------------------------------------------------
+    def collection_names(self) -> list[str]:
+        return self._open_target().collection_names()
+
+    def create_collection(self, collection: str, space: str, dimension: int) -> None:
+        """A collection as the migration creates it: one unnamed float32 vector, ``space``'s distance."""
+        self._open_target().create_collection(
+            collection, size=dimension, distance=qdrant_distance(space), defer_indexing=False
+        )
+
+    def delete_collection(self, collection: str) -> None:
+        target = self._open_target()
+        if collection not in target.collection_names():
+            raise UnknownCollectionError(collection, target.describe())
+        self._forget(collection)
+        target.delete_collection(collection)
 
     # --- health probes: (number of collections, seconds the listing took) ----------------------
     def probe_local(self) -> tuple[int, float]:

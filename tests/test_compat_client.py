@@ -1,0 +1,240 @@
+"""``runbook_lib.app.compat.Client``: the same app code against ``chromadb.PersistentClient`` and against the drop-in
+after a real migration of the same data gives the same results (real chromadb, real migrate step, Qdrant local mode).
+
+The app code reads as an app written against chromadb 1.5 reads: ``get_collection(...).query(query_embeddings=...,
+n_results=..., where=..., where_document=..., include=[...])``, ``get`` with ``limit``/``offset``, ``peek``, ``count``,
+then writes (``add``/``upsert``/``update``/``delete``) applied to both and read back. A bounded subset of
+chromadb's own property tests (``chromadb/test/property/test_filtering.py``: ``where`` + ``where_document`` + ids
+on ``get``) runs its strategies against both.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import chromadb
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from runbook_lib.app.compat import Client
+from runbook_lib.app.errors import UnknownCollectionError
+from runbook_lib.errors import ConfigError
+from runbook_lib.steps.migrate.engine import migrate
+
+from conftest import run_step_inprocess
+
+DIM = 6
+N = 90
+NAMES = {"compat_l2": "l2", "compat_cosine": "cosine"}
+WORDS = ("alpha", "Beta", "gamma delta", "café", "x_y", "100%")
+
+
+def _records(seed: int) -> dict[str, Any]:
+    rng = random.Random(seed)
+    vectors = np.random.default_rng(seed).normal(size=(N, DIM)).astype(np.float32)
+    metadatas: list[dict[str, Any] | None] = []
+    for i in range(N):
+        meta: dict[str, Any] = {"i": i, "score": rng.random(), "tag": f"t{i % 4}", "flag": i % 3 == 0}
+        if i % 5 == 0:
+            meta["tags"] = [f"t{i % 2}", "z"]
+        metadatas.append(None if i % 11 == 10 else meta)
+    documents = [None if i % 13 == 12 else " ".join(rng.sample(WORDS, 2)) for i in range(N)]
+    return {
+        "ids": [f"id-{i:03d}" for i in range(N)],
+        "embeddings": vectors,
+        "metadatas": metadatas,
+        "documents": documents,
+        "uris": [f"s3://b/{i}" if i % 4 == 0 else None for i in range(N)],
+    }
+
+
+@pytest.fixture(scope="module")
+def migrated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A Chroma directory, migrated by the real migrate step into Qdrant local mode; the env of both sides."""
+    root: Path = tmp_path_factory.mktemp("compat")
+    chroma_dir, qdrant_dir, outputs = root / "chroma", root / "qdrant", root / "outputs"
+    client = chromadb.PersistentClient(path=str(chroma_dir))
+    for seed, (name, space) in enumerate(NAMES.items()):
+        col = client.create_collection(name, configuration={"hnsw": {"space": space}}, embedding_function=None)
+        recs = _records(seed)
+        for i in range(N):  # chromadb takes None metadata only for all records of a call or none
+            col.add(
+                ids=[recs["ids"][i]],
+                embeddings=[recs["embeddings"][i].tolist()],
+                metadatas=[recs["metadatas"][i]] if recs["metadatas"][i] else None,
+                documents=[recs["documents"][i]] if recs["documents"][i] is not None else None,
+                uris=[recs["uris"][i]] if recs["uris"][i] else None,
+            )
+    client.close()
+    env = {
+        "CHROMA_PERSIST_DIR": str(chroma_dir),
+        "QDRANT_PATH": str(qdrant_dir),
+        "RUNBOOK_OUTPUTS": str(outputs),
+        "RUNBOOK_PROGRESS": "off",
+        "MPLBACKEND": "Agg",
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        for key in ("CHROMA_HOST", "QDRANT_URL", "VECTOR_DB", "RUNBOOK_HEADLESS"):
+            mp.delenv(key, raising=False)
+        _, result = run_step_inprocess("migrate", migrate)
+    assert result.ok, result.errors
+    yield {"chroma_dir": chroma_dir, "env": {**env, "VECTOR_DB": "qdrant"}}
+
+
+@pytest.fixture
+def both(migrated: dict[str, Any]) -> Iterator[tuple[Any, Client]]:
+    chroma = chromadb.PersistentClient(path=str(migrated["chroma_dir"]))
+    compat = Client(migrated["env"])
+    yield chroma, compat
+    compat.close()
+    chroma.close()
+
+
+def _app_reads(client: Any, name: str) -> dict[str, Any]:
+    """What an app written against chromadb reads (the same calls for both clients)."""
+    col = client.get_collection(name)
+    queries = np.random.default_rng(5).normal(size=(3, DIM)).astype(np.float32)
+    out: dict[str, Any] = {"count": col.count()}
+    out["query"] = col.query(
+        query_embeddings=queries.tolist(), n_results=7, include=["documents", "metadatas", "distances", "uris"]
+    )
+    out["query_where"] = col.query(
+        query_embeddings=queries[0].tolist(), n_results=5, where={"tag": {"$in": ["t1", "t2"]}}
+    )
+    out["query_document"] = col.query(
+        query_embeddings=queries[:2], n_results=4, where={"i": {"$gte": 10}}, where_document={"$contains": "Beta"}
+    )
+    out["get_ids"] = col.get(ids=["id-001", "id-003", "id-012"], include=["documents", "metadatas", "uris"])
+    out["get_where"] = col.get(where={"$and": [{"flag": True}, {"tags": {"$contains": "z"}}]})
+    out["get_document"] = col.get(where_document={"$or": [{"$regex": "^gamma"}, {"$not_contains": "a"}]})
+    out["get_embeddings"] = col.get(ids=["id-004"], include=["embeddings"])
+    return out
+
+
+def _same(chroma: Any, compat: Any, path: str = "") -> None:
+    """Equal results: distances within float32 rounding, embeddings within 1e-6, the rest exactly."""
+    if isinstance(chroma, dict):
+        assert set(chroma) == set(compat), path
+        for key in chroma:
+            _same(chroma[key], compat[key], f"{path}.{key}")
+    elif isinstance(chroma, np.ndarray) or (path.endswith("distances") and chroma is not None):
+        assert np.allclose(np.asarray(chroma, dtype=np.float64), np.asarray(compat, dtype=np.float64), atol=1e-5), path
+    elif isinstance(chroma, list) and chroma and isinstance(chroma[0], np.ndarray):
+        assert len(chroma) == len(compat), path
+        for i, (a, b) in enumerate(zip(chroma, compat, strict=True)):
+            _same(a, b, f"{path}[{i}]")
+    else:
+        assert chroma == compat, path
+
+
+@pytest.mark.parametrize("name", sorted(NAMES))
+def test_the_same_app_code_reads_the_same(both: tuple[Any, Client], name: str) -> None:
+    chroma, compat = both
+    expected, got = _app_reads(chroma, name), _app_reads(compat, name)
+    if NAMES[name] == "cosine":  # Qdrant keeps a Cosine collection's vectors unit-length (the migration's rule)
+        rows = expected["get_embeddings"]["embeddings"]
+        expected["get_embeddings"]["embeddings"] = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    # chromadb orders a get by insertion; the drop-in by id, or as the ids were asked (the same here)
+    _same(expected, got)
+    assert got["query"]["included"] == ["documents", "metadatas", "distances", "uris"]
+    assert got["query"]["embeddings"] is None and got["query"]["data"] is None
+
+
+def test_peek_and_listing(both: tuple[Any, Client]) -> None:
+    chroma, compat = both
+    _same(chroma.get_collection("compat_l2").peek(3), compat.get_collection("compat_l2").peek(3))
+    assert sorted(c.name for c in compat.list_collections()) == sorted(c.name for c in chroma.list_collections())
+    with pytest.raises(UnknownCollectionError):
+        compat.get_collection("missing_collection")
+
+
+def test_writes_then_reads_agree(tmp_path: Path, migrated: dict[str, Any]) -> None:
+    """add / upsert / update / delete through both clients on fresh copies, then the same reads."""
+    (tmp_path / "qdrant").mkdir()
+    chroma = chromadb.PersistentClient(path=str(tmp_path / "chroma"))
+    compat = Client({**migrated["env"], "QDRANT_PATH": str(tmp_path / "qdrant")})
+    try:
+        for client in (chroma, compat):
+            col = client.get_or_create_collection(
+                "written", configuration={"hnsw": {"space": "cosine"}}, embedding_function=None
+            )
+            col.add(
+                ids=[f"w{i:02d}" for i in range(12)],
+                embeddings=_same_rows(7),
+                documents=[f"doc {i} {'odd' if i % 2 else 'even'}" for i in range(12)],
+                metadatas=[{"n": i, "v": 0.9739536643028259 if i == 3 else i / 7} for i in range(12)],
+            )
+        vectors = _same_rows(12)
+        for client in (chroma, compat):
+            col = client.get_collection("written", embedding_function=None)
+            col.upsert(ids=[f"w{i:02d}" for i in range(12)], embeddings=vectors)
+            col.update(
+                ids=["w01", "w02"],
+                metadatas=[{"n": 100}, {"extra": "yes"}],
+                documents=["changed", "also changed"],
+                embeddings=[[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]],
+            )
+            col.upsert(ids=["w12"], embeddings=[[0.5, 0.5, 0.5, 0.5]], documents=["new odd"], metadatas=[{"n": 12}])
+            col.delete(where_document={"$contains": "even"}, where={"n": {"$gt": 6}})
+            col.delete(ids=["w05"])
+        for reader in (
+            lambda c: c.get_collection("written", embedding_function=None).get(include=["documents", "metadatas"]),
+            lambda c: c.get_collection("written", embedding_function=None).get(where={"v": 0.9739536643028259}),
+            lambda c: c.get_collection("written", embedding_function=None).query(
+                query_embeddings=[[1, 0, 0, 0]], n_results=20
+            ),
+            lambda c: {"count": c.get_collection("written", embedding_function=None).count()},
+        ):
+            _same(reader(chroma), reader(compat))
+        assert compat.get_collection("written").get(where={"v": 0.9739536643028259})["ids"] == ["w03"]
+    finally:
+        compat.close()
+        chroma.close()
+
+
+def _same_rows(seed: int) -> list[list[float]]:
+    return np.random.default_rng(seed).normal(size=(12, 4)).round(3).tolist()
+
+
+def test_query_texts_without_an_embedding_function_is_refused(both: tuple[Any, Client]) -> None:
+    _, compat = both
+    with pytest.raises(ConfigError, match="no embedding function"):
+        compat.get_collection("compat_l2").query(query_texts=["hello"])
+
+
+# --- chromadb's own property test strategies (test_filtering.py), bounded ---------------------------------------
+_where = st.one_of(
+    st.builds(lambda k, v: {k: v}, st.just("tag"), st.sampled_from(["t0", "t1", "t3"])),
+    st.builds(lambda op, v: {"i": {op: v}}, st.sampled_from(["$gt", "$gte", "$lt", "$lte", "$ne"]), st.integers(0, 90)),
+    st.builds(lambda v: {"flag": v}, st.booleans()),
+    st.builds(lambda v: {"tags": {"$contains": v}}, st.sampled_from(["t0", "z", "q"])),
+)
+_where_document = st.builds(
+    lambda op, word: {op: word}, st.sampled_from(["$contains", "$not_contains"]), st.sampled_from((*WORDS, "a", "ta"))
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    where=st.one_of(st.none(), _where, st.builds(lambda a, b: {"$or": [a, b]}, _where, _where)),
+    where_document=st.one_of(
+        st.none(), _where_document, st.builds(lambda a, b: {"$and": [a, b]}, _where_document, _where_document)
+    ),
+    ids=st.one_of(st.none(), st.lists(st.sampled_from([f"id-{i:03d}" for i in range(N)]), min_size=1, unique=True)),
+)
+def test_filtering_property_subset(
+    both: tuple[Any, Client], where: Any, where_document: Any, ids: list[str] | None
+) -> None:
+    chroma, compat = both
+    expected = chroma.get_collection("compat_l2").get(ids=ids, where=where, where_document=where_document)
+    got = compat.get_collection("compat_l2").get(ids=ids, where=where, where_document=where_document)
+    assert set(got["ids"]) == set(expected["ids"])
+    by_id = dict(zip(expected["ids"], zip(expected["documents"], expected["metadatas"], strict=True), strict=True))
+    assert [by_id[i] for i in got["ids"]] == list(zip(got["documents"], got["metadatas"], strict=True))
