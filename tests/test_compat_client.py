@@ -10,6 +10,7 @@ on ``get``) runs its strategies against both.
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import Any
 import chromadb
 import numpy as np
 import pytest
+from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
+from chromadb.utils.embedding_functions import register_embedding_function
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -201,6 +204,70 @@ def test_writes_then_reads_agree(tmp_path: Path, migrated: dict[str, Any]) -> No
 
 def _same_rows(seed: int) -> list[list[float]]:
     return np.random.default_rng(seed).normal(size=(12, 4)).round(3).tolist()
+
+
+@register_embedding_function
+class LetterCounts(EmbeddingFunction[Documents]):
+    """A deterministic embedding function registered through chromadb's registry: letter counts of a-f."""
+
+    def __init__(self, scale: float = 1.0) -> None:
+        self.scale = scale
+
+    def __call__(self, input: Documents) -> Embeddings:
+        return [np.array([self.scale * (text.count(c) + 0.5) for c in "abcdef"], dtype=np.float32) for text in input]
+
+    @staticmethod
+    def name() -> str:
+        return "runbook_test_letter_counts"
+
+    @staticmethod
+    def build_from_config(config: dict[str, Any]) -> LetterCounts:
+        return LetterCounts(scale=float(config["scale"]))
+
+    def get_config(self) -> dict[str, Any]:
+        return {"scale": self.scale}
+
+
+def test_query_texts_round_trip_through_the_recorded_embedding_function(tmp_path: Path) -> None:
+    """Chroma embeds documents with the collection's registered function; the migration records it in the run;
+    the drop-in rebuilds it from the registry and answers query_texts as Chroma does."""
+    env = {
+        "CHROMA_PERSIST_DIR": str(tmp_path / "chroma"),
+        "QDRANT_PATH": str(tmp_path / "qdrant"),
+        "RUNBOOK_OUTPUTS": str(tmp_path / "outputs"),
+        "RUNBOOK_PROGRESS": "off",
+        "MPLBACKEND": "Agg",
+    }
+    chroma = chromadb.PersistentClient(path=env["CHROMA_PERSIST_DIR"])
+    col = chroma.create_collection("texts", embedding_function=LetterCounts(scale=2.0))
+    col.add(ids=[f"t{i}" for i in range(8)], documents=["abc", "aaa", "fed", "bead", "cafe", "ddd", "ebb", "ffff"])
+    texts = ["bad cab", "fee"]
+    expected = col.query(query_texts=texts, n_results=2)  # no ties among the two nearest
+    chroma.close()
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        for key in ("CHROMA_HOST", "QDRANT_URL", "VECTOR_DB", "RUNBOOK_HEADLESS"):
+            mp.delenv(key, raising=False)
+        step, result = run_step_inprocess("migrate", migrate)
+    assert result.ok, result.errors
+    recorded = step.run.dir / "embedding_functions.json"
+    assert json.loads(recorded.read_text())["texts"] == {"name": "runbook_test_letter_counts", "config": {"scale": 2.0}}
+    with Client({**env, "VECTOR_DB": "qdrant", "VECTOR_DB_EMBEDDING_FUNCTIONS": str(recorded)}) as compat:
+        got = compat.get_collection("texts").query(query_texts=texts, n_results=2)
+        _same(expected, got)
+        compat.get_collection("texts").add(ids=["t8"], documents=["bbb"])  # embedded with the recorded function
+        assert compat.get_collection("texts").query(query_texts=["bbb"], n_results=1)["ids"] == [["t8"]]
+
+
+def test_an_unregistered_recorded_embedding_function_is_refused(tmp_path: Path, migrated: dict[str, Any]) -> None:
+    recorded = tmp_path / "embedding_functions.json"
+    recorded.write_text(json.dumps({"compat_l2": {"name": "not_registered_anywhere", "config": {}}}))
+    with (
+        Client({**migrated["env"], "VECTOR_DB_EMBEDDING_FUNCTIONS": str(recorded)}) as compat,
+        pytest.raises(ConfigError, match="registry does not know"),
+    ):
+        compat.get_collection("compat_l2").query(query_texts=["hello"])
 
 
 def test_query_texts_without_an_embedding_function_is_refused(both: tuple[Any, Client]) -> None:

@@ -186,7 +186,8 @@ class Collection:
             self._embedding_function_resolved = True
         return self._embedding_function
 
-    def _embed(self, texts: list[str], what: str) -> np.ndarray:
+    def _embed(self, texts: list[str], what: str, *, query: bool = False) -> np.ndarray:
+        """``texts`` embedded as chromadb embeds them (``embed_query`` for queries, when the function has it)."""
         function = self.embedding_function
         if function is None:
             raise ConfigError(
@@ -194,7 +195,8 @@ class Collection:
                 f"get_collection, point {EMBEDDING_FUNCTIONS_VARIABLE} at the migration's embedding_functions.json, "
                 "or pass the embeddings."
             )
-        return np.asarray(function(texts), dtype=np.float32)
+        embed = function.embed_query if query and hasattr(function, "embed_query") else function
+        return np.asarray(embed(input=texts), dtype=np.float32)
 
     def _embeddings(self, embeddings: Any, documents: Any) -> Any:
         """The embeddings given, else the documents embedded (None when neither is given)."""
@@ -318,7 +320,7 @@ class Collection:
         fields = _include(include, QUERY_INCLUDABLE, "query")
         if query_texts is not None:
             texts = [query_texts] if isinstance(query_texts, str) else list(query_texts)
-            vectors = self._embed(texts, "query_texts")
+            vectors = self._embed(texts, "query_texts", query=True)
         else:
             vectors = _rows(query_embeddings)
         columns: dict[str, list[Any]] = {key: [] for key in ("ids", *QUERY_INCLUDABLE)}

@@ -104,7 +104,7 @@ class WriteMethods:
         where = _where(where)
         if id_list is None and where is None and not where_document:
             raise ValueError(
-                "delete needs ids, a where or a where_document filter: it never deletes a whole collection."
+                "delete needs ids or a non-empty where (or where_document) filter: it never deletes a whole collection."
             )
         if where_document:
             id_list = self.get(collection, id_list, where, include=(), where_document=where_document).ids
