@@ -20,6 +20,7 @@ from runbook_lib.app.qdrant_writes import is_not_found
 from runbook_lib.app.records import Field, GetResult, Records, WriteKind
 from runbook_lib.app.results import CollectionInfo, SearchResult, check_dimension
 from runbook_lib.config.settings import QdrantSettings
+from runbook_lib.core.document_filters import to_qdrant_prefilter
 from runbook_lib.core.filters import to_qdrant_filter
 from runbook_lib.core.layouts import Layout
 from runbook_lib.core.mapping import (
@@ -27,6 +28,7 @@ from runbook_lib.core.mapping import (
     qdrant_distance,
     qdrant_score_to_chroma_distance,
 )
+from runbook_lib.core.payload_indexes import layout_paths
 from runbook_lib.errors import ConfigError, TargetError
 from runbook_lib.qdrant.target import QdrantTarget, connect
 
@@ -114,8 +116,14 @@ class QdrantBackend:
         limit: int | None,
         offset: int,
         include: Sequence[Field],
+        where_document: Mapping[str, Any] | None = None,
     ) -> GetResult:
+        """Records by id or filter; ``where_document`` narrows the read with its Qdrant prefilter only (every record
+        it matches passes: the caller applies the exact predicate)."""
         qdrant_filter = self.filter(where)
+        prefilter = to_qdrant_prefilter(where_document, layout_paths(self.layout.name)[1]) if where_document else None
+        if prefilter is not None:
+            qdrant_filter = prefilter if qdrant_filter is None else models.Filter(must=[qdrant_filter, prefilter])
         target = self._open_target()
         self._collection_info(target, collection)
         return self._forgetting(  # type: ignore[no-any-return]

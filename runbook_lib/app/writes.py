@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from runbook_lib.app.qdrant_backend import QdrantBackend
 from runbook_lib.app.records import (
     Field,
     GetResult,
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
     from runbook_lib.app.chroma_backend import ChromaBackend
     from runbook_lib.app.dual import DualWriter
     from runbook_lib.app.journal import Journal
-    from runbook_lib.app.qdrant_backend import QdrantBackend
 
 Embeddings = Sequence[Sequence[float]] | np.ndarray
 
@@ -137,7 +137,10 @@ class WriteMethods:
             return self._store.get(collection, id_list, where, limit, start, fields)
         matches = document_predicate(where_document)
         read: tuple[Field, ...] = tuple(dict.fromkeys((*fields, "documents")))
-        found = self._store.get(collection, id_list, where, None, 0, read)
+        if isinstance(self._store, QdrantBackend):  # narrowed by the exact substring prefilter
+            found = self._store.get(collection, id_list, where, None, 0, read, where_document)
+        else:
+            found = self._store.get(collection, id_list, where, None, 0, read)
         rows = [i for i, document in enumerate(found.documents or []) if matches(document)]
         return select_rows(found, rows[start:] if limit is None else rows[start : start + limit], fields)
 
