@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from runbook_lib.app.compat import Client
 from runbook_lib.app.errors import UnknownCollectionError
-from runbook_lib.errors import ConfigError
+from runbook_lib.errors import ConfigError, DimensionMismatchError
 from runbook_lib.steps.migrate.engine import migrate
 
 from conftest import run_step_inprocess
@@ -268,6 +268,41 @@ def test_an_unregistered_recorded_embedding_function_is_refused(tmp_path: Path, 
         pytest.raises(ConfigError, match="registry does not know"),
     ):
         compat.get_collection("compat_l2").query(query_texts=["hello"])
+
+
+def test_errors_match_chromadb_cases(both: tuple[Any, Client]) -> None:
+    _, compat = both
+    col = compat.get_collection("compat_l2")
+    with pytest.raises(DimensionMismatchError):
+        col.query(query_embeddings=[[1.0, 2.0]], where_document={"$contains": "no document has this"})
+    with pytest.raises(ValueError, match="include"):
+        col.get(include=["distances"])
+    with pytest.raises(ConfigError, match="look-around"):
+        col.get(where_document={"$regex": "(?=a)"})
+
+
+def test_dual_creates_and_writes_both_stores(tmp_path: Path, migrated: dict[str, Any]) -> None:
+    (tmp_path / "qdrant").mkdir()
+    chromadb.PersistentClient(path=str(tmp_path / "chroma")).close()  # the app's (empty) ChromaDB directory
+    env = {
+        **migrated["env"],
+        "VECTOR_DB": "dual",
+        "CHROMA_PERSIST_DIR": str(tmp_path / "chroma"),
+        "QDRANT_PATH": str(tmp_path / "qdrant"),
+        "VECTOR_DB_JOURNAL": str(tmp_path / "journal.jsonl"),
+    }
+    with Client(env) as compat:
+        col = compat.create_collection("made_here", metadata={"hnsw:space": "ip"})
+        assert col.count() == 0 and [c.name for c in compat.list_collections()] == ["made_here"]
+        col.add(ids=["a", "b"], embeddings=[[1.0, 0.0], [0.0, 1.0]], documents=["first", "second"])
+        expected = col.query(query_embeddings=[[1.0, 0.5]], n_results=2, where_document={"$regex": "^f"})
+    for backend in ("chroma", "qdrant"):
+        with Client({**env, "VECTOR_DB": backend}) as single:
+            got = single.get_collection("made_here").query(
+                query_embeddings=[[1.0, 0.5]], n_results=2, where_document={"$regex": "^f"}
+            )
+            _same(expected, got)
+    assert expected["ids"] == [["a"]] and np.isclose(expected["distances"][0][0], 0.0)  # ip: 1 - dot
 
 
 def test_query_texts_without_an_embedding_function_is_refused(both: tuple[Any, Client]) -> None:

@@ -202,9 +202,7 @@ class VectorDBClient(WriteMethods):
         if isinstance(self._store, QdrantBackend):
             if where_document:
                 matching = self.get(collection, where=where, include=(), where_document=where_document).ids
-                if not matching:
-                    return SearchResult()
-                qdrant_filter = with_ids(qdrant_filter, matching)
+                qdrant_filter = with_ids(qdrant_filter, matching)  # none matching: still checks the dimension
             return self._store.search(collection, query, limit, qdrant_filter)
         return self._store.search(
             collection, query, limit, dict(where) if where else None, dict(where_document) if where_document else None
