@@ -1,7 +1,8 @@
 """``where_document``: the predicate and the Qdrant prefilter answer exactly what a real ChromaDB answers.
 
 A module fixture writes documents (some None, one empty, case and punctuation variants, newlines, non-ASCII) to
-a real ``PersistentClient`` and the same records to Qdrant local mode; hypothesis draws filters in the shape of
+a real ``PersistentClient`` and the same records to Qdrant local mode and to a Qdrant Edge shard (the server's
+engine, with the word text index the migration plans on the document); hypothesis draws filters in the shape of
 chromadb's own ``recursive_where_doc_clause`` strategy (``chromadb/test/property/strategies.py``), with regexes
 from the dialect both engines share, and every answer is compared with Chroma's.
 """
@@ -16,6 +17,7 @@ from typing import Any
 
 import chromadb
 import pytest
+import qdrant_edge as qe
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from qdrant_client import QdrantClient, models
@@ -40,6 +42,7 @@ def _documents() -> list[str | None]:
 class Stores:
     chroma: Any
     qdrant: QdrantClient
+    edge: qe.EdgeShard  # the server's engine, with the text index the migration plans on the document
     documents: dict[str, str | None]
 
 
@@ -60,7 +63,22 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stores]:
             for i, (rid, doc) in enumerate(documents.items())
         ],
     )
-    yield Stores(col, qdrant, documents)
+    (root / "edge").mkdir()
+    edge = qe.EdgeShard.create(
+        str(root / "edge"), qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=2, distance=qe.Distance.Euclid))
+    )
+    text_index = qe.TextIndexParams(tokenizer=qe.TokenizerType.Word, lowercase=False)
+    edge.update(qe.UpdateOperation.create_field_index("document", text_index))
+    edge.update(
+        qe.UpdateOperation.upsert_points(
+            [
+                qe.Point(id=i, vector=[1.0, float(i)], payload=build_payload(rid, doc, None, None))
+                for i, (rid, doc) in enumerate(documents.items())
+            ]
+        )
+    )
+    yield Stores(col, qdrant, edge, documents)
+    edge.close()
     qdrant.close()
     client.close()
 
@@ -80,6 +98,30 @@ def _qdrant(stores: Stores, where_document: dict[str, Any]) -> set[str]:
     points, _ = stores.qdrant.scroll("docs", scroll_filter=prefilter, limit=len(stores.documents) + 1)
     matches = document_predicate(where_document)
     return {str(p.payload["chroma_id"]) for p in points if p.payload and matches(p.payload.get("document"))}
+
+
+def _edge_condition(condition: Any) -> Any:
+    """The prefilter's shapes (filters of MatchSubstring conditions) as Qdrant Edge's types."""
+    if isinstance(condition, models.FieldCondition):
+        assert isinstance(condition.match, models.MatchSubstring)
+        return qe.FieldCondition(key=condition.key, match=qe.MatchSubstring(substring=condition.match.substring))
+    parts = {
+        k: [_edge_condition(c) for c in getattr(condition, k) or []] or None for k in ("must", "should", "must_not")
+    }
+    return qe.Filter(**parts)
+
+
+def _edge(stores: Stores, where_document: dict[str, Any]) -> set[str]:
+    """The app's read on Qdrant Edge: the prefilter narrows (on a text-indexed document), the predicate decides."""
+    prefilter = to_qdrant_prefilter(where_document, "document")
+    request = qe.ScrollRequest(
+        limit=len(stores.documents) + 1,
+        filter=None if prefilter is None else _edge_condition(prefilter),
+        with_payload=True,
+    )
+    records, _ = stores.edge.scroll(request)
+    matches = document_predicate(where_document)
+    return {str(r.payload["chroma_id"]) for r in records if r.payload and matches(r.payload.get("document"))}
 
 
 # --- strategies: chromadb's where_doc_clause shape, regexes of the shared dialect -----------------------
@@ -119,6 +161,23 @@ def test_where_document_selects_what_chroma_selects(stores: Stores, where_docume
     expected = _chroma(stores, where_document)
     assert _predicate(stores, where_document) == expected, where_document
     assert _qdrant(stores, where_document) == expected, where_document
+    assert _edge(stores, where_document) == expected, where_document
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(needle=_text, negated=st.booleans())
+def test_the_substring_prefilter_alone_is_exact_on_edge_with_the_text_index(
+    stores: Stores, needle: str, negated: bool
+) -> None:
+    """MatchSubstring on the server's engine, over the word text index the migration plans: exactly the substring
+    test (case-sensitive, null documents never contain), so the prefilter can never drop a true match."""
+    operator = "$not_contains" if negated else "$contains"
+    prefilter = to_qdrant_prefilter({operator: needle}, "document")
+    assert prefilter is not None
+    records, _ = stores.edge.scroll(
+        qe.ScrollRequest(limit=len(stores.documents) + 1, filter=_edge_condition(prefilter), with_payload=True)
+    )
+    assert {str(r.payload["chroma_id"]) for r in records if r.payload} == _chroma(stores, {operator: needle})
 
 
 def test_null_and_empty_documents(stores: Stores) -> None:
