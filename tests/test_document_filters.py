@@ -240,12 +240,17 @@ def test_invalid_filters_are_config_errors(where_document: Any) -> None:
         document_predicate(where_document)
 
 
-def test_prefilter_is_exact_substring_and_leaves_regex_unconstrained() -> None:
-    assert to_qdrant_prefilter({"$regex": "a.b"}, "document") is None
+def test_prefilter_is_exact_substring_and_the_literal_runs_a_regex_needs() -> None:
+    def substrings(*texts: str) -> list[models.FieldCondition]:
+        return [models.FieldCondition(key="document", match=models.MatchSubstring(substring=t)) for t in texts]
+
+    assert to_qdrant_prefilter({"$regex": "a|b"}, "document") is None  # no literal every match needs
+    assert to_qdrant_prefilter({"$not_regex": "abc"}, "document") is None
+    assert to_qdrant_prefilter({"$regex": "ab+c.d"}, "document") == models.Filter(must=substrings("ab", "bc", "d"))
     assert to_qdrant_prefilter({"$contains": "a"}, None) is None  # a layout with no plain document key
-    both = to_qdrant_prefilter({"$or": [{"$contains": "a"}, {"$regex": "b"}]}, "page_content")
-    assert both is None  # one branch unconstrained: the disjunction is too
-    narrowed = to_qdrant_prefilter({"$and": [{"$contains": "a"}, {"$regex": "b"}]}, "page_content")
+    either = to_qdrant_prefilter({"$or": [{"$contains": "a"}, {"$regex": "x|y"}]}, "page_content")
+    assert either is None  # one branch unconstrained: the disjunction is too
+    narrowed = to_qdrant_prefilter({"$and": [{"$contains": "a"}, {"$not_regex": "b"}]}, "page_content")
     assert narrowed == models.Filter(
         must=[models.FieldCondition(key="page_content", match=models.MatchSubstring(substring="a"))]
     )

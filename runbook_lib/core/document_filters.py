@@ -19,8 +19,9 @@ and backreferences (Rust has none), possessive or stacked repetition, Python's `
 engines), POSIX and nested classes.
 
 :func:`to_qdrant_prefilter` is a Qdrant condition on the document's payload path that every true match satisfies:
-``$contains`` is ``MatchSubstring`` (byte-wise and case-sensitive, so exact), ``$not_contains`` its ``must_not``;
-a regex constrains nothing. It only narrows what is read: the predicate decides.
+``$contains`` is ``MatchSubstring`` (byte-wise and case-sensitive, so exact), ``$not_contains`` its ``must_not``,
+``$regex`` the ``MatchSubstring`` of each run of literal characters every match contains (``ab+c`` needs ``ab``
+and ``bc``), ``$not_regex`` nothing. It only narrows what is read: the predicate decides.
 """
 
 from __future__ import annotations
@@ -122,10 +123,23 @@ def _prefilter(expression: Mapping[str, Any], path: str) -> models.Filter | mode
     if operator in ("$contains", "$not_contains"):
         substring = models.FieldCondition(key=path, match=models.MatchSubstring(substring=operand))
         return substring if operator == "$contains" else models.Filter(must_not=[substring])
+    if operator == "$regex":  # every match contains the pattern's mandatory literal runs
+        runs = required_substrings(operand)
+        if runs:
+            return models.Filter(
+                must=[models.FieldCondition(key=path, match=models.MatchSubstring(substring=r)) for r in runs]
+            )
     return None
 
 
 # --- Rust regex -> Python re ------------------------------------------------------------------------------
+def required_substrings(pattern: str) -> list[str]:
+    """Substrings every match of ``pattern`` (Rust ``regex`` syntax) contains: its mandatory literal runs."""
+    translator = _RegexTranslator(pattern)
+    translator.translate()
+    return translator.required
+
+
 def python_regex(pattern: str) -> re.Pattern[str]:
     """``pattern`` (Rust ``regex`` syntax) compiled by Python's ``re`` with the same meaning, or
     :class:`ConfigError` naming the construct the two engines do not share."""
@@ -136,17 +150,30 @@ def python_regex(pattern: str) -> re.Pattern[str]:
         raise ConfigError(f"The where_document $regex {pattern!r} is not a valid pattern: {exc}.") from None
 
 
+def _minimum(quantifier: str) -> int:
+    """How many times a quantifier repeats its atom at least (1 for none)."""
+    if not quantifier:
+        return 1
+    if quantifier[0] == "+":
+        return 1
+    if quantifier[0] == "{":
+        return int(quantifier[1:].split(",")[0].rstrip("}?"))
+    return 0  # *, ?
+
+
 class _RegexTranslator:
     def __init__(self, pattern: str) -> None:
         self.pattern = pattern
         self.pos = 0
+        self.required: list[str] = []
 
     # --- entry and errors ---
     def translate(self) -> str:
+        """The Python pattern; :attr:`required` is then the substrings every match contains."""
         dotall = False
         if self.pattern.startswith("(?s)"):
             self.pos, dotall = 4, True
-        body = self._alternation()
+        body, self.required = self._alternation()
         if self.pos != len(self.pattern):  # an unmatched ")"
             self._refuse("has an unmatched ')'")
         return f"(?s:{body})" if dotall else body
@@ -162,41 +189,57 @@ class _RegexTranslator:
         return self.pattern[index] if index < len(self.pattern) else None
 
     # --- grammar ---
-    def _alternation(self) -> str:
+    def _alternation(self) -> tuple[str, list[str]]:
+        """The translated alternation, and the substrings every match of it contains (none for several branches)."""
         branches = [self._sequence()]
         while self._peek() == "|":
             self.pos += 1
             branches.append(self._sequence())
-        return "|".join(branches)
+        return "|".join(text for text, _ in branches), branches[0][1] if len(branches) == 1 else []
 
-    def _sequence(self) -> str:
+    def _sequence(self) -> tuple[str, list[str]]:
+        """The translated sequence, and its runs of mandatory adjacent literal characters."""
         out: list[str] = []
+        runs: list[str] = []
+        run = ""
         while (char := self._peek()) is not None and char not in "|)":
-            atom, repeatable = self._atom()
-            out.append(atom + (self._quantifier() if repeatable else self._no_quantifier()))
-        return "".join(out)
+            atom, repeatable, literal = self._atom()
+            quantifier = self._quantifier() if repeatable else self._no_quantifier()
+            out.append(atom + quantifier)
+            at_least = _minimum(quantifier)
+            if literal is not None and at_least >= 1:
+                run += literal
+                if quantifier:  # the repetitions end the run; the last one starts the next
+                    runs.append(run)
+                    run = literal
+            else:
+                runs.append(run)
+                run = ""
+        runs.append(run)
+        return "".join(out), [r for r in runs if r]
 
-    def _atom(self) -> tuple[str, bool]:
+    def _atom(self) -> tuple[str, bool, str | None]:
+        """(translated atom, whether it may be repeated, the character it matches when it is a literal)."""
         char = self.pattern[self.pos]
         if char == "(":
-            return self._group(), True
+            return self._group(), True, None
         if char == "[":
-            return self._class(), True
+            return self._class(), True, None
         if char in "*+?{":
             self._refuse(f"repeats nothing with {char!r}")
         if char == "^":
             self.pos += 1
-            return r"\A", False
+            return r"\A", False, None
         if char == "$":
             self.pos += 1
-            return r"\Z", False
+            return r"\Z", False, None
         if char == ".":
             self.pos += 1
-            return ".", True
+            return ".", True, None
         if char == "\\":
             return self._escape()
         self.pos += 1
-        return re.escape(char), True
+        return re.escape(char), True, char
 
     def _group(self) -> str:
         self.pos += 1  # "("
@@ -218,7 +261,7 @@ class _RegexTranslator:
                 prefix = f"({flag}"
             else:
                 self._refuse("uses an inline flag or group syntax other than (?:...), (?P<name>...) and (?s:...)")
-        body = self._alternation()
+        body, _ = self._alternation()
         if self._peek() != ")":
             self._refuse("has an unclosed group")
         self.pos += 1
@@ -255,15 +298,16 @@ class _RegexTranslator:
             self._refuse("repeats an anchor")
         return ""
 
-    def _escape(self) -> tuple[str, bool]:
+    def _escape(self) -> tuple[str, bool, str | None]:
         """An escape outside a class: an anchor (not repeatable) or a literal character."""
         if self._peek(1) == "A":
             self.pos += 2
-            return r"\A", False
+            return r"\A", False, None
         if self._peek(1) == "z":
             self.pos += 2
-            return r"\Z", False
-        return re.escape(self._escaped_char()), True
+            return r"\Z", False, None
+        char = self._escaped_char()
+        return re.escape(char), True, char
 
     def _escaped_char(self) -> str:
         """The character a backslash escape stands for (outside or inside a class)."""
