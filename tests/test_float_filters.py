@@ -15,12 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import chromadb
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from qdrant_client import QdrantClient, models
 
-from runbook_lib.core.chroma_floats import chroma_float, chroma_metadata
+from runbook_lib.app.chroma_backend import ChromaBackend
+from runbook_lib.app.dual import copy_records
+from runbook_lib.app.qdrant_backend import QdrantBackend
+from runbook_lib.app.records import Records
+from runbook_lib.config.settings import load_settings
+from runbook_lib.core.chroma_floats import chroma_float, chroma_metadata, chroma_preimage
 from runbook_lib.core.filters import to_qdrant_filter
 from runbook_lib.core.mapping import build_payload, point_id
 
@@ -130,3 +136,43 @@ def test_float_operands_select_what_chroma_selects(stores: Stores, index: int, s
     value: Any = [operand, 0.25] if operator in ("$in", "$nin") else operand
     where = {key: {operator: value}}
     assert _qdrant_ids(stores, where) == _chroma_ids(stores, where), where
+
+
+def test_chroma_preimage_makes_chroma_store_a_copied_value_exactly(tmp_path: Path, stores: Stores) -> None:
+    """Writing a value read from a store into Chroma as is would shift some of them again (chroma_float is not
+    idempotent); written as their preimage, Chroma keeps every one bit for bit."""
+    assert sum(chroma_float(v) != v for v in stores.stored) > 0  # a naive copy back would drift
+    client = chromadb.PersistentClient(path=str(tmp_path / "copy"))
+    col = client.create_collection("copied", embedding_function=None)
+    ids = [f"c{i:03d}" for i in range(N)]
+    col.add(
+        ids=ids,
+        embeddings=[[1.0, float(i)] for i in range(N)],
+        metadatas=[{"v": chroma_preimage(v)} for v in stores.stored],
+    )
+    assert [m["v"] for m in col.get(ids=ids, include=["metadatas"])["metadatas"]] == stores.stored
+    client.close()
+
+
+def test_a_dual_write_replay_copies_floats_bit_for_bit(tmp_path: Path, stores: Stores) -> None:
+    """copy_records (the journal replay) between the two stores keeps every float as the source store holds it."""
+    (tmp_path / "qdrant").mkdir()
+    chromadb.PersistentClient(path=str(tmp_path / "chroma")).close()
+    settings = load_settings({"CHROMA_PERSIST_DIR": str(tmp_path / "chroma"), "QDRANT_PATH": str(tmp_path / "qdrant")})
+    chroma, qdrant = ChromaBackend(settings.chroma), QdrantBackend(settings.qdrant)
+    try:
+        ids = [f"r{i:03d}" for i in range(N)]
+        chroma.create_collection("replayed", "l2")
+        qdrant.create_collection("replayed", "l2", 2)
+        vectors = np.array([[1.0, float(i)] for i in range(N)], dtype=np.float32)
+        app_write = Records(ids, vectors, None, [{"v": v} for v in stores.written], None)
+        chroma.write("replayed", "add", app_write)  # the app's values: Chroma shifts them
+        assert copy_records(chroma, qdrant, "replayed", ids) == N
+        in_qdrant = [m["v"] for m in qdrant.get("replayed", ids, None, None, 0, ("metadatas",)).metadatas or []]
+        assert in_qdrant == stores.stored
+        assert copy_records(qdrant, chroma, "replayed", ids) == N
+        in_chroma = [m["v"] for m in chroma.get("replayed", ids, None, None, 0, ("metadatas",)).metadatas or []]
+        assert in_chroma == stores.stored
+    finally:
+        chroma.close()
+        qdrant.close()

@@ -92,7 +92,9 @@ class ChromaBackend:
 
     # --- writes and reads by id (runbook_lib.app.chroma_writes) ---------------------------------
     def write(self, collection: str, kind: WriteKind, recs: Records) -> None:
-        """``add`` / ``upsert`` / ``update`` through chromadb, after the same dimension check as Qdrant's."""
+        """``add`` / ``upsert`` / ``update`` through chromadb, after the same dimension check as Qdrant's (copied
+        records' floats written so Chroma stores them as they are)."""
+        recs = recs.for_chroma()
 
         def run(col: Any) -> None:
             info = self._collection_info(collection, col)

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from runbook_lib.core.chroma_floats import chroma_metadata
+from runbook_lib.core.chroma_floats import chroma_metadata, metadata_chroma_stores_as
 
 WriteKind = Literal["add", "upsert", "update"]
 Field = Literal["embeddings", "documents", "metadatas", "uris"]
@@ -45,6 +45,8 @@ class Records:
     documents: list[str | None] | None
     metadatas: list[dict[str, Any] | None] | None
     uris: list[str | None] | None
+    #: The metadata floats are already as Chroma stores them (records copied from a store, not written by the app).
+    stored_floats: bool = False
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -56,9 +58,16 @@ class Records:
     def as_chroma_stores(self) -> Records:
         """These records with every float metadata value as chromadb stores it (:mod:`runbook_lib.core.chroma_floats`):
         what a store other than Chroma must keep, so a filter at the value written selects what Chroma selects."""
-        if self.metadatas is None:
+        if self.metadatas is None or self.stored_floats:
             return self
-        return replace(self, metadatas=[chroma_metadata(m) for m in self.metadatas])
+        return replace(self, metadatas=[chroma_metadata(m) for m in self.metadatas], stored_floats=True)
+
+    def for_chroma(self) -> Records:
+        """What to hand chromadb so it stores these records' floats as they are: the app's values unchanged (Chroma
+        shifts them as it always does), copied values through :func:`metadata_chroma_stores_as`."""
+        if self.metadatas is None or not self.stored_floats:
+            return self
+        return replace(self, metadatas=[metadata_chroma_stores_as(m) for m in self.metadatas], stored_floats=False)
 
 
 @dataclass(frozen=True, eq=False)

@@ -21,7 +21,8 @@ What chromadb 1.5.9 does (read in its Python side, measured with a real ``Persis
 So Chroma agrees with itself, and after a migration (which copies the stored value) the app's Qdrant
 filters must shift their float operands the same way (:mod:`runbook_lib.core.filters`) and its Qdrant
 writes must store the shifted value (:func:`chroma_metadata`), or exact matches and range bounds at a
-value the app wrote flip.
+value the app wrote flip. The other way, a value copied from a store into Chroma (a replay, a rollback) is
+written as its :func:`chroma_preimage`, or Chroma would shift the ~3% it does not keep and the copy would drift.
 """
 
 from __future__ import annotations
@@ -61,6 +62,16 @@ def chroma_float(value: float) -> float:
     return -result if sign else result
 
 
+def chroma_preimage(value: float) -> float:
+    """A float Chroma stores as exactly ``value`` (``chroma_float(result) == value``): ``value`` itself or a 1-ulp
+    neighbour, which exists for every value Chroma returned (it stored it from a value at most 1 ulp away). For a
+    value Chroma cannot store exactly, ``value`` itself."""
+    for candidate in (value, math.nextafter(value, math.inf), math.nextafter(value, -math.inf)):
+        if chroma_float(candidate) == value:
+            return candidate
+    return value
+
+
 def chroma_value(value: Any) -> Any:
     """A metadata value as Chroma stores it: floats (also in lists) through :func:`chroma_float`."""
     if isinstance(value, float):
@@ -75,3 +86,19 @@ def chroma_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None
     if metadata is None:
         return None
     return {key: chroma_value(value) for key, value in metadata.items()}
+
+
+def metadata_chroma_stores_as(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """What to write to Chroma so it stores ``metadata`` (values read from a store) exactly: every float through
+    :func:`chroma_preimage` (None stays None)."""
+    if metadata is None:
+        return None
+    return {key: _preimage_value(value) for key, value in metadata.items()}
+
+
+def _preimage_value(value: Any) -> Any:
+    if isinstance(value, float):
+        return chroma_preimage(value)
+    if isinstance(value, list):
+        return [chroma_preimage(v) if isinstance(v, float) else v for v in value]
+    return value
