@@ -1,5 +1,6 @@
 """``runbook_lib.app.compat.Client``: the same app code against ``chromadb.PersistentClient`` and against the drop-in
-after a real migration of the same data gives the same results (real chromadb, real migrate step, Qdrant local mode).
+after a real migration of the same data gives the same results (real chromadb, real migrate step, Qdrant Edge and
+Qdrant local mode).
 
 The app code reads as an app written against chromadb 1.5 reads: ``get_collection(...).query(query_embeddings=...,
 n_results=..., where=..., where_document=..., include=[...])``, ``get`` with ``limit``/``offset``, ``peek``, ``count``,
@@ -56,9 +57,19 @@ def _records(seed: int) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module")
-def migrated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """A Chroma directory, migrated by the real migrate step into Qdrant local mode; the env of both sides."""
+#: The Qdrant targets the drop-in is proven on: Qdrant Edge (the server's engine) and qdrant-client's local mode.
+TARGET_VARIABLES = {"edge": "QDRANT_EDGE_PATH", "local": "QDRANT_PATH"}
+
+
+def _target(kind: str, path: Path) -> dict[str, str]:
+    """The environment naming a Qdrant target of ``kind`` at ``path`` (the app opens only a directory that exists)."""
+    path.mkdir(parents=True, exist_ok=True)
+    return {TARGET_VARIABLES[kind]: str(path)}
+
+
+@pytest.fixture(scope="module", params=sorted(TARGET_VARIABLES))
+def migrated(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A Chroma directory, migrated by the real migrate step into Qdrant Edge or local mode; the env of both sides."""
     root: Path = tmp_path_factory.mktemp("compat")
     chroma_dir, qdrant_dir, outputs = root / "chroma", root / "qdrant", root / "outputs"
     client = chromadb.PersistentClient(path=str(chroma_dir))
@@ -76,19 +87,25 @@ def migrated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     client.close()
     env = {
         "CHROMA_PERSIST_DIR": str(chroma_dir),
-        "QDRANT_PATH": str(qdrant_dir),
+        **_target(request.param, qdrant_dir),
         "RUNBOOK_OUTPUTS": str(outputs),
         "RUNBOOK_PROGRESS": "off",
         "MPLBACKEND": "Agg",
     }
+    _migrate(env)
+    yield {"chroma_dir": chroma_dir, "env": {**env, "VECTOR_DB": "qdrant"}, "kind": request.param}
+
+
+def _migrate(env: dict[str, str]) -> Any:
+    """Run the real migrate step with exactly this environment; return its step."""
     with pytest.MonkeyPatch.context() as mp:
+        for key in ("CHROMA_HOST", "QDRANT_URL", "QDRANT_PATH", "QDRANT_EDGE_PATH", "VECTOR_DB", "RUNBOOK_HEADLESS"):
+            mp.delenv(key, raising=False)
         for key, value in env.items():
             mp.setenv(key, value)
-        for key in ("CHROMA_HOST", "QDRANT_URL", "VECTOR_DB", "RUNBOOK_HEADLESS"):
-            mp.delenv(key, raising=False)
-        _, result = run_step_inprocess("migrate", migrate)
+        step, result = run_step_inprocess("migrate", migrate)
     assert result.ok, result.errors
-    yield {"chroma_dir": chroma_dir, "env": {**env, "VECTOR_DB": "qdrant"}}
+    return step
 
 
 @pytest.fixture
@@ -160,9 +177,8 @@ def test_peek_and_listing(both: tuple[Any, Client]) -> None:
 
 def test_writes_then_reads_agree(tmp_path: Path, migrated: dict[str, Any]) -> None:
     """add / upsert / update / delete through both clients on fresh copies, then the same reads."""
-    (tmp_path / "qdrant").mkdir()
     chroma = chromadb.PersistentClient(path=str(tmp_path / "chroma"))
-    compat = Client({**migrated["env"], "QDRANT_PATH": str(tmp_path / "qdrant")})
+    compat = Client({**_without_target(migrated["env"]), **_target(migrated["kind"], tmp_path / "qdrant")})
     try:
         for client in (chroma, compat):
             col = client.get_or_create_collection(
@@ -202,6 +218,10 @@ def test_writes_then_reads_agree(tmp_path: Path, migrated: dict[str, Any]) -> No
         chroma.close()
 
 
+def _without_target(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k not in TARGET_VARIABLES.values()}
+
+
 def _same_rows(seed: int) -> list[list[float]]:
     return np.random.default_rng(seed).normal(size=(12, 4)).round(3).tolist()
 
@@ -228,12 +248,13 @@ class LetterCounts(EmbeddingFunction[Documents]):
         return {"scale": self.scale}
 
 
-def test_query_texts_round_trip_through_the_recorded_embedding_function(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", sorted(TARGET_VARIABLES))
+def test_query_texts_round_trip_through_the_recorded_embedding_function(tmp_path: Path, kind: str) -> None:
     """Chroma embeds documents with the collection's registered function; the migration records it in the run;
     the drop-in rebuilds it from the registry and answers query_texts as Chroma does."""
     env = {
         "CHROMA_PERSIST_DIR": str(tmp_path / "chroma"),
-        "QDRANT_PATH": str(tmp_path / "qdrant"),
+        **_target(kind, tmp_path / "qdrant"),
         "RUNBOOK_OUTPUTS": str(tmp_path / "outputs"),
         "RUNBOOK_PROGRESS": "off",
         "MPLBACKEND": "Agg",
@@ -244,13 +265,7 @@ def test_query_texts_round_trip_through_the_recorded_embedding_function(tmp_path
     texts = ["bad cab", "fee"]
     expected = col.query(query_texts=texts, n_results=2)  # no ties among the two nearest
     chroma.close()
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
-        for key in ("CHROMA_HOST", "QDRANT_URL", "VECTOR_DB", "RUNBOOK_HEADLESS"):
-            mp.delenv(key, raising=False)
-        step, result = run_step_inprocess("migrate", migrate)
-    assert result.ok, result.errors
+    step = _migrate(env)
     recorded = step.run.dir / "embedding_functions.json"
     assert json.loads(recorded.read_text())["texts"] == {"name": "runbook_test_letter_counts", "config": {"scale": 2.0}}
     with Client({**env, "VECTOR_DB": "qdrant", "VECTOR_DB_EMBEDDING_FUNCTIONS": str(recorded)}) as compat:
@@ -282,13 +297,12 @@ def test_errors_match_chromadb_cases(both: tuple[Any, Client]) -> None:
 
 
 def test_dual_creates_and_writes_both_stores(tmp_path: Path, migrated: dict[str, Any]) -> None:
-    (tmp_path / "qdrant").mkdir()
     chromadb.PersistentClient(path=str(tmp_path / "chroma")).close()  # the app's (empty) ChromaDB directory
     env = {
-        **migrated["env"],
+        **_without_target(migrated["env"]),
+        **_target(migrated["kind"], tmp_path / "qdrant"),
         "VECTOR_DB": "dual",
         "CHROMA_PERSIST_DIR": str(tmp_path / "chroma"),
-        "QDRANT_PATH": str(tmp_path / "qdrant"),
         "VECTOR_DB_JOURNAL": str(tmp_path / "journal.jsonl"),
     }
     with Client(env) as compat:

@@ -1,4 +1,4 @@
-"""Retries for Qdrant calls: which errors are transient, and the backoff policy every batch call uses."""
+"""Retries for Qdrant calls: which errors are transient, and two budgets: a step's (patient), an app's (brief)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from tenacity import (
     retry,
     retry_if_exception,
     stop_after_attempt,
+    wait_exponential,
     wait_exponential_jitter,
 )
 
@@ -49,6 +50,16 @@ retry_transient = retry(
     retry=retry_if_exception(is_transient),
     stop=stop_after_attempt(6),
     wait=wait_exponential_jitter(multiplier=0.5, max=20, jitter=1),
+    before_sleep=_log_retry,
+    reraise=True,
+)
+
+#: Retry policy for an app's calls (``fail_fast``): 3 tries within about a second, so an app's request fails fast
+#: (``VECTOR_DB=dual`` journals what its second store missed).
+retry_briefly = retry(
+    retry=retry_if_exception(is_transient),
+    stop=stop_after_attempt(3),
+    wait=wait_exponential(multiplier=0.2, max=1.0),
     before_sleep=_log_retry,
     reraise=True,
 )

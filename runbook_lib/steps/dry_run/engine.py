@@ -29,14 +29,14 @@ from runbook_lib.core.plan import plan_collection
 from runbook_lib.errors import ConfigError, DimensionMismatchError, RunbookError
 from runbook_lib.kernel.display import progress
 from runbook_lib.kernel.step import Step
-from runbook_lib.qdrant.target import QdrantTarget
+from runbook_lib.qdrant.connect import open_target
 from runbook_lib.steps.dry_run.charts import dry_run_charts
 from runbook_lib.steps.dry_run.result import DryRunResult
 
 #: Write rates used for the time estimate (points/s for 1536-d points); the estimate scales them by dimension.
-#: Local: ~1,270 points/s measured by benchmarks/run_cost_bench.py at scale 1 and 10 (14,365 records copied in
-#: 11.3-11.6 s; 143,650 in 112 s) since bulk loads write ahead (runbook_lib/qdrant/local_storage.py).
-ESTIMATED_POINTS_PER_S = {"local": 1200.0, "server": 1500.0}
+#: Local: ~340 points/s on a quiet disk, ~100 on a busy one (benchmarks/local_write_bench.py: qdrant-client's local
+#: mode flushes the disk once per point).
+ESTIMATED_POINTS_PER_S = {"local": 300.0, "server": 1500.0}
 
 
 def inventory(
@@ -236,7 +236,7 @@ def _existing_targets(step: Step, targets: list[str]) -> list[str]:
     if not q.is_server and not (q.path / "meta.json").is_file():
         return []  # no local storage yet: do not create one in a dry run
     try:
-        with QdrantTarget(q) as target:
+        with open_target(q) as target:
             return [t for t in targets if target.exists(t)]
     except RunbookError:
         raise
