@@ -17,14 +17,16 @@ from typing import Any
 
 import chromadb
 import pytest
-import qdrant_edge as qe
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from qdrant_client import QdrantClient, models
 
+from runbook_lib.config.settings import QdrantSettings
 from runbook_lib.core.document_filters import document_predicate, python_regex, to_qdrant_prefilter
 from runbook_lib.core.mapping import build_payload, point_id
 from runbook_lib.errors import ConfigError
+from runbook_lib.qdrant.base import QdrantStore
+from runbook_lib.qdrant.connect import open_target
 
 WORDS = ("Hello", "hello", "World", "wor", "a", "ab", "b.c", "100%", "x_y", "café", "É", "-", " ", "\n", "line")
 ALPHABET = "aAbBcl .\n%_-éÉo"
@@ -42,7 +44,7 @@ def _documents() -> list[str | None]:
 class Stores:
     chroma: Any
     qdrant: QdrantClient
-    edge: qe.EdgeShard  # the server's engine, with the text index the migration plans on the document
+    edge: QdrantStore  # Qdrant Edge (the server's engine), with the text index the migration plans on the document
     documents: dict[str, str | None]
 
 
@@ -63,19 +65,15 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stores]:
             for i, (rid, doc) in enumerate(documents.items())
         ],
     )
-    (root / "edge").mkdir()
-    edge = qe.EdgeShard.create(
-        str(root / "edge"), qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=2, distance=qe.Distance.Euclid))
-    )
-    text_index = qe.TextIndexParams(tokenizer=qe.TokenizerType.Word, lowercase=False)
-    edge.update(qe.UpdateOperation.create_field_index("document", text_index))
-    edge.update(
-        qe.UpdateOperation.upsert_points(
-            [
-                qe.Point(id=i, vector=[1.0, float(i)], payload=build_payload(rid, doc, None, None))
-                for i, (rid, doc) in enumerate(documents.items())
-            ]
-        )
+    edge = open_target(QdrantSettings(edge_path=root / "edge"))
+    edge.create_collection("docs", size=2, distance="Euclid")
+    edge.create_payload_index("docs", "document", "text")
+    assert edge.payload_indexes("docs") == {"document": "text"}
+    edge.upsert(
+        "docs",
+        [point_id(rid) for rid in ids],
+        [[1.0, float(i)] for i in range(len(ids))],
+        [build_payload(rid, doc, None, None) for rid, doc in documents.items()],
     )
     yield Stores(col, qdrant, edge, documents)
     edge.close()
@@ -100,26 +98,10 @@ def _qdrant(stores: Stores, where_document: dict[str, Any]) -> set[str]:
     return {str(p.payload["chroma_id"]) for p in points if p.payload and matches(p.payload.get("document"))}
 
 
-def _edge_condition(condition: Any) -> Any:
-    """The prefilter's shapes (filters of MatchSubstring conditions) as Qdrant Edge's types."""
-    if isinstance(condition, models.FieldCondition):
-        assert isinstance(condition.match, models.MatchSubstring)
-        return qe.FieldCondition(key=condition.key, match=qe.MatchSubstring(substring=condition.match.substring))
-    parts = {
-        k: [_edge_condition(c) for c in getattr(condition, k) or []] or None for k in ("must", "should", "must_not")
-    }
-    return qe.Filter(**parts)
-
-
 def _edge(stores: Stores, where_document: dict[str, Any]) -> set[str]:
     """The app's read on Qdrant Edge: the prefilter narrows (on a text-indexed document), the predicate decides."""
     prefilter = to_qdrant_prefilter(where_document, "document")
-    request = qe.ScrollRequest(
-        limit=len(stores.documents) + 1,
-        filter=None if prefilter is None else _edge_condition(prefilter),
-        with_payload=True,
-    )
-    records, _ = stores.edge.scroll(request)
+    records, _ = stores.edge.scroll("docs", limit=len(stores.documents) + 1, with_vectors=False, query_filter=prefilter)
     matches = document_predicate(where_document)
     return {str(r.payload["chroma_id"]) for r in records if r.payload and matches(r.payload.get("document"))}
 
@@ -174,9 +156,7 @@ def test_the_substring_prefilter_alone_is_exact_on_edge_with_the_text_index(
     operator = "$not_contains" if negated else "$contains"
     prefilter = to_qdrant_prefilter({operator: needle}, "document")
     assert prefilter is not None
-    records, _ = stores.edge.scroll(
-        qe.ScrollRequest(limit=len(stores.documents) + 1, filter=_edge_condition(prefilter), with_payload=True)
-    )
+    records, _ = stores.edge.scroll("docs", limit=len(stores.documents) + 1, with_vectors=False, query_filter=prefilter)
     assert {str(r.payload["chroma_id"]) for r in records if r.payload} == _chroma(stores, {operator: needle})
 
 

@@ -2,7 +2,8 @@
 
 chromadb 1.5 stores about one float in ten 1 ulp away from the value written and shifts ``where`` operands the
 same way (:mod:`runbook_lib.core.chroma_floats`). The fixture writes random floats to a real ChromaDB, copies what
-Chroma stored into Qdrant local mode (as the migration does), and every filter is asked of both.
+Chroma stored into Qdrant local mode and Qdrant Edge (as the migration does, with float indexes on Edge), and every
+filter is asked of all three.
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ from runbook_lib.app.chroma_backend import ChromaBackend
 from runbook_lib.app.dual import copy_records
 from runbook_lib.app.qdrant_backend import QdrantBackend
 from runbook_lib.app.records import Records
-from runbook_lib.config.settings import load_settings
+from runbook_lib.config.settings import QdrantSettings, load_settings
 from runbook_lib.core.chroma_floats import chroma_float, chroma_metadata, chroma_preimage
 from runbook_lib.core.filters import to_qdrant_filter
 from runbook_lib.core.mapping import build_payload, point_id
+from runbook_lib.qdrant.base import QdrantStore
+from runbook_lib.qdrant.connect import open_target
 
 N = 240
 ISSUE_VALUE = 0.9739536643028259  # issue 20: 1 record from Chroma, 0 from Qdrant before the fix
@@ -51,6 +54,7 @@ def _value(rng: random.Random, i: int) -> float:
 class Stores:
     chroma: Any  # chromadb Collection
     qdrant: QdrantClient
+    edge: QdrantStore  # Qdrant Edge (the server's engine) with float indexes on both keys, as the migration plans
     written: list[float]  # what the app wrote
     stored: list[float]  # what Chroma returned (and the migration copied)
 
@@ -79,7 +83,18 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stores]:
             for i, (rid, meta) in enumerate(zip(ids, got["metadatas"], strict=True))
         ],
     )
-    yield Stores(col, qdrant, written, stored)
+    edge = open_target(QdrantSettings(edge_path=root / "edge"))
+    edge.create_collection("floats", size=2, distance="Euclid")
+    for key in ("v", "l"):
+        edge.create_payload_index("floats", f"metadata.{key}", "float")
+    edge.upsert(
+        "floats",
+        [point_id(rid) for rid in ids],
+        [[1.0, float(i)] for i in range(N)],
+        [build_payload(rid, None, meta, None) for rid, meta in zip(ids, got["metadatas"], strict=True)],
+    )
+    yield Stores(col, qdrant, edge, written, stored)
+    edge.close()
     qdrant.close()
     client.close()
 
@@ -90,6 +105,11 @@ def _chroma_ids(stores: Stores, where: dict[str, Any]) -> set[str]:
 
 def _qdrant_ids(stores: Stores, where: dict[str, Any]) -> set[str]:
     points, _ = stores.qdrant.scroll("floats", scroll_filter=to_qdrant_filter(where), limit=N + 1)
+    return {str((p.payload or {})["chroma_id"]) for p in points}
+
+
+def _edge_ids(stores: Stores, where: dict[str, Any]) -> set[str]:
+    points, _ = stores.edge.scroll("floats", limit=N + 1, with_vectors=False, query_filter=to_qdrant_filter(where))
     return {str((p.payload or {})["chroma_id"]) for p in points}
 
 
@@ -111,7 +131,7 @@ def test_the_issue_value_selects_the_same_record(stores: Stores) -> None:
         {"v": {"$gte": ISSUE_VALUE}},
         {"l": {"$contains": ISSUE_VALUE}},
     ):
-        assert _qdrant_ids(stores, where) == _chroma_ids(stores, where), where
+        assert _qdrant_ids(stores, where) == _chroma_ids(stores, where) == _edge_ids(stores, where), where
     assert _chroma_ids(stores, {"v": ISSUE_VALUE}) == {"r000"}
 
 
@@ -135,7 +155,9 @@ def test_float_operands_select_what_chroma_selects(stores: Stores, index: int, s
     key = "l" if operator in ("$contains", "$not_contains") else "v"
     value: Any = [operand, 0.25] if operator in ("$in", "$nin") else operand
     where = {key: {operator: value}}
-    assert _qdrant_ids(stores, where) == _chroma_ids(stores, where), where
+    expected = _chroma_ids(stores, where)
+    assert _qdrant_ids(stores, where) == expected, where
+    assert _edge_ids(stores, where) == expected, where
 
 
 def test_chroma_preimage_makes_chroma_store_a_copied_value_exactly(tmp_path: Path, stores: Stores) -> None:
