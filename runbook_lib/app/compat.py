@@ -2,8 +2,9 @@
 
 ``client = chromadb.PersistentClient(path=...)`` becomes ``client = runbook_lib.app.compat.Client()``, configured
 from the environment as :class:`~runbook_lib.app.client.VectorDBClient` is (``VECTOR_DB`` = ``qdrant`` | ``chroma``
-| ``dual``, ``QDRANT_URL`` / ``QDRANT_PATH``, ``CHROMA_PERSIST_DIR``...). Its collections have chromadb 1.5's
-``add``, ``upsert``, ``update``, ``delete``, ``get``, ``query``, ``count`` and ``peek`` with the same arguments,
+| ``dual``, ``QDRANT_URL`` / ``QDRANT_EDGE_PATH`` / ``QDRANT_PATH``, ``CHROMA_PERSIST_DIR``...). Its collections
+have chromadb 1.5's ``add``, ``upsert``, ``update``, ``delete``, ``get``, ``query``, ``count`` and ``peek`` with the
+same arguments,
 and answer with chromadb's ``GetResult`` / ``QueryResult`` dicts (the same keys, ``included``, Chroma's distances,
 a record without metadata as ``{}`` or ``None`` as Chroma answers), over :class:`VectorDBClient`.
 
@@ -32,6 +33,7 @@ import numpy as np
 from runbook_lib.app.client import VectorDBClient
 from runbook_lib.app.errors import UnknownCollectionError
 from runbook_lib.app.records import INCLUDABLE, GetResult
+from runbook_lib.chroma.embedding_functions import rebuild_embedding_function
 from runbook_lib.errors import ConfigError
 
 EMBEDDING_FUNCTIONS_VARIABLE = "VECTOR_DB_EMBEDDING_FUNCTIONS"
@@ -59,26 +61,6 @@ def recorded_embedding_functions(env: Mapping[str, str]) -> dict[str, dict[str, 
     if not isinstance(recorded, dict):
         raise ConfigError(f"{path} is not an embedding_functions.json written by the migration: point at that file.")
     return {str(k): v for k, v in recorded.items() if isinstance(v, dict)}
-
-
-def build_embedding_function(collection: str, recorded: Mapping[str, Any]) -> Any:
-    """The embedding function Chroma recorded for ``collection``, rebuilt with chromadb's registry."""
-    from chromadb.utils.embedding_functions import config_to_embedding_function, known_embedding_functions
-
-    name = recorded.get("name")
-    if name not in known_embedding_functions:
-        raise ConfigError(
-            f"Collection {collection!r} was embedded with {name!r}, which chromadb's embedding function registry "
-            "does not know here: register it (chromadb.utils.embedding_functions.register_embedding_function) or "
-            "pass embedding_function= to get_collection."
-        )
-    try:
-        return config_to_embedding_function({"name": name, "config": recorded.get("config") or {}})
-    except Exception as exc:
-        raise ConfigError(
-            f"Collection {collection!r}'s embedding function {name!r} could not be rebuilt from its recorded "
-            f"configuration ({exc}): pass embedding_function= to get_collection."
-        ) from None
 
 
 class Client:
@@ -160,7 +142,7 @@ class Client:
 
     def recorded_embedding_function(self, name: str) -> Any:
         recorded = self._recorded.get(name)
-        return None if recorded is None else build_embedding_function(name, recorded)
+        return None if recorded is None else rebuild_embedding_function(name, recorded)
 
 
 class Collection:
