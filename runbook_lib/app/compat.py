@@ -4,9 +4,8 @@
 from the environment as :class:`~runbook_lib.app.client.VectorDBClient` is (``VECTOR_DB`` = ``qdrant`` | ``chroma``
 | ``dual``, ``QDRANT_URL`` / ``QDRANT_EDGE_PATH`` / ``QDRANT_PATH``, ``CHROMA_PERSIST_DIR``...). Its collections
 have chromadb 1.5's ``add``, ``upsert``, ``update``, ``delete``, ``get``, ``query``, ``count`` and ``peek`` with the
-same arguments,
-and answer with chromadb's ``GetResult`` / ``QueryResult`` dicts (the same keys, ``included``, Chroma's distances,
-a record without metadata as ``{}`` or ``None`` as Chroma answers), over :class:`VectorDBClient`.
+same arguments, and answer with chromadb's ``GetResult`` / ``QueryResult`` dicts (the same keys, ``included``,
+Chroma's distances, a record without metadata as ``{}`` or ``None`` as Chroma answers), over :class:`VectorDBClient`.
 
 Embeddings: what the app passes, or its documents / ``query_texts`` embedded with the collection's embedding
 function -- the one the app passes to :meth:`Client.get_collection`, else the one Chroma recorded in the
