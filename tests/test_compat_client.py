@@ -24,6 +24,7 @@ from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
 from chromadb.utils.embedding_functions import register_embedding_function
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from qdrant_client import QdrantClient
 
 from runbook_lib.app.compat import Client
 from runbook_lib.app.errors import UnknownCollectionError
@@ -62,8 +63,11 @@ TARGET_VARIABLES = {"edge": "QDRANT_EDGE_PATH", "local": "QDRANT_PATH"}
 
 
 def _target(kind: str, path: Path) -> dict[str, str]:
-    """The environment naming a Qdrant target of ``kind`` at ``path`` (the app opens only a directory that exists)."""
+    """The environment naming a Qdrant target of ``kind`` at ``path``, its storage made (the app opens only a target
+    that holds storage: local mode's ``meta.json``, Edge's folder)."""
     path.mkdir(parents=True, exist_ok=True)
+    if kind == "local":
+        QdrantClient(path=str(path)).close()
     return {TARGET_VARIABLES[kind]: str(path)}
 
 

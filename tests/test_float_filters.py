@@ -178,7 +178,7 @@ def test_chroma_preimage_makes_chroma_store_a_copied_value_exactly(tmp_path: Pat
 
 def test_a_dual_write_replay_copies_floats_bit_for_bit(tmp_path: Path, stores: Stores) -> None:
     """copy_records (the journal replay) between the two stores keeps every float as the source store holds it."""
-    (tmp_path / "qdrant").mkdir()
+    QdrantClient(path=str(tmp_path / "qdrant")).close()  # an (empty) local-mode storage
     chromadb.PersistentClient(path=str(tmp_path / "chroma")).close()
     settings = load_settings({"CHROMA_PERSIST_DIR": str(tmp_path / "chroma"), "QDRANT_PATH": str(tmp_path / "qdrant")})
     chroma, qdrant = ChromaBackend(settings.chroma), QdrantBackend(settings.qdrant)

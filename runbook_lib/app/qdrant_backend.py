@@ -31,7 +31,7 @@ from runbook_lib.core.mapping import (
 from runbook_lib.core.payload_indexes import layout_paths
 from runbook_lib.errors import ConfigError, TargetError
 from runbook_lib.qdrant.base import QdrantStore
-from runbook_lib.qdrant.connect import open_target
+from runbook_lib.qdrant.connect import holds_storage, open_target
 
 
 class QdrantBackend:
@@ -154,12 +154,12 @@ class QdrantBackend:
                 raise closed_client_error(self.describe())
             if self._target is None:
                 qs = self.settings
-                variable, directory = (
-                    ("QDRANT_EDGE_PATH", qs.edge_path) if qs.kind == "edge" else ("QDRANT_PATH", qs.path)
-                )
-                if not qs.is_server and directory is not None and not directory.is_dir():
+                if not holds_storage(qs):
+                    variable, folder = (
+                        ("QDRANT_PATH", qs.path) if qs.kind == "local" else ("QDRANT_EDGE_PATH", qs.edge_path)
+                    )
                     raise ConfigError(
-                        f"{variable} points to {directory}, which does not exist: point {variable} at the "
+                        f"{variable} points to {folder}, which holds no Qdrant storage: point {variable} at the "
                         "directory the migration wrote, or set QDRANT_URL to use a Qdrant server."
                     )
                 self._target = open_target(qs, fail_fast=True)  # ConfigError when unreachable

@@ -23,6 +23,7 @@ from runbook_lib.chroma.backup import Backup, create_backup, load_backup, verify
 from runbook_lib.chroma.catalog import Catalog, CatalogUnavailable
 from runbook_lib.chroma.source import ChromaSource
 from runbook_lib.core.layouts import Layout, get_layout
+from runbook_lib.core.payload_indexes import PayloadIndex
 from runbook_lib.core.plan import PlanEntry
 from runbook_lib.errors import (
     ConfigError,
@@ -41,8 +42,15 @@ from runbook_lib.state.ledger import Ledger
 from runbook_lib.state.run import write_json
 from runbook_lib.steps.migrate.charts import migrate_charts
 from runbook_lib.steps.migrate.pipeline import copy_collection
-from runbook_lib.steps.migrate.preflight import Planned, check_shape, existing_collection_error, preflight
+from runbook_lib.steps.migrate.preflight import (
+    Planned,
+    check_capabilities,
+    check_shape,
+    existing_collection_error,
+    preflight,
+)
 from runbook_lib.steps.migrate.result import MigrationResult
+from runbook_lib.steps.migrate.shape import create_indexes, hnsw_params, plan_indexes
 
 log = logging.getLogger(__name__)
 
@@ -66,30 +74,46 @@ def _prepare_source(step: Step, checkpoint: Checkpoint) -> tuple[ChromaSource, B
     return ChromaSource.open(chroma, copy_from=backup.data_dir), backup
 
 
-def _ensure_target(target: QdrantStore, entry: PlanEntry, state: dict[str, Any], on_existing: str, p: Any) -> None:
+def _ensure_target(
+    target: QdrantStore,
+    source: ChromaSource,
+    entry: PlanEntry,
+    ids: list[str],
+    state: dict[str, Any],
+    p: Any,
+    layout: Layout,
+) -> None:
+    """The target collection exists with the right shape, its payload indexes made before the first point."""
     if state.get("created_by_run") and target.exists(entry.target):
         check_shape(target, entry)
-        return
-    if target.exists(entry.target):
-        if on_existing == "fail":
+    elif target.exists(entry.target):
+        if p.on_existing == "fail":
             raise existing_collection_error(entry.target)
-        if on_existing == "resume":
+        if p.on_existing == "resume":
             check_shape(target, entry)
             state["created_by_run"] = False
-            return
-        state["replaced_existing"] = True
-        target.delete_collection(entry.target)
-    assert entry.dimension is not None
-    state["indexing_restore"] = target.create_collection(
-        entry.target,
-        size=entry.dimension,
-        distance=entry.distance,
-        shard_number=p.shard_number,
-        replication_factor=p.replication_factor,
-        write_consistency_factor=p.write_consistency_factor,
-        defer_indexing=p.defer_indexing,
-    )
-    state["created_by_run"] = True
+        else:
+            state["replaced_existing"] = True
+            target.delete_collection(entry.target)
+    if not target.exists(entry.target):
+        assert entry.dimension is not None
+        info = source.info(entry.source)
+        state["hnsw"] = hnsw_params(info.configuration, info.metadata)
+        state["indexing_restore"] = target.create_collection(
+            entry.target,
+            size=entry.dimension,
+            distance=entry.distance,
+            shard_number=p.shard_number,
+            replication_factor=p.replication_factor,
+            write_consistency_factor=p.write_consistency_factor,
+            defer_indexing=p.defer_indexing,
+            hnsw=state["hnsw"] or None,
+        )
+        state["created_by_run"] = True
+    if "payload_indexes" not in state:  # planned once, from the snapshot being copied; a resumed run keeps it
+        planned = plan_indexes(source, entry.source, ids, p.payload_indexes, layout, p.batch_size)
+        state["payload_indexes"] = [index.to_dict() for index in planned]
+    create_indexes(target, entry.target, [PayloadIndex.from_dict(d) for d in state["payload_indexes"]])
 
 
 def migrate(step: Step) -> MigrationResult:
@@ -105,6 +129,7 @@ def migrate(step: Step) -> MigrationResult:
     layout = _run_layout(checkpoint, p)
     chroma = step.settings.chroma
     with open_target(step.settings.qdrant) as target:  # the target is reachable before anything changes
+        check_capabilities(target, p)
         fresh_backup = not chroma.is_server and not checkpoint.data.get("backup_path")
         if fresh_backup:
             _record_plan(checkpoint, _check_before_backup(step, target, checkpoint))
@@ -280,7 +305,7 @@ def _migrate_one(
         return row
     t0 = time.perf_counter()
     try:
-        _ensure_target(target, entry, state, p.on_existing, p)
+        _ensure_target(target, source, entry, ids, state, p, layout or get_layout())
         checkpoint.save()
         if state.get("status") != "done":
             start = int(state.get("records_done", 0)) if state.get("status") == "copying" else 0
