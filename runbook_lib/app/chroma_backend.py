@@ -57,13 +57,26 @@ class ChromaBackend:
             close_chroma(client)
 
     # --- search --------------------------------------------------------------------------------
-    def search(self, collection: str, query: list[float], limit: int, where: dict[str, Any] | None) -> SearchResult:
+    def search(
+        self,
+        collection: str,
+        query: list[float],
+        limit: int,
+        where: dict[str, Any] | None,
+        where_document: dict[str, Any] | None = None,
+    ) -> SearchResult:
         for attempt in (1, 2):
             col = self._collection(collection)
             info = self._collection_info(collection, col)
             check_dimension(collection, info, query)
             try:
-                response = col.query(query_embeddings=[query], n_results=limit, where=where, include=_CHROMA_INCLUDE)
+                response = col.query(
+                    query_embeddings=[query],
+                    n_results=limit,
+                    where=where,
+                    where_document=where_document,
+                    include=_CHROMA_INCLUDE,
+                )
             except Exception as exc:
                 if is_chroma_not_found(exc):
                     # The collection was deleted (or recreated) since it was cached: look it up again once.
@@ -79,7 +92,9 @@ class ChromaBackend:
 
     # --- writes and reads by id (runbook_lib.app.chroma_writes) ---------------------------------
     def write(self, collection: str, kind: WriteKind, recs: Records) -> None:
-        """``add`` / ``upsert`` / ``update`` through chromadb, after the same dimension check as Qdrant's."""
+        """``add`` / ``upsert`` / ``update`` through chromadb, after the same dimension check as Qdrant's (copied
+        records' floats written so Chroma stores them as they are)."""
+        recs = recs.for_chroma()
 
         def run(col: Any) -> None:
             info = self._collection_info(collection, col)
@@ -175,6 +190,33 @@ class ChromaBackend:
         with self._lock:
             self._collections.pop(collection, None)
             self._info.pop(collection, None)
+
+    # --- collections ----------------------------------------------------------------------------
+    def collection_names(self) -> list[str]:
+        return sorted(c.name for c in self._open_client().list_collections())
+
+    def create_collection(self, collection: str, space: str, dimension: int | None = None) -> None:
+        """A collection of ``space`` with no embedding function (the app embeds; ``dimension`` is set by the first
+        write, as Chroma does)."""
+        try:
+            self._open_client().create_collection(
+                collection, configuration={"hnsw": {"space": space}}, embedding_function=None
+            )
+        except Exception as exc:
+            raise SourceError(
+                f"ChromaDB could not create collection {collection!r} at {self.describe()}: {short_error(exc)}"
+            ) from exc
+
+    def delete_collection(self, collection: str) -> None:
+        self._forget(collection)
+        try:
+            self._open_client().delete_collection(collection)
+        except Exception as exc:
+            if is_chroma_not_found(exc):
+                raise UnknownCollectionError(collection, self.describe()) from exc
+            raise SourceError(
+                f"ChromaDB could not delete collection {collection!r} at {self.describe()}: {short_error(exc)}"
+            ) from exc
 
     # --- health probes: (number of collections, seconds the listing took) ----------------------
     def probe_local(self) -> tuple[int, float]:

@@ -12,6 +12,7 @@ The step's result is :mod:`runbook_lib.steps.migrate.result`; its chart :mod:`ru
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -40,6 +41,7 @@ from runbook_lib.qdrant.connect import open_target
 from runbook_lib.state.checkpoint import CHECKPOINT, Checkpoint
 from runbook_lib.state.identity import check_stores, record_stores
 from runbook_lib.state.ledger import Ledger, Marker, file_id
+from runbook_lib.state.run import write_json
 from runbook_lib.steps.migrate.charts import migrate_charts
 from runbook_lib.steps.migrate.pipeline import copy_collection
 from runbook_lib.steps.migrate.preflight import (
@@ -158,6 +160,7 @@ def migrate(step: Step) -> MigrationResult:
                 result.warnings.append(
                     "The source is a Chroma server: no file backup was taken (back the server up yourself)."
                 )
+            _record_embedding_functions(step, source, planned, checkpoint)
             overall = progress(total=sum(pl.entry.count for pl in planned), desc="all collections", unit="rec")
             ledger = Ledger.for_run(step.run.state_dir)
             for pl in planned:
@@ -185,6 +188,30 @@ def migrate(step: Step) -> MigrationResult:
     result.ok = not result.errors
     result.figures = migrate_charts(step, result)
     return result
+
+
+#: The run's record of each collection's embedding function (what the app's compat client rebuilds for
+#: ``query_texts``), next to the run's results: ``{collection name the app uses: {"name", "config"}}``.
+EMBEDDING_FUNCTIONS_FILE = "embedding_functions.json"
+
+
+def _record_embedding_functions(
+    step: Step, source: ChromaSource, planned: list[Planned], checkpoint: Checkpoint
+) -> None:
+    """Record the embedding function Chroma keeps in each planned collection's configuration, in the checkpoint
+    and in the run's ``embedding_functions.json`` (under the source name, and the alias and target the app may use)."""
+    recorded: dict[str, Any] = {}
+    for pl in planned:
+        entry = pl.entry
+        function = source.embedding_function(entry.source)
+        checkpoint.entry(entry.source)["embedding_function"] = function
+        if function is not None:
+            for name in {entry.source, entry.alias, entry.target} - {None}:
+                recorded[name] = function
+    checkpoint.save()
+    path = step.run.dir / EMBEDDING_FUNCTIONS_FILE
+    previous = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    write_json(path, {**previous, **recorded})
 
 
 def _record_sequences(ledger: Ledger, data_dir: Path, name: str, chroma: Any, live_file: str | None) -> None:
