@@ -15,7 +15,6 @@ from typing import Any
 from runbook_lib.config.settings import load_settings
 from runbook_lib.errors import ConfigError, RunbookError
 from runbook_lib.runner import cleanup
-from runbook_lib.runner.deferred_imports import defer_rfc3987_syntax
 from runbook_lib.state.run import STEPS, Run, list_runs, outputs_error, write_json
 
 ALL_STEPS = ("dry-run", "migrate", "verify", "monitor")
@@ -185,7 +184,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    defer_rfc3987_syntax()  # before papermill (and jsonschema) are imported
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     args = _parser().parse_args(argv)

@@ -131,6 +131,34 @@ def test_no_import_cycle() -> None:
     assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
 
 
+def _python_files() -> list[Path]:
+    """Every Python file of the project: the package, its tests, benchmarks, tools and fixtures."""
+    folders = ("runbook_lib", "tests", "benchmarks", "tools", "runbook_fixtures")
+    return sorted(p for folder in folders for p in (ROOT / folder).rglob("*.py"))
+
+
+def _changes_sys_modules(node: ast.AST) -> bool:
+    """``sys.modules[...] = / del sys.modules[...]`` or a mutating method call on ``sys.modules``."""
+    if isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign | ast.Delete):
+        targets = node.targets if isinstance(node, ast.Assign | ast.Delete) else [node.target]
+        return any(isinstance(t, ast.Subscript) and ast.unparse(t.value) == "sys.modules" for t in targets)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        mutators = {"pop", "popitem", "setdefault", "update", "clear", "__setitem__", "__delitem__"}
+        return ast.unparse(node.func.value) == "sys.modules" and node.func.attr in mutators
+    return False
+
+
+def test_no_code_replaces_modules() -> None:
+    """No module stands in for another library's: nothing assigns into, or deletes from, ``sys.modules``."""
+    found = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for path in _python_files()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if _changes_sys_modules(node)
+    ]
+    assert not found, "code that changes sys.modules: " + ", ".join(found)
+
+
 def test_no_module_is_large() -> None:
     large = {m: n for m, p in modules().items() if (n := len(p.read_text().splitlines())) > 450}
     assert not large, f"modules above 450 lines: {large}"
