@@ -3,43 +3,12 @@ connection and never answers is a one-sentence error after the timeout, not a ru
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from runbook_lib.chroma.source import ChromaSource
 from runbook_lib.config.settings import load_settings
 from runbook_lib.errors import ConfigError
-
-
-@pytest.fixture
-def silent_server() -> Iterator[int]:
-    """A loopback TCP server that accepts connections and never sends a byte (a hung Chroma server)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        sock.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(sock.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield sock.getsockname()[1]
-    stop.set()
-    thread.join(5)
-    for conn in held:
-        conn.close()
-    sock.close()
 
 
 def test_chroma_timeout_reaches_the_http_client(silent_server: int) -> None:

@@ -185,9 +185,8 @@ class ChromaBackend:
         return count, time.perf_counter() - started
 
     def probe_server(self, timeout_s: float) -> tuple[int, float]:
-        """Count the collections through a fresh client (chromadb's HTTP client takes no timeout: ``timeout_s``
-        is for the caller's deadline)."""
-        chroma = open_chroma(self.settings)
+        """Count the collections through a fresh client whose requests time out after ``timeout_s``."""
+        chroma = open_chroma(self.settings.model_copy(update={"timeout_s": timeout_s}))
         try:
             started = time.perf_counter()
             count = int(chroma.count_collections())
@@ -217,45 +216,16 @@ def chroma_result(response: Mapping[str, Any]) -> SearchResult:
 
 
 def open_chroma(cs: ChromaSettings) -> Any:
-    """Open the app's ChromaDB the way the app does: PersistentClient(path) or HttpClient(...)."""
-    import chromadb
-    from chromadb.config import DEFAULT_DATABASE, DEFAULT_TENANT
+    """Open the app's ChromaDB through the runbook's one client factory (``CHROMA_TIMEOUT`` applied on a server)."""
+    from runbook_lib.chroma.connect import open_client
 
-    tenant = cs.tenant or DEFAULT_TENANT
-    database = cs.database or DEFAULT_DATABASE
-    if not cs.is_server:
-        path = cs.require_persist_dir()
-        try:
-            return chromadb.PersistentClient(path=str(path), tenant=tenant, database=database)
-        except Exception as exc:
-            raise SourceError(f"Cannot open the ChromaDB directory {path}: {short_error(exc)}") from exc
-    kwargs: dict[str, Any] = {}
-    if cs.auth_token:
-        from chromadb.config import Settings as ChromaConfig
-
-        kwargs["settings"] = ChromaConfig(
-            chroma_client_auth_provider="chromadb.auth.token_authn.TokenAuthClientProvider",
-            chroma_client_auth_credentials=cs.auth_token.get_secret_value(),
-        )
-    try:
-        return chromadb.HttpClient(
-            host=str(cs.host), port=cs.port, ssl=cs.ssl, tenant=tenant, database=database, **kwargs
-        )
-    except Exception as exc:
-        raise SourceError(
-            f"Cannot reach the {cs.describe()} ({short_error(exc)}): check CHROMA_HOST, CHROMA_PORT, CHROMA_SSL and "
-            "CHROMA_AUTH_TOKEN, and that the server is running."
-        ) from exc
+    return open_client(cs)
 
 
 def close_chroma(client: Any) -> None:
-    """Close a chromadb client if its version can (older ones cannot); never raises."""
-    close = getattr(client, "close", None)
-    if callable(close):
-        try:
-            close()
-        except Exception:  # pragma: no cover - closing never hides the real error
-            log.debug("closing the ChromaDB client failed", exc_info=True)
+    from runbook_lib.chroma.connect import close_client
+
+    close_client(client)
 
 
 def is_chroma_not_found(exc: BaseException) -> bool:

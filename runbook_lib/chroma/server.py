@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import chromadb
 import httpx
-from chromadb.api import ClientAPI
+from chromadb.api import AdminAPI, ClientAPI
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from runbook_lib.config.settings import ChromaSettings
@@ -86,12 +86,13 @@ def http_settings(settings: ChromaSettings) -> chromadb.config.Settings:
     return chromadb.config.Settings(**kwargs)
 
 
-def _session(client: ClientAPI) -> httpx.Client | None:
+def _session(client: ClientAPI | AdminAPI) -> httpx.Client | None:
+    """chromadb's httpx session (``client._server._session``): chromadb has no setting for its timeout."""
     session = getattr(getattr(client, "_server", None), "_session", None)
     return session if isinstance(session, httpx.Client) else None
 
 
-def apply_timeout(client: ClientAPI, seconds: float) -> bool:
+def apply_timeout(client: ClientAPI | AdminAPI, seconds: float) -> bool:
     """Give chromadb's HTTP client the ``CHROMA_TIMEOUT`` it has no setting for (its httpx session is created with
     ``timeout=None``: a hung server would be waited on forever). True when the timeout was applied."""
     session = _session(client)
@@ -108,7 +109,7 @@ def _raise_transient_status(response: httpx.Response) -> None:
         raise ChromaServerBusy(response.status_code, str(response.request.url.path), response.text)
 
 
-def classify_statuses(client: ClientAPI) -> bool:
+def classify_statuses(client: ClientAPI | AdminAPI) -> bool:
     """Make a transient HTTP status raise :class:`ChromaServerBusy` (retried) instead of chromadb's bare
     ``Exception``. True when the hook was installed."""
     session = _session(client)
@@ -130,7 +131,8 @@ def _preflight(base_url: str, seconds: float) -> None:
 
 
 def http_client(settings: ChromaSettings) -> ClientAPI:
-    """chromadb's HttpClient for the settings, with the timeout and the status hook; one sentence when it fails."""
+    """chromadb's HttpClient for the settings, with the timeout and the status hook; one sentence when it fails.
+    Callers open clients through :func:`runbook_lib.chroma.connect.open_client`."""
     scheme = "https" if settings.ssl else "http"
     where = f"{scheme}://{settings.host}:{settings.port}"
     try:

@@ -14,19 +14,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import chromadb
 import numpy as np
 from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
 
 from runbook_lib.chroma import files as chroma_files
 from runbook_lib.chroma import scratch
-from runbook_lib.chroma.server import apply_timeout, http_client, http_settings, read_with_retry
+from runbook_lib.chroma.connect import close_client, open_admin_client, open_client
+from runbook_lib.chroma.server import read_with_retry
 from runbook_lib.config.settings import ChromaSettings
 from runbook_lib.core.mapping import chroma_space
-from runbook_lib.errors import ConfigError, DimensionMismatchError, SourceError
+from runbook_lib.errors import DimensionMismatchError, SourceError
 
-__all__ = ["INCLUDE_ALL", "ChromaSource", "CollectionInfo", "RecordBatch", "apply_timeout"]
+__all__ = ["INCLUDE_ALL", "ChromaSource", "CollectionInfo", "RecordBatch"]
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class ChromaSource:
         root = settings.scratch_root()
         scratch.sweep_stale(root, scratch.default_root())
         if settings.is_server:
-            return cls(http_client(settings), settings)
+            return cls(open_client(settings), settings)
         origin = copy_from if copy_from is not None else settings.require_persist_dir()
         db = origin / chroma_files.SQLITE_NAME
         problem = chroma_files.sqlite_problem(db)
@@ -102,9 +102,7 @@ class ChromaSource:
             except sqlite3.DatabaseError as exc:  # damaged pages the schema read did not reach
                 raise chroma_files.damaged_sqlite_error(db, str(exc), is_persist_dir=copy_from is None) from exc
             before = _migration_versions(scratch_db / chroma_files.SQLITE_NAME)
-            client = chromadb.PersistentClient(path=str(scratch_db))
-            if settings.tenant or settings.database:
-                _select_database(client, settings)
+            client = open_client(settings, path=scratch_db)
         except BaseException:
             scratch.remove_scratch(scratch_parent)
             raise
@@ -120,12 +118,7 @@ class ChromaSource:
 
     def close(self) -> None:
         self._collections.clear()
-        try:
-            close = getattr(self.client, "close", None)
-            if callable(close):
-                close()
-        except Exception:  # pragma: no cover
-            log.debug("closing chromadb failed", exc_info=True)
+        close_client(self.client)
         if self.scratch is not None:
             try:
                 from chromadb.api.shared_system_client import SharedSystemClient
@@ -145,10 +138,8 @@ class ChromaSource:
         if self.scratch is None:
             return
         self._collections.clear()
-        self.client.close()  # type: ignore[attr-defined]  # refcounted: stops only this scratch copy's system
-        self.client = chromadb.PersistentClient(path=str(self.scratch / "chroma_db"))
-        if self.settings.tenant or self.settings.database:
-            _select_database(self.client, self.settings)
+        close_client(self.client)  # refcounted: stops only this scratch copy's system
+        self.client = open_client(self.settings, path=self.scratch / "chroma_db")
 
     def describe(self) -> str:
         return self.settings.describe()
@@ -236,7 +227,7 @@ class ChromaSource:
                     found.append({"tenant": tenant, "database": name, "collections": int(n)})
             return found
         try:
-            admin = chromadb.AdminClient(http_settings(self.settings))
+            admin = open_admin_client(self.settings)
             for tenant in {current[0]}:
                 for db in admin.list_databases(tenant=tenant):
                     if (tenant, db["name"]) != current:
@@ -336,17 +327,3 @@ def _migration_versions(db: Path) -> list[tuple[str, int]]:
         return []
     finally:
         con.close()
-
-
-def _select_database(client: ClientAPI, settings: ChromaSettings) -> None:
-    try:
-        if settings.tenant:
-            client.set_tenant(settings.tenant, database=settings.database or chromadb.DEFAULT_DATABASE)
-        elif settings.database:
-            client.set_database(settings.database)
-    except Exception as exc:
-        raise ConfigError(
-            f"ChromaDB has no tenant {settings.tenant or 'default_tenant'!r} with database "
-            f"{settings.database or 'default_database'!r} in {settings.persist_dir}: fix CHROMA_TENANT / "
-            f"CHROMA_DATABASE ({exc})."
-        ) from exc
