@@ -217,13 +217,13 @@ def chroma_result(response: Mapping[str, Any]) -> SearchResult:
 
 def open_chroma(cs: ChromaSettings) -> Any:
     """Open the app's ChromaDB through the runbook's one client factory (``CHROMA_TIMEOUT`` applied on a server)."""
-    from runbook_lib.chroma.connect import open_client
+    from runbook_lib.chroma.clients import open_client
 
     return open_client(cs)
 
 
 def close_chroma(client: Any) -> None:
-    from runbook_lib.chroma.connect import close_client
+    from runbook_lib.chroma.clients import close_client
 
     close_client(client)
 

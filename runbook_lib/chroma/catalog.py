@@ -24,7 +24,8 @@ class CatalogUnavailable(Exception):
 
 
 class Catalog:
-    """Collection names, ids and dimensions of one tenant/database of a persistent directory (read-only)."""
+    """Collection names, ids and dimensions of one tenant/database of a persistent directory, read-only (a
+    :class:`~runbook_lib.chroma.base.ChromaCatalog`)."""
 
     def __init__(self, persist_dir: Path, *, tenant: str | None = None, database: str | None = None) -> None:
         path = persist_dir / SQLITE_NAME
@@ -71,7 +72,7 @@ class Catalog:
         return sorted(r[0] for r in rows)
 
     def release(self) -> None:
-        """Nothing is held in memory between collections (the ``ChromaSource`` interface)."""
+        """Nothing is held in memory between collections."""
 
     def ids_of(self, names: Sequence[str]) -> dict[str, list[str]]:
         return {n: self.snapshot_ids(n) for n in names}

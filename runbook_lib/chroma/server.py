@@ -132,7 +132,7 @@ def _preflight(base_url: str, seconds: float) -> None:
 
 def http_client(settings: ChromaSettings) -> ClientAPI:
     """chromadb's HttpClient for the settings, with the timeout and the status hook; one sentence when it fails.
-    Callers open clients through :func:`runbook_lib.chroma.connect.open_client`."""
+    Callers open clients through :func:`runbook_lib.chroma.clients.open_client`."""
     scheme = "https" if settings.ssl else "http"
     where = f"{scheme}://{settings.host}:{settings.port}"
     try:

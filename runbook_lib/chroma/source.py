@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,8 @@ from chromadb.api.models.Collection import Collection
 
 from runbook_lib.chroma import files as chroma_files
 from runbook_lib.chroma import scratch
-from runbook_lib.chroma.connect import close_client, open_admin_client, open_client
+from runbook_lib.chroma.base import CollectionInfo, RecordBatch, SourceIdentity
+from runbook_lib.chroma.clients import close_client, open_admin_client, open_client
 from runbook_lib.chroma.server import read_with_retry
 from runbook_lib.config.settings import ChromaSettings
 from runbook_lib.core.mapping import chroma_space
@@ -35,36 +36,9 @@ MAX_IDS_PER_REQUEST = 10_000
 INCLUDE_ALL = ["embeddings", "documents", "metadatas", "uris"]
 
 
-@dataclass
-class RecordBatch:
-    """Records of one collection, aligned by position."""
-
-    ids: list[str]
-    embeddings: np.ndarray  # (n, dim) float32
-    documents: list[str | None]
-    metadatas: list[dict[str, Any] | None]
-    uris: list[str | None]
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-@dataclass
-class CollectionInfo:
-    """What the dry run reports about one source collection."""
-
-    name: str
-    count: int
-    space: str
-    dimension: int | None
-    metadata: dict[str, Any]
-    configuration: dict[str, Any]
-    embedding_function: str | None
-    warnings: list[str] = field(default_factory=list)
-
-
 class ChromaSource:
-    """Read access to a ChromaDB source. Use as a context manager so the scratch copy is removed."""
+    """A ChromaDB source (:class:`~runbook_lib.chroma.base.ChromaReader`): a persistent directory read from a scratch
+    copy, or a Chroma server. Use as a context manager so the scratch copy is removed."""
 
     def __init__(self, client: ClientAPI, settings: ChromaSettings, scratch: Path | None = None) -> None:
         self.client = client
@@ -143,6 +117,21 @@ class ChromaSource:
 
     def describe(self) -> str:
         return self.settings.describe()
+
+    def identity(self) -> SourceIdentity:
+        client_version = importlib_metadata.version("chromadb")
+        settings = self.settings
+        if not settings.is_server:
+            return SourceIdentity("persistent", str(settings.persist_dir), client_version)
+        try:
+            server_version: str | None = str(self.client.get_version())
+        except Exception:  # the version is information; a server that does not say is still read
+            server_version = None
+        url = f"{'https' if settings.ssl else 'http'}://{settings.host}:{settings.port}"
+        return SourceIdentity("server", url, client_version, server_version)
+
+    def heartbeat(self) -> None:
+        self.client.heartbeat()
 
     # --- collections ---------------------------------------------------------------------------
     def collection_names(self) -> list[str]:
@@ -242,6 +231,14 @@ class ChromaSource:
         result = read_with_retry(self.collection(name).get, include=[])
         return sorted(result["ids"])
 
+    def present_ids(self, name: str, ids: Sequence[str]) -> set[str]:
+        col = self.collection(name)
+        found: set[str] = set()
+        for start in range(0, len(ids), MAX_IDS_PER_REQUEST):
+            chunk = list(ids[start : start + MAX_IDS_PER_REQUEST])
+            found.update(read_with_retry(col.get, ids=chunk, include=[])["ids"])
+        return found
+
     def fetch(self, name: str, ids: Sequence[str], *, expected_dim: int | None = None) -> RecordBatch:
         """Records for ``ids`` in the order given. Missing ids or an odd dimension raise."""
         col = self.collection(name)
@@ -278,6 +275,15 @@ class ChromaSource:
         all_ids = self.snapshot_ids(name) if ids is None else list(ids)
         for start in range(0, len(all_ids), batch_size):
             yield self.fetch(name, all_ids[start : start + batch_size], expected_dim=expected_dim)
+
+    def search(self, name: str, vector: Sequence[float], k: int, where: Mapping[str, Any] | None) -> list[str]:
+        result = self.collection(name).query(
+            query_embeddings=[np.asarray(vector, dtype=np.float32)],
+            n_results=k,
+            where=dict(where) if where else None,
+            include=["documents", "metadatas", "distances"],
+        )
+        return [str(i) for i in result["ids"][0]]
 
     def query_ids(self, name: str, queries: np.ndarray, k: int) -> list[list[str]] | str:
         """Ids of the ``k`` nearest records per query from Chroma's approximate index, or why they are

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from runbook_lib.chroma.source import ChromaSource
+from runbook_lib.chroma.base import ChromaReader
+from runbook_lib.chroma.connect import open_source
 from runbook_lib.core.layouts import (
     LLAMA_NODE_CONTENT_KEY,
     LLAMA_NODE_TYPE_KEY,
@@ -39,7 +40,7 @@ ESTIMATED_POINTS_PER_S = {"local": 1200.0, "server": 1500.0}
 
 
 def inventory(
-    source: ChromaSource, name: str, ids: list[str], batch_size: int, layout: Layout | None = None
+    source: ChromaReader, name: str, ids: list[str], batch_size: int, layout: Layout | None = None
 ) -> dict[str, Any]:
     """Scan one collection once: dimensions, zero vectors, metadata keys and types, documents, uris, sizes, which
     framework wrote it, and what the chosen payload ``layout`` cannot carry (with one real record's payload)."""
@@ -162,7 +163,7 @@ def dry_run(step: Step) -> DryRunResult:
     result = DryRunResult(ok=True, source=settings.chroma.describe(), target=settings.qdrant.describe())
     t0 = time.perf_counter()
     layout = get_layout(p.payload_layout, p.null_documents)
-    with ChromaSource.open(settings.chroma) as source:
+    with open_source(settings.chroma) as source:
         if source.upgraded_on_open:
             result.warnings.append(
                 "The source was written by an older chromadb version: opening it upgrades the database, so the "

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from runbook_lib.chroma.backup import Backup, create_backup, load_backup, verify_backup
+from runbook_lib.chroma.base import ChromaReader
 from runbook_lib.chroma.catalog import Catalog, CatalogUnavailable
-from runbook_lib.chroma.source import ChromaSource
+from runbook_lib.chroma.connect import open_source
 from runbook_lib.core.layouts import Layout, get_layout
 from runbook_lib.core.plan import PlanEntry
 from runbook_lib.errors import (
@@ -45,10 +46,10 @@ log = logging.getLogger(__name__)
 
 
 # --- the step --------------------------------------------------------------------------------------
-def _prepare_source(step: Step, checkpoint: Checkpoint) -> tuple[ChromaSource, Backup | None]:
+def _prepare_source(step: Step, checkpoint: Checkpoint) -> tuple[ChromaReader, Backup | None]:
     chroma = step.settings.chroma
     if chroma.is_server:
-        return ChromaSource.open(chroma), None
+        return open_source(chroma), None
     persist_dir = chroma.require_persist_dir()
     backup_path = checkpoint.data.get("backup_path")
     if backup_path:
@@ -60,7 +61,7 @@ def _prepare_source(step: Step, checkpoint: Checkpoint) -> tuple[ChromaSource, B
         backup = create_backup(persist_dir, step.run.run_id)
         checkpoint.data["backup_path"] = str(backup.path)
         checkpoint.save()
-    return ChromaSource.open(chroma, copy_from=backup.data_dir), backup
+    return open_source(chroma, copy_from=backup.data_dir), backup
 
 
 def _ensure_target(target: QdrantTarget, entry: PlanEntry, state: dict[str, Any], on_existing: str, p: Any) -> None:
@@ -188,16 +189,11 @@ def _check_before_backup(step: Step, target: QdrantTarget, checkpoint: Checkpoin
     try:
         with Catalog(chroma.require_persist_dir(), tenant=chroma.tenant, database=chroma.database) as catalog:
             return preflight(
-                catalog,  # type: ignore[arg-type]
-                target,
-                step.params,
-                run_id=step.run.run_id,
-                states=checkpoint.data["collections"],
-                shape=False,
+                catalog, target, step.params, run_id=step.run.run_id, states=checkpoint.data["collections"]
             )
     except CatalogUnavailable as exc:
         log.info("checking on a scratch copy (%s)", exc)
-        with ChromaSource.open(chroma) as live:
+        with open_source(chroma) as live:
             return _preflight(step, live, target, checkpoint)
 
 
@@ -207,7 +203,7 @@ def _discard_backup(backup: Backup, checkpoint: Checkpoint) -> None:
     checkpoint.save()
 
 
-def _preflight(step: Step, source: ChromaSource, target: QdrantTarget, checkpoint: Checkpoint) -> list[Planned]:
+def _preflight(step: Step, source: ChromaReader, target: QdrantTarget, checkpoint: Checkpoint) -> list[Planned]:
     return preflight(source, target, step.params, run_id=step.run.run_id, states=checkpoint.data["collections"])
 
 
@@ -219,7 +215,7 @@ def _record_plan(checkpoint: Checkpoint, planned: list[Planned]) -> None:
 
 
 def _migrate_one(
-    source: ChromaSource,
+    source: ChromaReader,
     target: QdrantTarget,
     entry: PlanEntry,
     ids: list[str],

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from runbook_lib.chroma.source import ChromaSource
+from runbook_lib.chroma.base import ChromaCatalog, ChromaReader
 from runbook_lib.core.layouts import get_layout
 from runbook_lib.core.mapping import id_collisions, id_scheme
 from runbook_lib.core.plan import PlanEntry, plan_collection, target_names
@@ -31,7 +31,7 @@ class Planned:
     ids: list[str]
 
 
-def requested_collections(source: ChromaSource, requested: Sequence[str] | None) -> list[str]:
+def requested_collections(source: ChromaCatalog, requested: Sequence[str] | None) -> list[str]:
     """All source collections when ``requested`` is empty, else exactly those; an unknown name is a ConfigError."""
     available = source.collection_names()
     if not requested:
@@ -60,7 +60,7 @@ def collision_error(collection: str, pairs: list[tuple[str, str]]) -> ConfigErro
     )
 
 
-def _names_only(source: Any, name: str, ids: list[str], *, run_id: str, cutover: str) -> PlanEntry:
+def _names_only(source: ChromaCatalog, name: str, ids: list[str], *, run_id: str, cutover: str) -> PlanEntry:
     """A plan entry with what a catalog knows (no distance yet): enough to check names and ``on_existing``."""
     tname, alias = target_names(name, run_id, cutover)
     dimension = source.dimension(name) if ids else None
@@ -101,7 +101,7 @@ def check_target(
         raise existing_collection_error(entry.target)
 
 
-def check_layout(source: ChromaSource, name: str, ids: list[str], p: Any) -> None:
+def check_layout(source: ChromaReader, name: str, ids: list[str], p: Any) -> None:
     """Every record can be carried by the run's ``payload_layout`` (one read pass, only for a framework layout): a
     ConfigError naming the first record, the key and the count, before anything is written."""
     layout = get_layout(getattr(p, "payload_layout", "runbook"), getattr(p, "null_documents", "refuse"))
@@ -122,18 +122,18 @@ def check_layout(source: ChromaSource, name: str, ids: list[str], p: Any) -> Non
 
 
 def preflight(
-    source: ChromaSource,
+    source: ChromaCatalog,
     target: QdrantTarget,
     p: Any,
     *,
     run_id: str,
     states: Mapping[str, Mapping[str, Any]],
-    shape: bool = True,
 ) -> list[Planned]:
     """Check every requested collection, in order; raise before anything is written. ``states`` is the
     checkpoint's per-collection state (a collection this run created may be resumed whatever ``on_existing``).
-    ``source`` may be a read-only :class:`~runbook_lib.chroma.catalog.Catalog` (names and ids only): then
-    ``shape=False`` leaves the distance and dimension checks to the pass over the backup."""
+    A ``source`` that is only a :class:`~runbook_lib.chroma.base.ChromaCatalog` (names and ids, such as the
+    read-only :class:`~runbook_lib.chroma.catalog.Catalog`) leaves the distance, dimension and layout checks to
+    the pass over the backup."""
     names = requested_collections(source, p.collections)
     if p.cutover == "alias":
         existing = set(target.collection_names())
@@ -151,12 +151,13 @@ def preflight(
         pairs = id_collisions(ids)
         if pairs:
             raise collision_error(name, pairs)
-        if shape:
+        if isinstance(source, ChromaReader):
             entry = plan_collection(source, name, run_id=run_id, cutover=p.cutover, ids=ids)
         else:
             entry = _names_only(source, name, ids, run_id=run_id, cutover=p.cutover)
-        check_target(target, entry, states.get(name, {}), p.on_existing, shape=shape)
-        if shape and entry.dimension is not None and states.get(name, {}).get("status") != "done":
+        check_target(target, entry, states.get(name, {}), p.on_existing, shape=isinstance(source, ChromaReader))
+        done = states.get(name, {}).get("status") == "done"
+        if isinstance(source, ChromaReader) and entry.dimension is not None and not done:
             check_layout(source, name, ids, p)
         planned.append(Planned(entry=entry, ids=ids))
         source.release()  # memory follows the largest collection, not the database
