@@ -31,6 +31,11 @@ LAYERS: dict[str, int] = {
 }
 #: What the app layer (what a production app installs) may import from the package.
 APP_MAY_IMPORT = {"errors", "config", "core", "chroma", "qdrant", "app"}
+#: Each store's client library, the one part of the package that may import it, and the modules of it any part may
+#: import (its plain data types). Everything else goes through that part's interface.
+STORE_LIBRARIES: dict[str, tuple[str, frozenset[str]]] = {
+    "chromadb": ("chroma", frozenset()),
+}
 #: Packages of the runbook layer that the app layer must never load.
 RUNBOOK_ONLY = ("papermill", "nbconvert", "nbformat", "pandas", "matplotlib", "tqdm", "IPython", "ipykernel", "yaml")
 
@@ -107,6 +112,31 @@ def test_imports_point_down() -> None:
             if a == "app" and b not in APP_MAY_IMPORT:
                 wrong.append(f"{module} -> {target} (the app layer)")
     assert not wrong, "imports that do not point down:\n" + "\n".join(sorted(wrong))
+
+
+def external_imports(path: Path) -> set[str]:
+    """Every absolute module name ``path`` imports, anywhere in its code (``TYPE_CHECKING`` blocks included)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_store_libraries_stay_in_their_implementation() -> None:
+    wrong = []
+    for module, path in modules().items():
+        for name in external_imports(path):
+            library = name.split(".")[0]
+            if library not in STORE_LIBRARIES:
+                continue
+            owner, data_types = STORE_LIBRARIES[library]
+            if part(module) != owner and not any(name == t or name.startswith(f"{t}.") for t in data_types):
+                wrong.append(f"{module} imports {name} (only runbook_lib.{owner} may)")
+    assert not wrong, "store libraries used outside their implementation:\n" + "\n".join(sorted(set(wrong)))
 
 
 def test_no_import_cycle() -> None:
