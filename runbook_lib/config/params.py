@@ -5,9 +5,9 @@ The notebooks' parameters cells hold the defaults users see; these models hold t
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from runbook_lib.errors import ConfigError
 
@@ -42,10 +42,29 @@ class CollectionsParams(StepParams):
         return _names(v)
 
 
+def _payload_indexes(value: object) -> str:
+    """``auto`` | ``none`` | comma-separated keys (a list is joined), stripped."""
+    if value is None:
+        return "auto"
+    if isinstance(value, list | tuple):
+        value = ",".join(str(v) for v in value)
+    text = ",".join(k.strip() for k in str(value).split(",") if k.strip())
+    if not text:
+        raise ValueError("expected auto, none, or a comma-separated list of metadata keys")
+    return text
+
+
+#: The ``payload_indexes`` parameter of the dry run and the migration.
+PayloadIndexes = Annotated[str, BeforeValidator(_payload_indexes)]
+
+
 class DryRunParams(CollectionsParams):
     batch_size: int = Field(256, ge=1, le=10_000)
     payload_layout: Literal["runbook", "langchain", "llamaindex"] = "runbook"
     null_documents: Literal["refuse", "empty"] = "refuse"
+    #: ``auto`` (every metadata key and the document's text index, within Qdrant Cloud's cap of 100), ``none``, or
+    #: comma-separated metadata keys (``#document``: the document's text index)
+    payload_indexes: PayloadIndexes = "auto"
 
 
 class MigrateParams(CollectionsParams):
@@ -59,6 +78,7 @@ class MigrateParams(CollectionsParams):
     defer_indexing: bool = True
     payload_layout: Literal["runbook", "langchain", "llamaindex"] = "runbook"
     null_documents: Literal["refuse", "empty"] = "refuse"
+    payload_indexes: PayloadIndexes = "auto"
 
     @field_validator("shard_number", "replication_factor", "write_consistency_factor", mode="before")
     @classmethod

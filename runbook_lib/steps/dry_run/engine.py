@@ -25,8 +25,9 @@ from runbook_lib.core.layouts import (
     recommended_layout,
 )
 from runbook_lib.core.mapping import id_collisions
+from runbook_lib.core.payload_indexes import layout_paths, missing_keys, plan_payload_indexes, value_type
 from runbook_lib.core.plan import plan_collection
-from runbook_lib.errors import DimensionMismatchError, RunbookError
+from runbook_lib.errors import ConfigError, DimensionMismatchError, RunbookError
 from runbook_lib.kernel.display import progress
 from runbook_lib.kernel.step import Step
 from runbook_lib.qdrant.target import QdrantTarget
@@ -88,7 +89,7 @@ def inventory(
                 continue
             meta_bytes += len(json.dumps(meta, ensure_ascii=False).encode())
             for k, v in meta.items():
-                key_types.setdefault(k, set()).add(type(v).__name__ if not isinstance(v, list) else "list")
+                key_types.setdefault(k, set()).add(value_type(v))
     dimension = dims.most_common(1)[0][0] if dims else info.dimension
     vector_bytes = sum(d * n * 4 for d, n in dims.items())
     warnings: list[str] = []
@@ -131,6 +132,7 @@ def inventory(
         "space": info.space,
         "space_declared_in": "metadata" if "hnsw:space" in info.metadata else "configuration or default",
         "metadata_keys": ", ".join(f"{k}:{'/'.join(sorted(t))}" for k, t in sorted(key_types.items())),
+        "key_types": {k: sorted(t) for k, t in sorted(key_types.items())},
         "records_without_metadata": no_metadata,
         "documents": documents,
         "uris": uris,
@@ -201,8 +203,25 @@ def dry_run(step: Step) -> DryRunResult:
             plan["recommended_layout"] = inv["recommended_layout"]
             plan["payload_layout"] = layout.name
             plan["example_payload"] = inv["example_payload"]
+            flat, document_path = layout_paths(layout.name)
+            indexes, unindexed = plan_payload_indexes(
+                inv["key_types"],
+                p.payload_indexes,
+                collection=name,
+                flat=flat,
+                document_path=document_path,
+                has_documents=inv["documents"] > 0,
+            )
+            plan["payload_indexes"] = [i.to_dict() for i in indexes]
+            plan["unindexed_keys"] = [u.to_dict() for u in unindexed]
             result.plan.append(plan)
             source.release()
+    unknown = missing_keys(p.payload_indexes, {c["collection"]: c["key_types"] for c in result.collections})
+    if unknown:
+        raise ConfigError(
+            f"payload_indexes names {', '.join(map(repr, unknown))}, which no planned collection has as a metadata "
+            "key: check the spelling against the inventory's metadata keys, or use auto."
+        )
     result.total_records = sum(c["count"] for c in result.collections)
     result.estimated_seconds = sum(pl["estimated_s"] for pl in result.plan) + (time.perf_counter() - t0)
     result.existing_targets = _existing_targets(step, [pl["target"] for pl in result.plan])

@@ -21,8 +21,23 @@ def inventory_table(result: DryRunResult) -> pd.DataFrame:
 
 def plan_table(result: DryRunResult) -> pd.DataFrame:
     """One row per source collection: where it goes in Qdrant, and the estimated time."""
-    rows = [{k: v for k, v in pl.items() if k != "example_payload"} for pl in result.plan]
+    hidden = ("example_payload", "payload_indexes", "unindexed_keys")
+    rows = [{k: v for k, v in pl.items() if k not in hidden} for pl in result.plan]
+    for row, pl in zip(rows, result.plan, strict=True):
+        row["payload_indexes"] = len(pl.get("payload_indexes") or [])
     return pd.DataFrame(rows).set_index("source") if rows else pd.DataFrame()
+
+
+def payload_index_table(result: DryRunResult) -> pd.DataFrame:
+    """One row per planned payload index (and per metadata key left without one): key, path, type, why."""
+    rows = []
+    for pl in result.plan:
+        for ix in pl.get("payload_indexes") or []:
+            rows.append({"collection": pl["source"], **ix})
+        for un in pl.get("unindexed_keys") or []:
+            rows.append({"collection": pl["source"], "key": un["key"], "path": None, "index_type": None, **un})
+    columns = ["collection", "key", "path", "index_type", "why"]
+    return pd.DataFrame(rows, columns=columns).set_index(["collection", "key"])
 
 
 def payload_examples(result: DryRunResult) -> str:
