@@ -1,10 +1,11 @@
 """The Chroma server client: connecting (``CHROMA_HOST``/``CHROMA_PORT``/``CHROMA_SSL``/``CHROMA_AUTH_TOKEN``), the
-``CHROMA_TIMEOUT`` chromadb has no setting for, and retries of reads like the Qdrant writes get.
+``CHROMA_TIMEOUT`` chromadb has no setting for, and which errors are transient for the one retry policy
+(:mod:`runbook_lib.core.retries`) every read gets.
 
-Transient errors -- a dropped or refused connection, a timeout, a 429 or 5xx answer -- are retried with exponential
-backoff and jitter, :data:`ATTEMPTS` tries in all; anything else (an unknown collection, a bad request, refused
-credentials) raises at once. chromadb turns a 5xx answer without a JSON error body into a bare ``Exception`` that
-carries no status code, so a response hook on its httpx session raises :class:`ChromaServerBusy` first.
+Transient errors -- a dropped or refused connection, a timeout, a 429 or 5xx answer -- are retried; anything else
+(an unknown collection, a bad request, refused credentials) raises at once. chromadb turns a 5xx answer without a
+JSON error body into a bare ``Exception`` that carries no status code, so a response hook on its httpx session
+raises :class:`ChromaServerBusy` first.
 """
 
 from __future__ import annotations
@@ -16,19 +17,14 @@ from typing import Any, TypeVar
 import chromadb
 import httpx
 from chromadb.api import AdminAPI, ClientAPI
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from chromadb.errors import ChromaError
 
 from runbook_lib.config.settings import ChromaSettings
+from runbook_lib.core.retries import TRANSIENT_STATUS, call_with_retry
 from runbook_lib.errors import ConfigError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-#: HTTP answers worth another try: the server is overloaded, restarting or behind a proxy that lost it.
-TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-#: Tries per read (the first included) and the wait between them (tests replace ``WAIT`` with no wait).
-ATTEMPTS = 6
-WAIT: Any = wait_exponential_jitter(multiplier=0.5, max=20, jitter=1)
 
 
 class ChromaServerBusy(Exception):
@@ -45,31 +41,14 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, httpx.HTTPStatusError):
         return exc.response.status_code in TRANSIENT_STATUS
-    try:
-        from chromadb.errors import ChromaError
-
-        if isinstance(exc, ChromaError):  # InternalError (500), RateLimitError (429), ...
-            return int(exc.code()) in TRANSIENT_STATUS
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(exc, ChromaError):  # InternalError (500), RateLimitError (429), ...
+        return int(exc.code()) in TRANSIENT_STATUS
     return False
-
-
-def _log_retry(state: RetryCallState) -> None:
-    exc = state.outcome.exception() if state.outcome else None
-    log.warning("Chroma read failed (%s), retry %d of %d", exc, state.attempt_number, ATTEMPTS - 1)
 
 
 def read_with_retry(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """``fn(*args, **kwargs)``, retried on transient errors; the last error is raised as it was."""
-    retrying = Retrying(
-        retry=retry_if_exception(is_transient),
-        stop=stop_after_attempt(ATTEMPTS),
-        wait=WAIT,
-        before_sleep=_log_retry,
-        reraise=True,
-    )
-    return retrying(fn, *args, **kwargs)
+    return call_with_retry(is_transient, "Chroma read", log, fn, *args, **kwargs)
 
 
 def http_settings(settings: ChromaSettings) -> chromadb.config.Settings:
