@@ -166,7 +166,7 @@ def _sample_data(args: argparse.Namespace) -> int:
 
 
 #: Packages of the runbook layer (the ``runbook`` extra) the command needs; the app layer installs without them.
-RUNBOOK_PACKAGES = ("papermill", "nbconvert", "nbformat", "ipykernel", "pandas", "matplotlib", "yaml", "filelock")
+RUNBOOK_PACKAGES = ("papermill", "nbconvert", "nbformat", "ipykernel", "pandas", "matplotlib", "yaml")
 
 
 def missing_runbook_packages() -> list[str]:

@@ -13,6 +13,7 @@ from runbook_lib.core.layouts import (
     LayoutError,
     detect_framework,
     get_layout,
+    is_llamaindex_record,
     recommended_layout,
 )
 from runbook_lib.core.mapping import build_payload
@@ -127,11 +128,12 @@ def test_unknown_layout_is_a_config_error() -> None:
 
 
 def test_detect_framework() -> None:
-    assert detect_framework([LLAMA[2], LLAMA[2]], ["a", "b"]) == "llamaindex"
-    assert detect_framework([{"k": 1}, None], ["a", "b"]) == "langchain"
-    assert detect_framework([{"k": 1}], [None]) == "unknown"
-    assert detect_framework([LLAMA[2], {"k": 1}], ["a", "b"]) == "unknown"
-    assert detect_framework([], []) == "unknown"
+    assert is_llamaindex_record(LLAMA[2]) and not is_llamaindex_record({"k": 1}) and not is_llamaindex_record(None)
+    assert detect_framework(2, 2, 2) == "llamaindex"
+    assert detect_framework(2, 0, 2) == "langchain"
+    assert detect_framework(1, 0, 0) == "unknown"
+    assert detect_framework(2, 1, 2) == "unknown"
+    assert detect_framework(0, 0, 0) == "unknown"
     assert recommended_layout("unknown") == "runbook"
     assert recommended_layout("llamaindex") == "llamaindex"
 

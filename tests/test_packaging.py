@@ -27,18 +27,33 @@ def test_environment_yml_matches_pyproject() -> None:
 
 def test_app_layer_depends_on_chromadb_and_qdrant_client_only() -> None:
     """The base install is the app layer: what it declares besides chromadb and qdrant-client must already come
-    with those two (so installing the app layer adds nothing to a production app's environment)."""
-    from importlib.metadata import requires
-
+    with those two, directly or through their own dependencies (so installing the app layer adds nothing to a
+    production app's environment)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     base = {_name(d) for d in project["dependencies"]}
-    brought = {
-        _name(r) for dist in ("chromadb", "qdrant-client") for r in (requires(dist) or []) if "extra ==" not in r
-    }
+    brought = _brought_by({"chromadb", "qdrant-client"})
     assert {"chromadb", "qdrant-client"} <= base
     assert base - {"chromadb", "qdrant-client"} <= brought, base - brought - {"chromadb", "qdrant-client"}
     for heavy in ("papermill", "nbconvert", "pandas", "matplotlib", "jupyterlab"):
         assert heavy not in base
+
+
+def _brought_by(dists: set[str]) -> set[str]:
+    """Every installed distribution that ``dists`` require, transitively (extras' requirements left out)."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    seen: set[str] = set()
+    todo = list(dists)
+    while todo:
+        try:
+            found = requires(todo.pop()) or []
+        except PackageNotFoundError:  # a requirement whose environment marker left it uninstalled here
+            continue
+        for name in (_name(r) for r in found if "extra ==" not in r):
+            if name not in seen:
+                seen.add(name)
+                todo.append(name)
+    return seen
 
 
 def _name(requirement: str) -> str:

@@ -106,7 +106,7 @@ class ChromaReader(ChromaCatalog, Protocol):
         ...
 
     def resolve_collections(self, requested: Sequence[str] | None) -> list[str]:
-        """All collections when ``requested`` is empty, else exactly those (each checked to exist)."""
+        """All collections when ``requested`` is empty, else exactly those: a ConfigError names an unknown one."""
         ...
 
     def info(self, name: str) -> CollectionInfo:
@@ -135,6 +135,10 @@ class ChromaReader(ChromaCatalog, Protocol):
 
     def present_ids(self, name: str, ids: Sequence[str]) -> set[str]:
         """Those of ``ids`` the collection holds."""
+        ...
+
+    def prepare_search(self, names: Sequence[str]) -> None:
+        """Open these collections now, so searches from several threads never race to open one."""
         ...
 
     def search(self, name: str, vector: Sequence[float], k: int, where: Mapping[str, Any] | None) -> list[str]:

@@ -25,6 +25,7 @@ from runbook_lib.chroma.clients import close_client, open_admin_client, open_cli
 from runbook_lib.chroma.server import read_with_retry
 from runbook_lib.config.settings import ChromaSettings
 from runbook_lib.core.mapping import chroma_space
+from runbook_lib.core.plan import resolve_collections
 from runbook_lib.errors import DimensionMismatchError, SourceError
 
 __all__ = ["INCLUDE_ALL", "ChromaSource", "CollectionInfo", "RecordBatch"]
@@ -155,12 +156,11 @@ class ChromaSource:
         return self._collections[name]
 
     def resolve_collections(self, requested: Sequence[str] | None) -> list[str]:
-        """The collections to work on: all when ``requested`` is empty, else exactly those (checked)."""
-        if not requested:
-            return self.collection_names()
-        for name in requested:
+        return resolve_collections(self.collection_names(), requested)
+
+    def prepare_search(self, names: Sequence[str]) -> None:
+        for name in names:
             self.collection(name)
-        return list(dict.fromkeys(requested))
 
     def count(self, name: str) -> int:
         return int(read_with_retry(self.collection(name).count))

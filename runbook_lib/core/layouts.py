@@ -204,16 +204,20 @@ def get_layout(name: str | None = None, null_documents: NullDocuments = "refuse"
     return Layout(name or DEFAULT_LAYOUT, null_documents)
 
 
-def detect_framework(metadatas: list[Mapping[str, Any] | None], documents: list[str | None]) -> str:
-    """Which framework most likely wrote a sample of records, conservatively: ``llamaindex`` when every record
-    has LlamaIndex's ``_node_content`` and ``_node_type`` keys, ``langchain`` when every record has a document
-    and none has them (LangChain's Chroma store writes exactly that, but so could any app), else ``unknown``."""
-    if not metadatas:
+def is_llamaindex_record(metadata: Mapping[str, Any] | None) -> bool:
+    """Whether a record carries LlamaIndex's ``_node_content`` and ``_node_type`` metadata keys."""
+    return bool(metadata) and LLAMA_NODE_CONTENT_KEY in metadata and LLAMA_NODE_TYPE_KEY in metadata  # type: ignore[operator]
+
+
+def detect_framework(records: int, llamaindex_records: int, with_document: int) -> str:
+    """Which framework most likely wrote a collection, from counts over its records, conservatively: ``llamaindex``
+    when every record is :func:`is_llamaindex_record`, ``langchain`` when every record has a document and none is
+    (LangChain's Chroma store writes exactly that, but so could any app), else ``unknown``."""
+    if not records:
         return "unknown"
-    llama = [bool(m) and LLAMA_NODE_CONTENT_KEY in m and LLAMA_NODE_TYPE_KEY in m for m in metadatas]  # type: ignore[operator]
-    if all(llama):
+    if llamaindex_records == records:
         return "llamaindex"
-    if not any(llama) and all(isinstance(d, str) for d in documents):
+    if llamaindex_records == 0 and with_document == records:
         return "langchain"
     return "unknown"
 

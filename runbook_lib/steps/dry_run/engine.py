@@ -17,13 +17,7 @@ import numpy as np
 
 from runbook_lib.chroma.base import ChromaReader
 from runbook_lib.chroma.connect import open_source
-from runbook_lib.core.layouts import (
-    LLAMA_NODE_CONTENT_KEY,
-    LLAMA_NODE_TYPE_KEY,
-    Layout,
-    get_layout,
-    recommended_layout,
-)
+from runbook_lib.core.layouts import Layout, detect_framework, get_layout, is_llamaindex_record, recommended_layout
 from runbook_lib.core.mapping import id_collisions
 from runbook_lib.core.payload_indexes import layout_paths, missing_keys, plan_payload_indexes, value_type
 from runbook_lib.core.plan import plan_collection
@@ -76,8 +70,7 @@ def inventory(
                 null_as_empty += layout.substitutes(doc, meta)
                 if example is None:
                     example = {"chroma_id": rid, "payload": layout.to_payload(rid, doc, meta, uri)}
-            if meta and LLAMA_NODE_CONTENT_KEY in meta and LLAMA_NODE_TYPE_KEY in meta:
-                llama_records += 1
+            llama_records += is_llamaindex_record(meta)
             id_bytes += len(rid.encode())
             if doc is not None:
                 documents += 1
@@ -107,7 +100,7 @@ def inventory(
             f"{name}: embedding function {info.embedding_function!r} is Chroma-side configuration; Qdrant stores "
             "vectors only, so the app must keep computing query embeddings itself."
         )
-    framework = _framework(len(ids), llama_records, documents)
+    framework = detect_framework(len(ids), llama_records, documents)
     if layout_refused:
         warnings.append(
             f"{name}: payload_layout={layout.name} cannot carry {len(layout_refused):,} record(s) (first: "
@@ -143,19 +136,6 @@ def inventory(
         "mb": round((vector_bytes + doc_bytes + meta_bytes + id_bytes) / 1e6, 2),
         "warnings": warnings,
     }
-
-
-def _framework(n: int, llama_records: int, documents: int) -> str:
-    """Conservative: ``llamaindex`` when every record has LlamaIndex's ``_node_content`` and ``_node_type`` keys,
-    ``langchain`` when every record has a document and none has those keys (LangChain's Chroma store writes that,
-    but so may any app), else ``unknown``."""
-    if not n:
-        return "unknown"
-    if llama_records == n:
-        return "llamaindex"
-    if llama_records == 0 and documents == n:
-        return "langchain"
-    return "unknown"
 
 
 def dry_run(step: Step) -> DryRunResult:

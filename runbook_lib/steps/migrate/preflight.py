@@ -8,14 +8,14 @@ one the copy loop uses, so the check costs no extra pass over the source.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from runbook_lib.chroma.base import ChromaCatalog, ChromaReader
 from runbook_lib.core.layouts import get_layout
 from runbook_lib.core.mapping import id_collisions, id_scheme
-from runbook_lib.core.plan import PlanEntry, plan_collection, target_names
+from runbook_lib.core.plan import PlanEntry, plan_collection, resolve_collections, target_names
 from runbook_lib.errors import ConfigError, DimensionMismatchError, ExistingCollectionError, TargetError
 from runbook_lib.qdrant.target import QdrantTarget
 
@@ -29,23 +29,6 @@ class Planned:
 
     entry: PlanEntry
     ids: list[str]
-
-
-def requested_collections(source: ChromaCatalog, requested: Sequence[str] | None) -> list[str]:
-    """All source collections when ``requested`` is empty, else exactly those; an unknown name is a ConfigError."""
-    available = source.collection_names()
-    if not requested:
-        return available
-    missing = [n for n in dict.fromkeys(requested) if n not in available]
-    if missing:
-        raise ConfigError(
-            f"Collection {missing[0]!r} does not exist in ChromaDB"
-            + (f" (nor {', '.join(repr(m) for m in missing[1:])})" if len(missing) > 1 else "")
-            + f": available collections are {', '.join(repr(a) for a in available) or '(none)'}. "
-            "Fix the `collections` parameter; nothing was changed.",
-            collection=missing[0],
-        )
-    return list(dict.fromkeys(requested))
 
 
 def collision_error(collection: str, pairs: list[tuple[str, str]]) -> ConfigError:
@@ -134,7 +117,7 @@ def preflight(
     A ``source`` that is only a :class:`~runbook_lib.chroma.base.ChromaCatalog` (names and ids, such as the
     read-only :class:`~runbook_lib.chroma.catalog.Catalog`) leaves the distance, dimension and layout checks to
     the pass over the backup."""
-    names = requested_collections(source, p.collections)
+    names = resolve_collections(source.collection_names(), p.collections)
     if p.cutover == "alias":
         existing = set(target.collection_names())
         clash = [n for n in names if n in existing]

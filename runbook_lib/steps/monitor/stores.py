@@ -63,7 +63,7 @@ class ChromaStore:
 
     def prepare(self, names: Sequence[str]) -> None:
         """Open the collections up front, so worker threads never race to open one."""
-        self.source.resolve_collections(names)
+        self.source.prepare_search(names)
 
     def query(self, q: Query, k: int) -> list[str]:
         return self.source.search(q.collection, q.vector, k, q.where)
