@@ -19,7 +19,7 @@ from runbook_lib.chroma.base import ChromaReader
 from runbook_lib.chroma.connect import open_source
 from runbook_lib.core.layouts import Layout, detect_framework, get_layout, is_llamaindex_record, recommended_layout
 from runbook_lib.core.mapping import id_collisions
-from runbook_lib.core.payload_indexes import layout_paths, missing_keys, plan_payload_indexes, value_type
+from runbook_lib.core.payload_indexes import missing_keys, plan_payload_indexes, value_type
 from runbook_lib.core.plan import plan_collection
 from runbook_lib.errors import ConfigError, DimensionMismatchError, RunbookError
 from runbook_lib.kernel.display import progress
@@ -183,13 +183,12 @@ def dry_run(step: Step) -> DryRunResult:
             plan["recommended_layout"] = inv["recommended_layout"]
             plan["payload_layout"] = layout.name
             plan["example_payload"] = inv["example_payload"]
-            flat, document_path = layout_paths(layout.name)
             indexes, unindexed = plan_payload_indexes(
                 inv["key_types"],
                 p.payload_indexes,
                 collection=name,
-                flat=flat,
-                document_path=document_path,
+                flat=layout.flat,
+                document_path=layout.document_path,
                 has_documents=inv["documents"] > 0,
             )
             plan["payload_indexes"] = [i.to_dict() for i in indexes]

@@ -88,7 +88,7 @@ def check_layout(source: ChromaReader, name: str, ids: list[str], p: Any) -> Non
     """Every record can be carried by the run's ``payload_layout`` (one read pass, only for a framework layout): a
     ConfigError naming the first record, the key and the count, before anything is written."""
     layout = get_layout(getattr(p, "payload_layout", "runbook"), getattr(p, "null_documents", "refuse"))
-    if layout.name == "runbook":
+    if layout.carries_every_record:
         return
     problems: list[str] = []
     for batch in source.iter_batches(name, max(int(getattr(p, "batch_size", 256)), 256), ids=ids):
