@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from runbook_lib.config.settings import load_settings
+from runbook_lib.config.steps import ALL_STEPS, STEPS
 from runbook_lib.errors import ConfigError, RunbookError
 from runbook_lib.runner import cleanup
-from runbook_lib.state.run import STEPS, Run, list_runs, outputs_error, write_json
-
-ALL_STEPS = ("dry-run", "migrate", "verify", "monitor")
+from runbook_lib.state.run import Run, list_runs, outputs_error, write_json
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="runbook", description="ChromaDB -> Qdrant migration runbook (see README.md).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     for step in (*STEPS, "all"):
-        helptext = "dry-run, migrate, verify and monitor in one run folder" if step == "all" else f"run the {step} step"
+        helptext = f"{', '.join(ALL_STEPS)} in one run folder" if step == "all" else f"run the {step} step"
         sp = sub.add_parser(step, help=helptext)
         sp.add_argument("--run-id", help="continue or address an existing run (default: a new run id)")
         sp.add_argument(

@@ -212,18 +212,3 @@ class SyncParams(CollectionsParams):
                 "in the notebook; `runbook runs` lists the runs)."
             )
         return self
-
-
-PARAMS: dict[str, type[StepParams]] = {
-    "dry-run": DryRunParams,
-    "migrate": MigrateParams,
-    "verify": VerifyParams,
-    "monitor": MonitorParams,
-    "rollback": RollbackParams,
-    "sync": SyncParams,
-}
-
-
-def params_model(step: str) -> type[StepParams] | None:
-    """The pydantic model validating ``step``'s parameters."""
-    return PARAMS.get(step)
