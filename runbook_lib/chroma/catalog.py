@@ -11,7 +11,6 @@ the caller falls back to a scratch copy.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
 from pathlib import Path
 
 from runbook_lib.chroma.files import SQLITE_NAME
@@ -73,9 +72,6 @@ class Catalog:
 
     def release(self) -> None:
         """Nothing is held in memory between collections."""
-
-    def ids_of(self, names: Sequence[str]) -> dict[str, list[str]]:
-        return {n: self.snapshot_ids(n) for n in names}
 
     # --- write sequence (what lets a sync skip records nobody wrote) -----------------------------
     def _metadata_segment(self, name: str) -> str:

@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -28,12 +28,6 @@ from runbook_lib.state.run import DRIVEN_RUN_ENV, Run, outputs_guard, utc_now, w
 log = logging.getLogger("runbook")
 
 T = TypeVar("T")
-
-
-class StepResult(Protocol):
-    ok: bool
-
-    def to_dict(self) -> dict[str, Any]: ...
 
 
 def _install_clean_errors() -> None:
