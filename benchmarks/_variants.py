@@ -3,7 +3,7 @@
 Nothing in ``runbook_lib`` is edited: each prototype is a drop-in stand-in used only here.
 
 * ``deferred``: ``to_points`` keeps the float32 embeddings as an ndarray and ``QdrantTarget.upsert``
-  converts them with ``.tolist()`` (the writer side). The reader no longer builds ~1,536 Python
+  converts them with ``.tolist()`` (the writer side; applied since). The reader no longer builds ~1,536 Python
   floats per record, and each queued batch holds 1.5 MiB of float32 instead of ~12 MiB of floats.
 * ``release``: after each collection, the persistent source closes its chromadb client and opens a
   new one on the same scratch copy. chromadb keeps every collection it has read loaded in memory
@@ -20,7 +20,6 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from _common import (
     Clock,
     Coll,
@@ -58,19 +57,6 @@ def to_points_deferred(index: int, batch: RecordBatch, *, normalise: bool = Fals
             for i, d, m, u in zip(batch.ids, batch.documents, batch.metadatas, batch.uris, strict=True)
         ],
     )
-
-
-class ListsAtUpsert:
-    """Stands for the proposed ``QdrantTarget.upsert``: an ndarray of vectors becomes lists right there."""
-
-    def __init__(self, target: QdrantTarget) -> None:
-        self.target = target
-        self.is_local = target.is_local
-
-    def upsert(self, name: str, ids: Any, vectors: Any, payloads: Any, *, batch_label: str = "") -> None:
-        if isinstance(vectors, np.ndarray):
-            vectors = vectors.tolist()
-        self.target.upsert(name, ids, vectors, payloads, batch_label=batch_label)
 
 
 def release(source: ChromaSource) -> None:
@@ -167,7 +153,6 @@ def copy_all(
         stack.enter_context(patched(QdrantTarget, "upsert", clock.wrap("upsert")))
         if deferred:
             stack.enter_context(patched(pipeline_mod, "to_points", replaced(to_points_deferred)))
-        writer: Any = ListsAtUpsert(target) if deferred else target
         gc.collect()
         started = time.perf_counter()
         # as migrate() does: count every collection for the overall progress bar, then plan + copy one by one
@@ -192,7 +177,7 @@ def copy_all(
                 checkpoint.save()
 
             copy_collection(
-                source, writer, entry, ids=ids, start=0, batch_size=batch_size, workers=2, on_progress=on_progress
+                source, target, entry, ids=ids, start=0, batch_size=batch_size, workers=2, on_progress=on_progress
             )
             n += target.count(entry.target)
             state["status"] = "done"

@@ -1,4 +1,5 @@
-"""Shared fixtures: real ChromaDB (persistent directory and a `chroma run` server), real Qdrant local mode.
+"""Shared fixtures: real ChromaDB (persistent directory and a `chroma run` server), real Qdrant (Qdrant Edge, the
+engine in-process, and qdrant-client's local mode).
 
 Every test gets its own CHROMA_PERSIST_DIR / QDRANT_PATH / RUNBOOK_OUTPUTS under tmp_path through the
 ``runbook_env`` fixture; nothing touches the project's data/ or outputs/.
@@ -79,6 +80,7 @@ def runbook_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Pa
         "CHROMA_AUTH_TOKEN",
         "QDRANT_URL",
         "QDRANT_API_KEY",
+        "QDRANT_EDGE_PATH",
         "VECTOR_DB",
         "RUNBOOK_HEADLESS",
     ):
@@ -100,6 +102,23 @@ def runbook_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Pa
 def small_source(runbook_env: dict[str, Path]) -> dict[str, dict[str, Any]]:
     """``runbook_env`` with the small database written to its CHROMA_PERSIST_DIR."""
     return make_small_db(runbook_env["chroma"])
+
+
+@pytest.fixture(params=["edge", "local"])
+def qdrant_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """An empty Qdrant target through ``open_target``: Qdrant Edge (the engine) and qdrant-client's local mode, so
+    one test proves the same behaviour on both (where they differ, the engine's answer is the one Chroma's equals)."""
+    from runbook_lib.config.settings import QdrantSettings
+    from runbook_lib.qdrant.base import QdrantStore
+    from runbook_lib.qdrant.connect import open_target
+
+    if request.param == "edge":
+        settings = QdrantSettings(edge_path=tmp_path / "qdrant_edge")
+    else:
+        settings = QdrantSettings(path=tmp_path / "qdrant_local")
+    with open_target(settings) as store:
+        assert isinstance(store, QdrantStore)
+        yield store
 
 
 def run_step_inprocess(step: str, fn: Any, **params: Any) -> Any:

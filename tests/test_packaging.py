@@ -25,15 +25,16 @@ def test_environment_yml_matches_pyproject() -> None:
     assert "jupyterlab" in " ".join(pip_section), "conda users get `jupyter lab` too"
 
 
-def test_app_layer_depends_on_chromadb_and_qdrant_client_only() -> None:
-    """The base install is the app layer: what it declares besides chromadb and qdrant-client must already come
-    with those two, directly or through their own dependencies (so installing the app layer adds nothing to a
-    production app's environment)."""
+def test_app_layer_depends_on_chromadb_qdrant_client_and_qdrant_edge_only() -> None:
+    """The base install is the app layer: what it declares besides chromadb, qdrant-client and qdrant-edge-py must
+    already come with those, directly or through their own dependencies (so installing the app layer adds nothing
+    else to a production app's environment)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     base = {_name(d) for d in project["dependencies"]}
-    brought = _brought_by({"chromadb", "qdrant-client"})
-    assert {"chromadb", "qdrant-client"} <= base
-    assert base - {"chromadb", "qdrant-client"} <= brought, base - brought - {"chromadb", "qdrant-client"}
+    primary = {"chromadb", "qdrant-client", "qdrant-edge-py"}
+    brought = _brought_by(primary)
+    assert primary <= base
+    assert base - primary <= brought, base - brought - primary
     for heavy in ("papermill", "nbconvert", "pandas", "matplotlib", "jupyterlab"):
         assert heavy not in base
 

@@ -1,9 +1,11 @@
-"""Server-only paths of the Qdrant target, as far as this machine allows (no Qdrant server can be installed):
-retries and permanent errors over real HTTP against a loopback stub that answers like an overloaded or
-refusing server, and the settings that guard the API key."""
+"""The Qdrant target over qdrant-client: every method of the Qdrant-side interface in local mode, and the server-only
+paths as far as this machine allows (no Qdrant server can be installed): retries and permanent errors over real HTTP
+against a loopback stub that answers like an overloaded or refusing server, collection configuration and payload
+indexes against a stub that keeps them, and the settings that guard the API key."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import threading
 from collections.abc import Iterator
@@ -11,13 +13,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
-from tenacity import wait_none
+from qdrant_client import models
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_none
 
 from runbook_lib.config.settings import QdrantSettings, load_settings
 from runbook_lib.errors import ConfigError, TargetError
 from runbook_lib.qdrant import target as qdrant_target
+from runbook_lib.qdrant.base import QdrantStore
+from runbook_lib.qdrant.connect import open_target
+from runbook_lib.qdrant.retries import is_transient
 from runbook_lib.qdrant.target import QdrantTarget
+
+#: What a Qdrant server answers at ``/`` (qdrant-client's version check and ``info()``).
+VERSION_INFO = {"title": "qdrant - vector search engine", "version": "1.20.0", "commit": "stub"}
 
 
 class _Stub(BaseHTTPRequestHandler):
@@ -35,6 +45,9 @@ class _Stub(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         type(self).requests.append(("GET", self.path, self.headers.get("api-key")))
+        if self.path == "/":
+            self._reply(200, VERSION_INFO)
+            return
         self._reply(200, {"result": {"collections": []}, "status": "ok", "time": 0.0})
 
     def do_PUT(self) -> None:
@@ -67,7 +80,9 @@ def stub() -> Iterator[tuple[str, type[_Stub]]]:
 
 @pytest.fixture
 def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(qdrant_target._upsert_with_retry.retry, "wait", wait_none())
+    """The step's retry policy (6 tries) without its waits."""
+    policy = retry(retry=retry_if_exception(is_transient), stop=stop_after_attempt(6), wait=wait_none(), reraise=True)
+    monkeypatch.setattr(qdrant_target, "retry_transient", policy)
 
 
 def _upsert(url: str) -> None:
@@ -86,6 +101,19 @@ def test_transient_errors_are_retried_then_named(stub: tuple[str, type[_Stub]], 
     assert info.value.collection == "books"
 
 
+def test_an_apps_target_retries_briefly(stub: tuple[str, type[_Stub]]) -> None:
+    """``fail_fast`` (the app layer): 3 tries within about a second, then the error."""
+    url, handler = stub
+    handler.write_status = 503
+    settings = QdrantSettings(path=None, url=url, timeout_s=5)  # type: ignore[arg-type]
+    with (
+        open_target(settings, fail_fast=True) as target,
+        pytest.raises(TargetError, match=r"an app write of collection 'books'.*503"),
+    ):
+        target.upsert("books", [_point(1)], [[0.1, 0.2]], [{}], batch_label="an app write")
+    assert len([r for r in handler.requests if r[0] == "PUT"]) == 3
+
+
 def test_permanent_error_is_not_retried(stub: tuple[str, type[_Stub]], no_backoff: None) -> None:
     url, handler = stub
     handler.write_status = 400
@@ -101,10 +129,10 @@ def test_transient_classification() -> None:
     def resp(code: int) -> UnexpectedResponse:
         return UnexpectedResponse(status_code=code, reason_phrase="", content=b"", headers=httpx.Headers())
 
-    assert qdrant_target.is_transient(resp(503)) and qdrant_target.is_transient(resp(429))
-    assert not qdrant_target.is_transient(resp(400)) and not qdrant_target.is_transient(resp(404))
-    assert qdrant_target.is_transient(httpx.ConnectError("refused"))
-    assert not qdrant_target.is_transient(ValueError("bad vector"))
+    assert is_transient(resp(503)) and is_transient(resp(429))
+    assert not is_transient(resp(400)) and not is_transient(resp(404))
+    assert is_transient(httpx.ConnectError("refused"))
+    assert not is_transient(ValueError("bad vector"))
 
 
 def test_api_key_rules() -> None:
@@ -148,7 +176,7 @@ def test_parallel_writers_deliver_every_batch_once(
             QdrantSettings(path=None, url=url, timeout_s=5)  # type: ignore[arg-type]
         ) as target,
     ):
-        assert not target.is_local
+        assert target.capabilities.concurrent_writes
         ids = source.snapshot_ids("alpha_docs")
         entry = plan_collection(source, "alpha_docs", run_id="r", ids=ids)
         copy_collection(
@@ -177,51 +205,6 @@ def test_parallel_writers_deliver_every_batch_once(
         assert payload["chroma_id"] == cid and payload["document"] == expected.documents[k]
 
 
-@pytest.mark.parametrize(
-    "payload",
-    [
-        {"chroma_id": "a", "document": "plain", "metadata": {"i": 1, "f": 0.1, "b": True, "n": None}},
-        {"chroma_id": "ü/🙂", "document": 'ñ\u2028"quoted"', "metadata": {"big": 2**63 - 1, "neg": -(2**63)}},
-        {"chroma_id": "c", "document": None, "metadata": {"list": [1, 2.5, "x"], "nested": {"k": [True, None]}}},
-        {"chroma_id": "d", "document": "", "uri": "s3://b/k?x=1&y=2", "metadata": {}},
-    ],
-)
-def test_the_rest_body_is_what_qdrant_client_would_send(payload: dict[str, Any]) -> None:
-    """Same request as qdrant-client's own encoding once parsed: ids and payloads equal, every vector the same
-    float32 (orjson writes the shortest float32 form; the server parses it back to that float32)."""
-    import numpy as np
-    from qdrant_client import models
-    from qdrant_client.http.api.points_api import jsonable_encoder
-
-    from runbook_lib.qdrant.rest_body import points_batch_json
-
-    rng = np.random.default_rng(5)
-    vectors = np.concatenate([rng.normal(size=(3, 7)), [[1e-38, -0.0, 3.4e38, 1 / 3, 0.1, 1e-45, 7.0]]])
-    vectors = vectors.astype(np.float32)
-    ids = [f"00000000-0000-0000-0000-00000000000{i}" for i in range(4)]
-    payloads = [payload] * 4
-    ours = json.loads(points_batch_json(ids, vectors, payloads) or b"null")
-    theirs = json.loads(
-        jsonable_encoder(models.PointsBatch(batch=models.Batch(ids=ids, vectors=vectors.tolist(), payloads=payloads)))
-    )
-    assert ours["batch"]["ids"] == theirs["batch"]["ids"] and ours["batch"]["payloads"] == theirs["batch"]["payloads"]
-    assert np.array_equal(np.asarray(ours["batch"]["vectors"], dtype=np.float32), vectors)
-    assert np.array_equal(np.asarray(theirs["batch"]["vectors"], dtype=np.float32), vectors)
-
-
-def test_what_orjson_would_write_differently_goes_through_qdrant_client() -> None:
-    import numpy as np
-
-    from runbook_lib.qdrant.rest_body import points_batch_json
-
-    ids, one = ["00000000-0000-0000-0000-000000000001"], np.ones((1, 2), dtype=np.float32)
-    assert points_batch_json(ids, one, [{"m": {"x": float("nan")}}]) is None
-    assert points_batch_json(ids, one, [{"document": "lone \ud800 surrogate"}]) is None
-    assert points_batch_json(ids, one, [{"m": 2**64}]) is None
-    assert points_batch_json(ids, np.array([[np.inf, 0]], dtype=np.float32), [{}]) is None
-    assert points_batch_json(ids, [[1.0, 2.0]], [{}]) is None  # type: ignore[arg-type]  # lists: the client's path
-
-
 # --- deferred indexing: the collection's own threshold comes back, only on collections the run created ------------
 def test_indexing_to_restore_decision() -> None:
     decide = qdrant_target.indexing_to_restore
@@ -245,6 +228,7 @@ class _ConfigStub(BaseHTTPRequestHandler):
 
     template: dict[str, Any] = {}  # noqa: RUF012
     thresholds: dict[str, int] = {}  # noqa: RUF012
+    indexes: dict[str, dict[str, Any]] = {}  # noqa: RUF012
     calls: list[tuple[str, str, dict[str, Any] | None]] = []  # noqa: RUF012
     own_threshold = 12_345
 
@@ -264,17 +248,33 @@ class _ConfigStub(BaseHTTPRequestHandler):
         cls = type(self)
         path = self.path.split("?")[0]
         cls.calls.append(("GET", path, None))
+        if path == "/":
+            data = json.dumps(VERSION_INFO).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
         if path == "/collections":
             self._reply({"collections": [{"name": n} for n in cls.thresholds]})
             return
         info = json.loads(json.dumps(cls.template))
-        info["config"]["optimizer_config"]["indexing_threshold"] = cls.thresholds[path.rsplit("/", 1)[1]]
+        name = path.rsplit("/", 1)[1]
+        info["config"]["optimizer_config"]["indexing_threshold"] = cls.thresholds[name]
+        info["payload_schema"] = cls.indexes.get(name, {})
         self._reply(info)
 
     def do_PUT(self) -> None:
         cls = type(self)
         path, body = self.path.split("?")[0], self._body()
         cls.calls.append(("PUT", path, body))
+        if path.endswith("/index"):  # a payload index: the server reports it with its type
+            schema = (body or {})["field_schema"]
+            data_type = schema["type"] if isinstance(schema, dict) else schema
+            cls.indexes.setdefault(path.split("/")[2], {})[body["field_name"]] = {"data_type": data_type, "points": 0}
+            self._reply({"operation_id": 1, "status": "completed"})
+            return
         cls.thresholds[path.rsplit("/", 1)[1]] = cls.own_threshold
         self._reply(True)
 
@@ -299,7 +299,9 @@ def config_stub(tmp_path: Path) -> Iterator[tuple[str, type[_ConfigStub]]]:
     local.create_collection("t", vectors_config=models.VectorParams(size=2, distance=models.Distance.COSINE))
     template = json.loads(local.get_collection("t").model_dump_json())
     local.close()
-    handler = type("ConfigStub", (_ConfigStub,), {"template": template, "thresholds": {"theirs": 0}, "calls": []})
+    handler = type(
+        "ConfigStub", (_ConfigStub,), {"template": template, "thresholds": {"theirs": 0}, "calls": [], "indexes": {}}
+    )
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -341,3 +343,130 @@ def test_deferred_indexing_restores_the_collections_own_threshold(config_stub: t
         handler.thresholds["later"] = 9_000  # someone tuned it meanwhile: kept
         assert target.finish_bulk_load("later", restore_to=50_000) is None
     assert handler.thresholds["later"] == 9_000
+
+
+# --- the Qdrant-side interface ------------------------------------------------------------------------------------
+#: The methods of the Qdrant-side interface (the Protocol's own, and the context manager's).
+INTERFACE_METHODS = sorted(
+    n for n, v in vars(QdrantStore).items() if callable(v) and (not n.startswith("_") or n in ("__enter__", "__exit__"))
+)
+
+
+def _parameters(method: Any) -> list[tuple[str, Any, Any]]:
+    return [(p.name, p.kind, p.default) for p in inspect.signature(method).parameters.values()]
+
+
+def test_qdrant_target_implements_the_interface(tmp_path: Path) -> None:
+    """Every method of the Protocol is QdrantTarget's own (none falls back to the Protocol's empty body)."""
+    assert {"upsert", "scroll", "query", "create_payload_index", "__exit__"} <= set(INTERFACE_METHODS)
+    missing = [n for n in INTERFACE_METHODS if n not in vars(QdrantTarget)]
+    assert not missing, f"QdrantTarget lacks {missing}"
+    differ = [
+        n for n in INTERFACE_METHODS if _parameters(getattr(QdrantTarget, n)) != _parameters(getattr(QdrantStore, n))
+    ]
+    assert not differ, f"QdrantTarget's parameters differ from the interface's in {differ}"
+    with open_target(QdrantSettings(path=tmp_path / "q")) as target:
+        assert isinstance(target, QdrantTarget) and isinstance(target, QdrantStore)
+        assert target.capabilities.kind == "local" and target.capabilities.aliases
+        assert not (target.capabilities.cluster or target.capabilities.engine or target.capabilities.hnsw)
+        assert not target.capabilities.payload_indexes and not target.capabilities.concurrent_writes
+        assert target.identity() == {
+            "kind": "local",
+            "path": str(tmp_path / "q"),
+            "client_version": target.identity()["client_version"],
+        }
+        target.ping()
+
+
+def _point(i: int) -> str:
+    return f"00000000-0000-0000-0000-{i:012d}"
+
+
+def test_every_method_in_local_mode(tmp_path: Path) -> None:
+    even = models.Filter(must=[models.FieldCondition(key="metadata.even", match=models.MatchValue(value=True))])
+    vectors = np.eye(6, 4, dtype=np.float32) + 0.5
+    payloads = [{"chroma_id": f"c{i}", "document": f"doc {i}", "metadata": {"even": i % 2 == 0}} for i in range(6)]
+    with open_target(QdrantSettings(path=tmp_path / "q")) as target:
+        assert target.create_collection("books", size=4, distance="Dot", hnsw={"m": 8, "ef_construct": 50}) is None
+        target.set_alias("library", "books")
+        assert target.collection_names() == ["books"] and target.aliases() == {"library": "books"}
+        assert target.exists("books") and target.exists("library") and not target.exists("nope")
+        with target.bulk_writes("books") as flush:
+            target.upsert("books", [_point(i) for i in range(6)], vectors, payloads, batch_label="batch 1")
+            flush()
+        assert target.describe_collection("books") == qdrant_target.TargetCollection("books", 4, "Dot", 6)
+        assert target.count("books") == 6 and target.count("library", even) == 3
+        target.create_payload_index("books", "metadata.even", "bool")  # local mode ignores payload indexes
+        assert target.payload_indexes("books") is None
+        assert target.finish_bulk_load("books", progress=lambda line: pytest.fail(line)) is None
+
+        page, offset = target.scroll("books", limit=2, with_vectors=False, with_payload=["chroma_id"])
+        assert [p.payload for p in page] == [{"chroma_id": "c0"}, {"chroma_id": "c1"}] and offset == _point(2)
+        page, offset = target.scroll("books", limit=10, query_filter=even, with_payload=False)
+        assert [str(p.id) for p in page] == [_point(0), _point(2), _point(4)] and offset is None
+        assert page[0].payload is None and np.allclose(page[0].vector, vectors[0])
+        (one,) = target.retrieve("books", [_point(1)], with_vectors=False, with_payload=["document"])
+        assert one.payload == {"document": "doc 1"} and one.vector is None
+        assert sorted(target.iter_chroma_ids("books", page=4)) == [(_point(i), f"c{i}") for i in range(6)]
+
+        hits = target.query("books", vectors[3].tolist(), limit=2, exact=True, with_vectors=True, retry=False)
+        assert str(hits[0].id) == _point(3) and np.allclose(hits[0].vector, vectors[3])
+        filtered = target.query("books", vectors[3].tolist(), limit=6, query_filter=even)
+        assert sorted(str(h.id) for h in filtered) == [_point(0), _point(2), _point(4)]
+        assert all(h.payload == payloads[int(str(h.id)[-1])] and h.vector is None for h in filtered)
+
+        target.overwrite_payloads("books", {_point(0): {"chroma_id": "c0", "metadata": {"even": False}}})
+        (zero,) = target.retrieve("books", [_point(0)], with_vectors=True)
+        assert zero.payload == {"chroma_id": "c0", "metadata": {"even": False}} and np.allclose(zero.vector, vectors[0])
+        target.delete_points("books", [_point(1), _point(2)], query_filter=even)  # only the ids that match: 2
+        assert target.count("books") == 5 and not target.retrieve("books", [_point(2)])
+        target.delete_points("books", query_filter=even)  # 4
+        target.delete_points("books", [_point(5)])
+        target.delete_points("books", [])
+        assert sorted(str(p.id) for p in target.scroll("books", limit=10)[0]) == [_point(0), _point(1), _point(3)]
+        with pytest.raises(ValueError, match="needs ids or a filter"):
+            target.delete_points("books")
+
+        with pytest.raises(TargetError, match=r"'nope'"):
+            target.count("nope")
+        target.delete_alias("library")
+        target.delete_collection("books")
+        assert target.collection_names() == [] and target.aliases() == {}
+
+
+def test_server_capabilities_identity_hnsw_and_payload_indexes(config_stub: tuple[str, type[_ConfigStub]]) -> None:
+    url, handler = config_stub
+    settings = QdrantSettings(path=None, url=url, api_key="secret-key-123", timeout_s=5, allow_insecure_api_key=True)  # type: ignore[arg-type]
+    with open_target(settings) as target:
+        assert target.capabilities == qdrant_target.SERVER_CAPABILITIES and target.capabilities.kind == "server"
+        identity = target.identity()
+        assert identity["kind"] == "server" and identity["url"] == url and identity["server_version"] == "1.20.0"
+        assert identity["transport"] == "REST" and "secret-key-123" not in json.dumps(identity)
+        target.create_collection("books", size=2, distance="Cosine", hnsw={"m": 32, "ef_construct": 200})
+        create = next(b for m, p, b in handler.calls if m == "PUT" and p == "/collections/books")
+        assert (create or {})["hnsw_config"] == {"m": 32, "ef_construct": 200}
+        with pytest.raises(ConfigError, match="Unknown HNSW parameters"):
+            target.create_collection("other", size=2, distance="Cosine", hnsw={"M": 32})
+        assert target.payload_indexes("books") == {}
+        for field, kind in [("metadata.tag", "keyword"), ("metadata.i", "integer"), ("document", "text")]:
+            target.create_payload_index("books", field, kind)  # type: ignore[arg-type]
+        text = next(b for m, p, b in handler.calls if m == "PUT" and b and b.get("field_name") == "document")
+        assert (text or {})["field_schema"] == {"type": "text", "tokenizer": "word", "lowercase": False}
+        assert target.payload_indexes("books") == {
+            "metadata.tag": "keyword",
+            "metadata.i": "integer",
+            "document": "text",
+        }
+        with pytest.raises(ConfigError, match="Unknown payload index type 'geo'"):
+            target.create_payload_index("books", "where", "geo")  # type: ignore[arg-type]
+        lines: list[str] = []
+        assert target.finish_bulk_load("books", progress=lines.append) == 12_345
+        assert lines and "restored" in lines[0]
+
+
+def test_the_version_check_is_kept(stub: tuple[str, type[_Stub]]) -> None:
+    """qdrant-client asks the server for its version (``check_compatibility``), and so does ``identity()``."""
+    url, handler = stub
+    with QdrantTarget(QdrantSettings(path=None, url=url, timeout_s=5)) as target:  # type: ignore[arg-type]
+        assert target.identity()["server_version"] == VERSION_INFO["version"]
+    assert [r for r in handler.requests if r[:2] == ("GET", "/")]

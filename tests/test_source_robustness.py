@@ -258,7 +258,7 @@ class _Proxy(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def proxy(server_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, type[_Proxy]]]:
-    monkeypatch.setattr(retries, "WAIT", wait_none())
+    monkeypatch.setattr(retries, "PATIENT", retries.Budget(retries.PATIENT.attempts, wait_none()))
     upstream = f"http://{os.environ['CHROMA_HOST']}:{os.environ['CHROMA_PORT']}"
     handler = type("Proxy", (_Proxy,), {"upstream": upstream, "hits": [], "lock": threading.Lock()})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -299,7 +299,7 @@ def test_a_server_that_stays_down_fails_after_the_bounded_attempts(proxy: tuple[
         before = _gets(handler)
         with pytest.raises(chroma_server.ChromaServerBusy, match="503"):
             source.snapshot_ids("srv_l2")
-        assert _gets(handler) - before == retries.ATTEMPTS
+        assert _gets(handler) - before == retries.PATIENT.attempts
 
 
 def test_permanent_server_errors_are_not_retried(proxy: tuple[Any, type[_Proxy]]) -> None:

@@ -15,8 +15,8 @@ from typing import Any
 from qdrant_client import models
 
 import runbook_lib.app.qdrant_writes as qdrant_writes
-from runbook_lib.app.errors import UnknownCollectionError, WriteDimensionMismatchError, closed_client_error, short_error
-from runbook_lib.app.qdrant_writes import is_not_found
+from runbook_lib.app.errors import UnknownCollectionError, WriteDimensionMismatchError, closed_client_error
+from runbook_lib.app.qdrant_writes import is_missing
 from runbook_lib.app.records import Field, GetResult, Records, WriteKind
 from runbook_lib.app.results import CollectionInfo, SearchResult, check_dimension
 from runbook_lib.config.settings import QdrantSettings
@@ -27,18 +27,20 @@ from runbook_lib.core.mapping import (
     qdrant_score_to_chroma_distance,
 )
 from runbook_lib.errors import ConfigError, TargetError
-from runbook_lib.qdrant.target import QdrantTarget, connect
+from runbook_lib.qdrant.base import QdrantStore
+from runbook_lib.qdrant.connect import open_target
 
 
 class QdrantBackend:
-    """One lazily opened :class:`QdrantTarget` and what it knows about each collection. Thread-safe."""
+    """One lazily opened Qdrant target (:class:`~runbook_lib.qdrant.base.QdrantStore`) and what it knows about each
+    collection. Thread-safe."""
 
     def __init__(self, settings: QdrantSettings, layout: Layout | None = None) -> None:
         self.settings = settings
         self.layout = layout or Layout()  # the payload layout the collections were migrated with
         self._lock = threading.RLock()
         self._closed = False
-        self._target: QdrantTarget | None = None
+        self._target: QdrantStore | None = None
         self._info: dict[str, CollectionInfo] = {}
 
     @property
@@ -67,7 +69,7 @@ class QdrantBackend:
         try:
             points = target.query(collection, query, limit=limit, query_filter=qdrant_filter, with_payload=True)
         except TargetError as exc:
-            if exc.__cause__ is not None and is_not_found(exc.__cause__):
+            if is_missing(target, collection):
                 self._forget(collection)  # deleted since it was described
                 raise UnknownCollectionError(collection, target.describe()) from exc
             raise
@@ -135,7 +137,7 @@ class QdrantBackend:
             self._forget(collection)
             raise
 
-    def _open_target(self) -> QdrantTarget:
+    def _open_target(self) -> QdrantStore:
         with self._lock:
             if self._closed:
                 raise closed_client_error(self.describe())
@@ -146,35 +148,27 @@ class QdrantBackend:
                         f"QDRANT_PATH points to {qs.path}, which does not exist: point QDRANT_PATH at the "
                         "directory the migration wrote, or set QDRANT_URL to use a Qdrant server."
                     )
-                self._target = QdrantTarget(qs)  # connect(settings); ConfigError when unreachable
+                self._target = open_target(qs, fail_fast=True)  # ConfigError when unreachable
             return self._target
 
-    def _collection_info(self, target: QdrantTarget, collection: str) -> CollectionInfo:
+    def _collection_info(self, target: QdrantStore, collection: str) -> CollectionInfo:
         cached = self._info.get(collection)
         if cached is not None:
             return cached
         try:
-            described = target.client.get_collection(collection)
-        except Exception as exc:
-            if is_not_found(exc):
+            described = target.describe_collection(collection)
+        except TargetError as exc:
+            if is_missing(target, collection):
                 raise UnknownCollectionError(collection, target.describe()) from exc
-            raise TargetError(
-                f"Qdrant could not describe collection {collection!r} at {target.describe()}: {short_error(exc)}"
-            ) from exc
-        params = described.config.params.vectors
-        if not isinstance(params, models.VectorParams):
-            raise TargetError(
-                f"Qdrant collection {collection!r} uses named vectors, not the one unnamed vector per point "
-                "the migration writes: query it with qdrant-client directly."
-            )
-        distance = params.distance.value if hasattr(params.distance, "value") else str(params.distance)
+            raise
+        distance = described.distance
         space = QDRANT_TO_CHROMA_SPACE.get(distance)
         if space is None:
             raise TargetError(
                 f"Qdrant collection {collection!r} uses {distance} distance, which has no ChromaDB equivalent: "
                 "the migration creates Cosine, Euclid or Dot collections."
             )
-        info = CollectionInfo(dimension=int(params.size), space=space)
+        info = CollectionInfo(dimension=described.size, space=space)
         with self._lock:
             self._info[collection] = info
         return info
@@ -186,18 +180,16 @@ class QdrantBackend:
     # --- health probes: (number of collections, seconds the listing took) ----------------------
     def probe_local(self) -> tuple[int, float]:
         """List the collections through this backend's own connection (opening it if needed)."""
-        client = self._open_target().client
+        target = self._open_target()
         started = time.perf_counter()
-        count = len(client.get_collections().collections)
+        count = len(target.collection_names())
         return count, time.perf_counter() - started
 
     def probe_server(self, timeout_s: float) -> tuple[int, float]:
-        """List the collections through a fresh client whose requests time out after ``timeout_s`` (rounded up)."""
+        """List the collections through a fresh connection whose requests time out after ``timeout_s`` (rounded
+        up)."""
         timeout = max(1, math.ceil(timeout_s))
-        client = connect(self.settings.model_copy(update={"timeout_s": float(timeout)}))
-        try:
+        with open_target(self.settings.model_copy(update={"timeout_s": float(timeout)}), fail_fast=True) as target:
             started = time.perf_counter()
-            count = len(client.get_collections().collections)
+            count = len(target.collection_names())
             return count, time.perf_counter() - started
-        finally:
-            client.close()

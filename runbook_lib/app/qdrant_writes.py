@@ -8,8 +8,8 @@ the ids not yet there, ``update`` only those that are, and ``update``/``upsert``
 fields given. An update without embeddings rewrites the payload only: a server keeps the stored vector bit for bit
 (qdrant-client's local mode re-stores its in-memory copy, which it normalised once more for Cosine: an ulp apart).
 
-Transient errors (timeouts, 5xx, dropped connections) are retried briefly (three attempts within about a
-second): an app's write should fail fast, and ``VECTOR_DB=dual`` journals what its second store missed.
+Every call goes through the Qdrant-side interface (:class:`~runbook_lib.qdrant.base.QdrantStore`), which retries
+transient errors; a call that fails on a collection that does not exist raises :class:`UnknownCollectionError`.
 """
 
 from __future__ import annotations
@@ -19,10 +19,8 @@ from typing import Any
 
 import numpy as np
 from qdrant_client import models
-from qdrant_client.http.exceptions import UnexpectedResponse
-from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
-from runbook_lib.app.errors import UnknownCollectionError, short_error
+from runbook_lib.app.errors import UnknownCollectionError
 from runbook_lib.app.records import Field, GetResult, Records, WriteKind, field_or, get_result, merge_metadata, page
 from runbook_lib.core.layouts import Layout
 from runbook_lib.core.mapping import (
@@ -32,30 +30,29 @@ from runbook_lib.core.mapping import (
     point_id,
 )
 from runbook_lib.errors import TargetError
-from runbook_lib.qdrant.target import QdrantTarget, is_transient
+from runbook_lib.qdrant.base import QdrantStore
 
 #: Points per scroll page when listing the ids of a collection.
 SCROLL_PAGE = 1_000
 
-_quick_retry = retry(
-    retry=retry_if_exception(is_transient),
-    stop=stop_after_attempt(3),
-    wait=wait_exponential(multiplier=0.2, max=1.0),
-    reraise=True,
-)
 
-
-def call(target: QdrantTarget, collection: str, what: str, fn: Callable[..., Any], /, **kwargs: Any) -> Any:
-    """``fn(**kwargs)`` with brief retries; a missing collection raises :class:`UnknownCollectionError`, anything
-    else a :class:`TargetError` naming the collection."""
+def call(target: QdrantStore, collection: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``, a method of ``target``; when it fails on a ``collection`` that does not exist,
+    :class:`UnknownCollectionError` instead of the :class:`TargetError`."""
     try:
-        return _quick_retry(fn)(**kwargs)
-    except Exception as exc:
-        if is_not_found(exc):
+        return fn(*args, **kwargs)
+    except TargetError as exc:
+        if is_missing(target, collection):
             raise UnknownCollectionError(collection, target.describe()) from exc
-        raise TargetError(
-            f"Qdrant could not {what} collection {collection!r} at {target.describe()}: {short_error(exc)}"
-        ) from exc
+        raise
+
+
+def is_missing(target: QdrantStore, collection: str) -> bool:
+    """Whether ``collection`` is neither a collection nor an alias (False when the target cannot even say)."""
+    try:
+        return not target.exists(collection)
+    except TargetError:
+        return False
 
 
 def migration_points(
@@ -66,31 +63,21 @@ def migration_points(
     metadatas: Sequence[Mapping[str, Any] | None],
     uris: Sequence[str | None],
     layout: Layout | None = None,
-) -> models.Batch:
-    """The points the migration writes for these records (its ``to_points`` + ``QdrantTarget.upsert``), in the
-    run's payload ``layout`` (default: the SPEC layout)."""
+) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:
+    """The points the migration writes for these records (its ``to_points``): point ids, float32 vectors and
+    payloads in the run's payload ``layout`` (default: the SPEC layout)."""
     layout = layout or Layout()
     rows = normalise_rows(vectors) if space == "cosine" else np.asarray(vectors, dtype=np.float32)
-    return models.Batch(
-        ids=[point_id(i) for i in chroma_ids],
-        vectors=rows.tolist(),
-        payloads=[
-            layout.to_payload(i, d, dict(m) if m else None, u)
-            for i, d, m, u in zip(chroma_ids, documents, metadatas, uris, strict=True)
-        ],
-    )
-
-
-def is_not_found(exc: BaseException) -> bool:
-    """Whether qdrant-client's ``exc`` says the collection does not exist (a server's 404, local mode's ValueError)."""
-    if isinstance(exc, UnexpectedResponse):
-        return exc.status_code == 404
-    return isinstance(exc, ValueError) and "not found" in str(exc).lower()
+    payloads = [
+        layout.to_payload(i, d, dict(m) if m else None, u)
+        for i, d, m, u in zip(chroma_ids, documents, metadatas, uris, strict=True)
+    ]
+    return [point_id(i) for i in chroma_ids], rows, payloads
 
 
 # --- writes ----------------------------------------------------------------------------------------
 def write(
-    target: QdrantTarget, collection: str, space: str, kind: WriteKind, recs: Records, layout: Layout | None = None
+    target: QdrantStore, collection: str, space: str, kind: WriteKind, recs: Records, layout: Layout | None = None
 ) -> None:
     """Apply an add, upsert or update with Chroma's semantics (payloads in ``layout``, default the SPEC one)."""
     layout = layout or Layout()
@@ -122,50 +109,32 @@ def write(
             metadatas.append(merge_metadata(old_metadata, field_or(recs.metadatas, i, None)))
             uris.append(field_or(recs.uris, i, old_uri))
     if recs.embeddings is not None:
-        batch = migration_points(space, ids, recs.embeddings[rows], documents, metadatas, uris, layout)
-        call(target, collection, "write points to", target.client.upsert, collection_name=collection, points=batch)
+        point_ids, vectors, payloads = migration_points(
+            space, ids, recs.embeddings[rows], documents, metadatas, uris, layout
+        )
+        call(target, collection, target.upsert, collection, point_ids, vectors, payloads, batch_label="an app write")
         return
     # update without embeddings: the payloads only, each point's vector untouched
-    operations = [
-        models.OverwritePayloadOperation(
-            overwrite_payload=models.SetPayload(payload=layout.to_payload(rid, doc, meta, uri), points=[point_id(rid)])
-        )
+    payloads_by_point = {
+        point_id(rid): layout.to_payload(rid, doc, meta, uri)
         for rid, doc, meta, uri in zip(ids, documents, metadatas, uris, strict=True)
-    ]
-    call(
-        target,
-        collection,
-        "update points of",
-        target.client.batch_update_points,
-        collection_name=collection,
-        update_operations=operations,
-    )
+    }
+    call(target, collection, target.overwrite_payloads, collection, payloads_by_point)
 
 
-def delete(target: QdrantTarget, collection: str, ids: list[str] | None, qdrant_filter: models.Filter | None) -> None:
+def delete(target: QdrantStore, collection: str, ids: list[str] | None, qdrant_filter: models.Filter | None) -> None:
     """Delete the records with these ids, or matching the filter, or both (ids that match)."""
-    selector: models.PointIdsList | models.FilterSelector
-    if qdrant_filter is None:
-        selector = models.PointIdsList(points=[point_id(i) for i in ids or []])
-    else:
-        selector = models.FilterSelector(filter=_with_ids(ids, qdrant_filter))
-    call(
-        target,
-        collection,
-        "delete points of",
-        target.client.delete,
-        collection_name=collection,
-        points_selector=selector,
-    )
+    point_ids = None if ids is None else [point_id(i) for i in ids]
+    call(target, collection, target.delete_points, collection, point_ids, qdrant_filter)
 
 
-def count(target: QdrantTarget, collection: str) -> int:
-    return int(call(target, collection, "count", target.client.count, collection_name=collection, exact=True).count)
+def count(target: QdrantStore, collection: str) -> int:
+    return int(call(target, collection, target.count, collection))
 
 
 # --- reads -----------------------------------------------------------------------------------------
 def get(
-    target: QdrantTarget,
+    target: QdrantStore,
     collection: str,
     ids: list[str] | None,
     qdrant_filter: models.Filter | None,
@@ -195,7 +164,7 @@ def get(
     )
 
 
-def _stored(target: QdrantTarget, collection: str, ids: list[str], *, with_payload: bool) -> dict[str, dict[str, Any]]:
+def _stored(target: QdrantStore, collection: str, ids: list[str], *, with_payload: bool) -> dict[str, dict[str, Any]]:
     """Chroma id -> stored payload of the ids that have a point (only ``chroma_id`` when not asked for)."""
     if not ids:
         return {}
@@ -205,25 +174,23 @@ def _stored(target: QdrantTarget, collection: str, ids: list[str], *, with_paylo
 
 
 def _fetch(
-    target: QdrantTarget, collection: str, ids: list[str], *, with_vectors: bool, only_id: bool = False
+    target: QdrantStore, collection: str, ids: list[str], *, with_vectors: bool, only_id: bool = False
 ) -> dict[str, models.Record]:
     """Chroma id -> the point of each id that has one (``only_id``: the payload holds just ``chroma_id``)."""
-    selector: Any = models.PayloadSelectorInclude(include=[PAYLOAD_ID_KEY]) if only_id else True
     points = call(
         target,
         collection,
-        "read points of",
-        target.client.retrieve,
-        collection_name=collection,
-        ids=[point_id(i) for i in ids],
-        with_payload=selector,
+        target.retrieve,
+        collection,
+        [point_id(i) for i in ids],
         with_vectors=with_vectors,
+        with_payload=[PAYLOAD_ID_KEY] if only_id else True,
     )
     return {str(p.payload[PAYLOAD_ID_KEY]): p for p in points if p.payload and PAYLOAD_ID_KEY in p.payload}
 
 
 def _matching_ids(
-    target: QdrantTarget, collection: str, ids: list[str] | None, qdrant_filter: models.Filter | None
+    target: QdrantStore, collection: str, ids: list[str] | None, qdrant_filter: models.Filter | None
 ) -> set[str]:
     """The Chroma ids of every point matching the filter (and among ``ids`` when given)."""
     scroll_filter = _with_ids(ids, qdrant_filter) if ids is not None else qdrant_filter
@@ -233,13 +200,12 @@ def _matching_ids(
         points, offset = call(
             target,
             collection,
-            "read points of",
-            target.client.scroll,
-            collection_name=collection,
-            scroll_filter=scroll_filter,
+            target.scroll,
+            collection,
+            query_filter=scroll_filter,
             limit=SCROLL_PAGE,
             offset=offset,
-            with_payload=models.PayloadSelectorInclude(include=[PAYLOAD_ID_KEY]),
+            with_payload=[PAYLOAD_ID_KEY],
             with_vectors=False,
         )
         found.update(str((p.payload or {}).get(PAYLOAD_ID_KEY)) for p in points)

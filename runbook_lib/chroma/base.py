@@ -133,6 +133,11 @@ class ChromaReader(ChromaCatalog, Protocol):
         """Every record (or those of ``ids``), ``batch_size`` at a time, in id-snapshot order."""
         ...
 
+    def metadata_types(self, name: str, ids: Sequence[str], batch_size: int) -> tuple[dict[str, set[str]], int]:
+        """(metadata key -> the value types found, records with a document) over ``ids``, reading metadata and
+        documents only (no vectors): what the payload index plan needs."""
+        ...
+
     def present_ids(self, name: str, ids: Sequence[str]) -> set[str]:
         """Those of ``ids`` the collection holds."""
         ...

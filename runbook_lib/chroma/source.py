@@ -25,6 +25,7 @@ from runbook_lib.chroma.clients import close_client, open_admin_client, open_cli
 from runbook_lib.chroma.server import read_with_retry
 from runbook_lib.config.settings import ChromaSettings
 from runbook_lib.core.mapping import chroma_space
+from runbook_lib.core.payload_indexes import add_key_types
 from runbook_lib.core.plan import resolve_collections
 from runbook_lib.errors import DimensionMismatchError, SourceError
 
@@ -268,6 +269,19 @@ class ChromaSource:
             metadatas=column("metadatas"),
             uris=column("uris"),
         )
+
+    def metadata_types(self, name: str, ids: Sequence[str], batch_size: int) -> tuple[dict[str, set[str]], int]:
+        """(metadata key -> the value types found, records with a document) over ``ids``, reading metadata and
+        documents only (no vectors): what the payload index plan needs."""
+        col = self.collection(name)
+        key_types: dict[str, set[str]] = {}
+        documents = 0
+        step = max(1, min(batch_size * 4, MAX_IDS_PER_REQUEST))
+        for start in range(0, len(ids), step):
+            part = read_with_retry(col.get, ids=list(ids[start : start + step]), include=["metadatas", "documents"])
+            add_key_types(key_types, part.get("metadatas") or [])
+            documents += sum(d is not None for d in part.get("documents") or [])
+        return key_types, documents
 
     def iter_batches(
         self, name: str, batch_size: int, *, ids: Sequence[str] | None = None, expected_dim: int | None = None

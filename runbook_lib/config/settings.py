@@ -12,10 +12,10 @@ import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runbook_lib.config.paths import resolve
@@ -25,7 +25,8 @@ from runbook_lib.errors import ConfigError
 SECRET_VARIABLES = ("QDRANT_API_KEY", "CHROMA_AUTH_TOKEN")
 
 DEFAULT_CHROMA_PERSIST_DIR = "data/chroma_db"
-DEFAULT_QDRANT_PATH = "data/qdrant"
+#: The target when none of QDRANT_URL, QDRANT_EDGE_PATH, QDRANT_PATH is set: Qdrant Edge (the engine in-process).
+DEFAULT_QDRANT_EDGE_PATH = "data/qdrant_edge"
 DEFAULT_OUTPUTS = "outputs"
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -33,6 +34,9 @@ _FALSE = {"0", "false", "no", "off", ""}
 
 Seconds = Annotated[float, Field(gt=0)]
 Port = Annotated[int, Field(gt=0, lt=65536)]
+
+#: What kind of Qdrant the target is: a server (also Cloud, a cluster), Qdrant Edge, or qdrant-client's local mode.
+TargetKind = Literal["server", "edge", "local"]
 
 #: How to fix a variable of each kind, appended to pydantic's complaint.
 _HINTS = {
@@ -67,7 +71,8 @@ class Environment(BaseSettings):
     CHROMA_AUTH_TOKEN: SecretStr | None = None
     QDRANT_URL: str | None = None
     QDRANT_API_KEY: SecretStr | None = None
-    QDRANT_PATH: str = DEFAULT_QDRANT_PATH
+    QDRANT_EDGE_PATH: str | None = None
+    QDRANT_PATH: str | None = None
     QDRANT_PREFER_GRPC: bool = False
     QDRANT_TIMEOUT: Seconds = 60.0
     RUNBOOK_ALLOW_INSECURE_API_KEY: bool = False
@@ -172,24 +177,41 @@ class ChromaSettings(BaseModel):
 
 
 class QdrantSettings(BaseModel):
-    """Where the Qdrant target is: a server (URL) or qdrant-client's embedded local mode (path)."""
+    """Where the Qdrant target is; exactly one of ``url`` (a server), ``edge_path`` (Qdrant Edge: one shard per
+    collection in that folder) and ``path`` (qdrant-client's embedded local mode) is set."""
 
     model_config = ConfigDict(frozen=True)
 
-    path: Path | None
+    path: Path | None = None
+    edge_path: Path | None = None
     url: str | None = None
     prefer_grpc: bool = False
     timeout_s: float = 60.0
     allow_insecure_api_key: bool = False
     api_key: SecretStr | None = None
 
+    @model_validator(mode="after")
+    def _one_target(self) -> QdrantSettings:
+        named = [n for n, v in (("url", self.url), ("edge_path", self.edge_path), ("path", self.path)) if v is not None]
+        if len(named) != 1:
+            raise ValueError(f"exactly one of url, edge_path and path names the Qdrant target, got {named or 'none'}")
+        return self
+
+    @property
+    def kind(self) -> TargetKind:
+        if self.url is not None:
+            return "server"
+        return "edge" if self.edge_path is not None else "local"
+
     @property
     def is_server(self) -> bool:
-        return self.url is not None
+        return self.kind == "server"
 
     def describe(self) -> str:
-        if self.is_server:
+        if self.kind == "server":
             return f"Qdrant server {self.url}" + (" (API key set)" if self.api_key else "")
+        if self.kind == "edge":
+            return f"Qdrant Edge at {self.edge_path}"
         return f"Qdrant embedded local mode at {self.path}"
 
 
@@ -218,7 +240,8 @@ class Settings(BaseModel):
             "chroma_auth_token_set": self.chroma.auth_token is not None,
             "target": self.qdrant.describe(),
             "qdrant_url": self.qdrant.url,
-            "qdrant_path": None if self.qdrant.is_server else str(self.qdrant.path),
+            "qdrant_edge_path": None if self.qdrant.edge_path is None else str(self.qdrant.edge_path),
+            "qdrant_path": None if self.qdrant.path is None else str(self.qdrant.path),
             "qdrant_api_key_set": self.qdrant.api_key is not None,
             "qdrant_prefer_grpc": self.qdrant.prefer_grpc,
             "outputs": str(self.outputs),
@@ -235,7 +258,7 @@ def _validate_qdrant_url(url: str, api_key: bool, allow_insecure: bool) -> str:
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ConfigError(
             f"QDRANT_URL={url!r} is not a URL: set it like https://xyz.cloud.qdrant.io:6333 or "
-            "http://localhost:6333, or unset it to use the embedded local mode at QDRANT_PATH."
+            "http://localhost:6333, or unset it to use Qdrant Edge (QDRANT_EDGE_PATH)."
         )
     try:
         _ = parsed.port
@@ -247,6 +270,13 @@ def _validate_qdrant_url(url: str, api_key: bool, allow_insecure: bool) -> str:
             "QDRANT_URL, or set RUNBOOK_ALLOW_INSECURE_API_KEY=true if this network is trusted."
         )
     return url.rstrip("/")
+
+
+def _target_dir(variable: str, value: str) -> Path:
+    path = resolve(value)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{variable} points to {path}, which is a file: point it at a directory.")
+    return path
 
 
 def _scratch_dir(value: str | None) -> Path | None:
@@ -290,13 +320,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     elif api_key is not None:
         raise ConfigError(
             "QDRANT_API_KEY is set but QDRANT_URL is not: set QDRANT_URL to your Qdrant server, or unset "
-            "QDRANT_API_KEY to use the embedded local mode."
+            "QDRANT_API_KEY to use Qdrant Edge (QDRANT_EDGE_PATH) or the embedded local mode (QDRANT_PATH)."
         )
-    qdrant_path = resolve(e.QDRANT_PATH)
-    if url is None and qdrant_path.exists() and not qdrant_path.is_dir():
-        raise ConfigError(f"QDRANT_PATH points to {qdrant_path}, which is a file: point it at a directory.")
+    edge_path = path = None
+    if url is None:  # the first of QDRANT_URL, QDRANT_EDGE_PATH, QDRANT_PATH that is set; Edge by default
+        if e.QDRANT_EDGE_PATH is not None or e.QDRANT_PATH is None:
+            edge_path = _target_dir("QDRANT_EDGE_PATH", e.QDRANT_EDGE_PATH or DEFAULT_QDRANT_EDGE_PATH)
+        else:
+            path = _target_dir("QDRANT_PATH", e.QDRANT_PATH)
     qdrant = QdrantSettings(
-        path=qdrant_path,
+        path=path,
+        edge_path=edge_path,
         url=url,
         prefer_grpc=e.QDRANT_PREFER_GRPC,
         timeout_s=e.QDRANT_TIMEOUT,

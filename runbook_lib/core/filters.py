@@ -17,7 +17,9 @@ collection in ``tests/test_vector_db.py``:
 * **Numbers**: an int and a float are equal when their values are (``{"page": 3}`` matches
   ``page: 3.0`` and ``{"page": 3.0}`` matches ``page: 3``). Qdrant's exact match keeps ints and
   floats apart (and takes no floats), so numeric equality becomes ``Range(gte=v, lte=v)``.
-  Integers beyond 2^53 match exactly (``MatchValue``): a float range there would also match neighbours.
+  Integers from 2^53 up match exactly (``MatchValue``): a float range there would also match neighbours. Qdrant
+  compares ranges in floats, so a range bound from 2^53 up also takes the integers that round to the bound's float
+  and lie on its side (listed: a few hundred at most) -- checked on the engine in ``tests/test_engine_filters.py``.
 * **Booleans** are their own type: ``{"flag": True}`` does not match ``flag: 1`` and ``{"flag": 1}``
   does not match ``flag: True``; ranges never match booleans (Chroma rejects boolean range operands).
 * **Strings** never equal numbers: ``{"page": "3"}`` matches nothing stored as a number.
@@ -152,8 +154,7 @@ def _field(key: str, operator: Any, operand: Any, flat: bool = False) -> models.
         return models.Filter(must_not=[_scalar_in(path, [_scalar(key, operator, operand)])])
     if operator in _RANGE_OPERATORS:
         number = _number(key, operator, operand)
-        rng = models.Range(**{_RANGE_OPERATORS[operator]: number})
-        return _scalar_only(path, lambda p: models.FieldCondition(key=p, range=rng))
+        return _scalar_only(path, lambda p: _compare(p, operator, number))
     if operator in ("$in", "$nin"):
         values = _scalar_list(key, operator, operand)
         condition = _scalar_in(path, values)
@@ -185,14 +186,39 @@ def _equals_any(path: str, values: list[Scalar]) -> models.Condition:
     return conditions[0] if len(conditions) == 1 else models.Filter(should=conditions)
 
 
-#: Beyond this magnitude not every integer is a float: a range (float bounds) would match neighbours too.
+#: From this magnitude up not every integer is a float: a range (float bounds) would match neighbours too.
 EXACT_FLOAT_INT = 2**53
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _compare(path: str, operator: str, number: float | int) -> models.Condition:
+    """The value at ``path`` compares with ``number`` as Chroma compares them (``$gt``, ``$gte``, ``$lt``, ``$lte``)."""
+    bound = _RANGE_OPERATORS[operator]
+    if not isinstance(number, int) or abs(number) < EXACT_FLOAT_INT:
+        return models.FieldCondition(key=path, range=models.Range(**{bound: number}))
+    # Qdrant compares floats: float(v) > float(n) implies v > n, and the integers v with float(v) == float(n) are
+    # listed by which side of n they lie on. (A float stored at float(n) itself is not matched, as for equality.)
+    rounded = float(number)
+    strict = models.Range(**{"gt" if bound in ("gt", "gte") else "lt": rounded})
+    spread = int(math.ulp(rounded))
+    same_float = [v for v in range(int(rounded) - spread, int(rounded) + spread + 1) if float(v) == rounded]
+    side = {
+        "gt": [v for v in same_float if v > number],
+        "gte": [v for v in same_float if v >= number],
+        "lt": [v for v in same_float if v < number],
+        "lte": [v for v in same_float if v <= number],
+    }[bound]
+    side = [v for v in side if _INT64[0] <= v <= _INT64[1]]  # Chroma's integers are 64-bit
+    conditions: list[models.Condition] = [models.FieldCondition(key=path, range=strict)]
+    if side:
+        conditions.append(models.FieldCondition(key=path, match=models.MatchAny(any=side)))
+    return models.Filter(should=conditions)
 
 
 def _equals(path: str, value: Scalar) -> models.FieldCondition:
     if isinstance(value, bool | str):
         return models.FieldCondition(key=path, match=models.MatchValue(value=value))
-    if isinstance(value, int) and abs(value) > EXACT_FLOAT_INT:
+    if isinstance(value, int) and abs(value) >= EXACT_FLOAT_INT:
         # Exact integer match: Range(gte=v, lte=v) would round v to a float and also match v +/- 1. (A float
         # stored at this magnitude is not matched; Chroma metadata of that size is integers in practice.)
         return models.FieldCondition(key=path, match=models.MatchValue(value=value))

@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from runbook_lib.core.filters import payload_path
-from runbook_lib.core.mapping import PAYLOAD_DOCUMENT_KEY
 from runbook_lib.errors import ConfigError
 
 IndexType = Literal["keyword", "integer", "float", "bool", "text"]
@@ -61,22 +60,19 @@ class Unindexed:
         return asdict(self)
 
 
-def layout_paths(layout_name: str) -> tuple[bool, str | None]:
-    """(metadata keys flat at the top level, the payload path of the document text) for a payload layout: the
-    ``llamaindex`` layout keeps metadata flat and its text inside ``_node_content``'s JSON (no text field to index)."""
-    return {
-        "runbook": (False, PAYLOAD_DOCUMENT_KEY),
-        "langchain": (False, "page_content"),
-        "llamaindex": (True, None),
-    }[layout_name]
-
-
 def value_type(value: Any) -> str:
     """The type name the plan knows a metadata value by: ``str``/``int``/``float``/``bool``, or ``list:<element
     types joined by |>`` for a list (``list:`` when empty)."""
     if isinstance(value, list):
         return "list:" + "|".join(sorted({type(v).__name__ for v in value}))
     return type(value).__name__
+
+
+def add_key_types(key_types: dict[str, set[str]], metadatas: Iterable[Mapping[str, Any] | None]) -> None:
+    """Add the :func:`value_type` of every metadata value to ``key_types`` (key -> type names)."""
+    for meta in metadatas:
+        for key, value in (meta or {}).items():
+            key_types.setdefault(key, set()).add(value_type(value))
 
 
 def index_type_for(types: Iterable[str]) -> tuple[IndexType | None, str]:

@@ -184,9 +184,8 @@ class Step:
 def figure_description(fig: Any, name: str) -> str:
     """Alt text for a chart: its title and its panels' titles (what a reader of the HTML would see first)."""
     parts = []
-    suptitle = getattr(fig, "_suptitle", None)
-    if suptitle is not None and suptitle.get_text():
-        parts.append(suptitle.get_text())
+    if fig.get_suptitle():
+        parts.append(fig.get_suptitle())
     parts += [ax.get_title() for ax in fig.get_axes() if ax.get_title()]
     return "; ".join(parts) or f"Chart: {name.replace('_', ' ')}"
 

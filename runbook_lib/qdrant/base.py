@@ -43,6 +43,9 @@ class Capabilities:
     payload_indexes: bool
     #: Approximate (HNSW) search exists beside exact search: server and Edge; local mode always scans.
     hnsw: bool
+    #: Several upserts in flight at once overlap a server's round trips (``workers``); in-process targets write
+    #: one batch at a time.
+    concurrent_writes: bool = False
 
 
 @dataclass(frozen=True)

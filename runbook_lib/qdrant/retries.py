@@ -1,5 +1,5 @@
-"""Retries for Qdrant calls: which errors are transient; the policy itself is the one both stores use
-(:mod:`runbook_lib.core.retries`)."""
+"""Retries for Qdrant calls: which errors are transient, and the one retry policy (:mod:`runbook_lib.core.retries`)
+with its two budgets: a step's (patient), an app's (brief)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 import httpx
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from runbook_lib.core.retries import TRANSIENT_STATUS, retry_decorator
+from runbook_lib.core.retries import BRIEF, PATIENT, TRANSIENT_STATUS, retry_decorator
 
 log = logging.getLogger("runbook_lib.qdrant.target")
 
@@ -35,5 +35,8 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
-#: Retry policy for every call that writes or reads a batch.
-retry_transient = retry_decorator(is_transient, "Qdrant call", log)
+#: Retry policy for every call that writes or reads a batch (a step's budget).
+retry_transient = retry_decorator(is_transient, "Qdrant call", log, PATIENT)
+#: Retry policy for an app's calls (``fail_fast``): 3 tries within about a second, so an app's request fails fast
+#: (``VECTOR_DB=dual`` journals what its second store missed).
+retry_briefly = retry_decorator(is_transient, "Qdrant call", log, BRIEF)

@@ -1,19 +1,20 @@
-"""The Qdrant target: embedded local mode (``QDRANT_PATH``) or a server (``QDRANT_URL`` + ``QDRANT_API_KEY``).
+"""The Qdrant-side interface over qdrant-client: a server (``QDRANT_URL`` + ``QDRANT_API_KEY``, also Qdrant Cloud and
+clusters) or qdrant-client's embedded local mode (``QDRANT_PATH``).
 
-Everything the runbook does to Qdrant goes through :class:`QdrantTarget`, so retries, error
-messages and the local/server differences live here. Local mode and a server share qdrant-client's
-API; server-only features (deferred indexing, sharding, replication) are no-ops in local mode.
+Both speak qdrant-client's public API; what local mode lacks (deferred indexing, sharding, replication, payload
+indexes, approximate search) is stated in :attr:`QdrantTarget.capabilities` and skipped here, so callers branch on a
+capability, never on the kind of target.
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from importlib import metadata as importlib_metadata
 from types import EllipsisType
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 from qdrant_client import QdrantClient, models
@@ -21,16 +22,23 @@ from qdrant_client import QdrantClient, models
 from runbook_lib.config.settings import QdrantSettings
 from runbook_lib.core.mapping import PAYLOAD_ID_KEY
 from runbook_lib.errors import ConfigError, TargetError
-from runbook_lib.qdrant import local_storage, rest_body
-from runbook_lib.qdrant.retries import is_transient, retry_transient
+from runbook_lib.qdrant.base import Capabilities, IndexType, TargetCollection
+from runbook_lib.qdrant.retries import retry_briefly, retry_transient
 
-__all__ = ["QdrantTarget", "TargetCollection", "connect", "indexing_to_restore", "is_transient", "retry_transient"]
+__all__ = ["QdrantTarget", "TargetCollection", "indexing_to_restore"]
 
 log = logging.getLogger(__name__)
 
 #: Qdrant's documented default indexing threshold (kB): restored only when a new collection's own configuration
 #: does not say which threshold it has (its own value is what is restored otherwise).
 DEFAULT_INDEXING_THRESHOLD = 20_000
+
+SERVER_CAPABILITIES = Capabilities(
+    kind="server", aliases=True, cluster=True, engine=True, payload_indexes=True, hnsw=True, concurrent_writes=True
+)
+LOCAL_CAPABILITIES = Capabilities(
+    kind="local", aliases=True, cluster=False, engine=False, payload_indexes=False, hnsw=False
+)
 
 
 def indexing_to_restore(*, deferred_from: int | None, current: int | None) -> int | None:
@@ -50,28 +58,33 @@ _DISTANCES = {
     "Dot": models.Distance.DOT,
 }
 
-
-@dataclass(frozen=True)
-class TargetCollection:
-    name: str
-    size: int
-    distance: str  # "Cosine" | "Euclid" | "Dot"
-    points: int
+#: The payload index each :data:`~runbook_lib.qdrant.base.IndexType` creates. The text index splits words and keeps
+#: their case, so a match is case-sensitive as Chroma's ``$contains`` is.
+_INDEX_SCHEMAS: dict[str, models.PayloadSchemaType | models.TextIndexParams] = {
+    "keyword": models.PayloadSchemaType.KEYWORD,
+    "integer": models.PayloadSchemaType.INTEGER,
+    "float": models.PayloadSchemaType.FLOAT,
+    "bool": models.PayloadSchemaType.BOOL,
+    "text": models.TextIndexParams(
+        type=models.TextIndexType.TEXT, tokenizer=models.TokenizerType.WORD, lowercase=False
+    ),
+}
 
 
 class QdrantTarget:
-    """A connection to the Qdrant target. Use as a context manager; local mode locks its directory."""
+    """:class:`~runbook_lib.qdrant.base.QdrantStore` over qdrant-client. Use as a context manager; local mode locks
+    its directory until :meth:`close`. ``fail_fast``: retry transient errors briefly (an app's calls)."""
 
-    #: Reads (scroll, retrieve, query) ask every replica (``consistency=all``) when True: what verify uses, so a
-    #: replicated cluster cannot answer from a replica that has not applied every write yet.
     strong_reads: bool = False
 
-    def __init__(self, settings: QdrantSettings) -> None:
+    def __init__(self, settings: QdrantSettings, *, fail_fast: bool = False) -> None:
         self.settings = settings
-        self.client = connect(settings)
-        self.is_local = not settings.is_server
+        self._retry = retry_briefly if fail_fast else retry_transient
+        self.client = _connect(settings)
+        self.capabilities = SERVER_CAPABILITIES if settings.is_server else LOCAL_CAPABILITIES
         #: collection -> its own indexing_threshold, for the collections this target created with indexing deferred
         self._deferred: dict[str, int] = {}
+        self._server_version: str | None = None
 
     def __enter__(self) -> QdrantTarget:
         return self
@@ -88,20 +101,40 @@ class QdrantTarget:
     def describe(self) -> str:
         return self.settings.describe()
 
+    def identity(self) -> dict[str, Any]:
+        client_version = _package_version("qdrant-client")
+        if not self.settings.is_server:
+            return {"kind": "local", "path": str(self.settings.path), "client_version": client_version}
+        if self._server_version is None:
+            try:
+                self._server_version = str(self._retry(self.client.info)().version)
+            except Exception as exc:
+                log.warning("the Qdrant server at %s did not say its version: %s", self._url(), _short(exc))
+        return {
+            "kind": "server",
+            "url": self._url(),
+            "server_version": self._server_version,
+            "client_version": client_version,
+            "transport": "gRPC" if self.settings.prefer_grpc else "REST",
+        }
+
+    def ping(self) -> None:
+        self._call("list collections", self.client.get_collections, retry=False)
+
     # --- collections and aliases ---------------------------------------------------------------
     def collection_names(self) -> list[str]:
-        return sorted(c.name for c in self.client.get_collections().collections)
+        listing = self._call("list collections", self.client.get_collections)
+        return sorted(c.name for c in listing.collections)
 
     def aliases(self) -> dict[str, str]:
-        """alias name -> collection name."""
-        return {a.alias_name: a.collection_name for a in self.client.get_aliases().aliases}
+        listing = self._call("list aliases", self.client.get_aliases)
+        return {a.alias_name: a.collection_name for a in listing.aliases}
 
     def exists(self, name: str) -> bool:
-        """True when a collection or an alias of that name exists."""
-        return bool(self.client.collection_exists(name))
+        return bool(self._call(f"look up {name!r}", self.client.collection_exists, collection_name=name))
 
     def describe_collection(self, name: str) -> TargetCollection:
-        info = self.client.get_collection(name)
+        info = self._call(f"describe collection {name!r}", self.client.get_collection, collection_name=name)
         params = info.config.params.vectors
         if not isinstance(params, models.VectorParams):
             raise TargetError(
@@ -125,25 +158,29 @@ class QdrantTarget:
         replication_factor: int | None = None,
         write_consistency_factor: int | None = None,
         defer_indexing: bool = True,
+        hnsw: dict[str, int] | None = None,
     ) -> int | None:
         """Create a collection for one unnamed float32 vector per point.
 
         On a server, ``defer_indexing`` switches HNSW indexing off (``indexing_threshold=0``) so the bulk load does
         not build the graph segment by segment: the collection's own threshold is read from its configuration first
         and returned -- keep it (the migration checkpoint) and hand it to :meth:`finish_bulk_load`, which restores
-        it. None: indexing was not deferred (local mode, or ``defer_indexing`` off).
+        it. None: indexing was not deferred (local mode, or ``defer_indexing`` off). Local mode has no shards,
+        replicas or HNSW index, so those arguments are not sent to it.
         """
         try:
             qd_distance = _DISTANCES[distance]
         except KeyError:
             raise ConfigError(f"Unknown Qdrant distance {distance!r}: expected Cosine, Euclid or Dot.") from None
         kwargs: dict[str, Any] = {}
-        if not self.is_local:
+        if self.capabilities.cluster:
             kwargs.update(
                 shard_number=shard_number,
                 replication_factor=replication_factor,
                 write_consistency_factor=write_consistency_factor,
             )
+        if self.capabilities.hnsw and hnsw:
+            kwargs["hnsw_config"] = _hnsw_config(hnsw)
         self._call(
             f"create collection {name!r}",
             self.client.create_collection,
@@ -151,7 +188,7 @@ class QdrantTarget:
             vectors_config=models.VectorParams(size=size, distance=qd_distance, datatype=models.Datatype.FLOAT32),
             **kwargs,
         )
-        if self.is_local or not defer_indexing:
+        if not self.capabilities.hnsw or not defer_indexing:
             return None
         own = self.indexing_threshold(name)
         previous = own if own is not None else DEFAULT_INDEXING_THRESHOLD
@@ -174,12 +211,14 @@ class QdrantTarget:
             optimizers_config=models.OptimizersConfigDiff(indexing_threshold=value),
         )
 
-    def finish_bulk_load(self, name: str, *, restore_to: int | EllipsisType | None = ...) -> int | None:
+    def finish_bulk_load(
+        self, name: str, *, restore_to: int | EllipsisType | None = ..., progress: Callable[[str], None] | None = None
+    ) -> int | None:
         """Restore indexing after a bulk load (server only): the threshold :meth:`create_collection` returned,
         passed as ``restore_to`` (a resumed run reads it from its checkpoint), else the one this target noted when it
         created the collection. A collection the run did not create is never touched, nor one whose threshold
-        someone changed meanwhile. Returns the threshold set, or None."""
-        if self.is_local:
+        someone changed meanwhile. Returns the threshold set, or None; ``progress`` hears what was done."""
+        if not self.capabilities.hnsw:
             return None
         deferred_from = self._deferred.get(name) if restore_to is ... else restore_to
         if not isinstance(deferred_from, int):
@@ -189,12 +228,14 @@ class QdrantTarget:
         if value is None:
             return None
         self._set_indexing_threshold(name, value, f"restore indexing of {name!r}")
+        if progress is not None:
+            progress(f"indexing of {name!r} restored (threshold {value} kB): the server builds its HNSW index now")
         return value
 
     def bulk_writes(self, name: str) -> AbstractContextManager[Callable[[], None]]:
-        """Batch-durable writes for a bulk load (local mode: see :mod:`runbook_lib.qdrant.local_storage`); yields
-        ``flush``, to call before recording a batch as written. A server's writes are durable when acknowledged."""
-        return local_storage.bulk_writes(self.client, name) if self.is_local else nullcontext(_no_flush)
+        """Yields a ``flush`` with nothing to do: a server's writes are durable once acknowledged, and local mode
+        stores each upsert before it returns."""
+        return nullcontext(_no_flush)
 
     def delete_collection(self, name: str) -> None:
         self._call(f"delete collection {name!r}", self.client.delete_collection, collection_name=name)
@@ -217,9 +258,38 @@ class QdrantTarget:
         op = models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias))
         self._call(f"delete alias {alias!r}", self.client.update_collection_aliases, change_aliases_operations=[op])
 
+    # --- payload indexes -----------------------------------------------------------------------
+    def create_payload_index(self, name: str, field: str, index_type: IndexType) -> None:
+        """Index one payload field (a server; local mode ignores payload indexes, so nothing is sent to it)."""
+        try:
+            schema = _INDEX_SCHEMAS[index_type]
+        except KeyError:
+            raise ConfigError(
+                f"Unknown payload index type {index_type!r} for {field!r}: expected one of {', '.join(_INDEX_SCHEMAS)}."
+            ) from None
+        if not self.capabilities.payload_indexes:
+            return
+        self._call(
+            f"index {field!r} of {name!r}",
+            self.client.create_payload_index,
+            collection_name=name,
+            field_name=field,
+            field_schema=schema,
+            wait=True,
+        )
+
+    def payload_indexes(self, name: str) -> dict[str, str] | None:
+        if not self.capabilities.payload_indexes:
+            return None
+        info = self._call(f"read the payload indexes of {name!r}", self.client.get_collection, collection_name=name)
+        return {field: _enum_value(index.data_type) for field, index in (info.payload_schema or {}).items()}
+
     # --- points --------------------------------------------------------------------------------
-    def count(self, name: str) -> int:
-        return int(self._call(f"count {name!r}", self.client.count, collection_name=name, exact=True).count)
+    def count(self, name: str, query_filter: models.Filter | None = None) -> int:
+        found = self._call(
+            f"count {name!r}", self.client.count, collection_name=name, count_filter=query_filter, exact=True
+        )
+        return int(found.count)
 
     def upsert(
         self,
@@ -230,14 +300,13 @@ class QdrantTarget:
         *,
         batch_label: str = "",
     ) -> None:
-        """Upsert one batch and wait for it to be applied. Transient errors are retried with backoff;
-        a permanent error raises :class:`TargetError` naming the collection and the batch."""
-        body = (
-            None if self.is_local or self.settings.prefer_grpc else rest_body.points_batch_json(ids, vectors, payloads)
-        )
-        rows = vectors.tolist() if body is None and isinstance(vectors, np.ndarray) else vectors
+        """Upsert one batch (``models.Batch``: REST or gRPC as the settings prefer) and wait for it to be applied.
+        Transient errors are retried with backoff; a permanent error raises :class:`TargetError` naming the
+        collection and the batch."""
+        rows = vectors.tolist() if isinstance(vectors, np.ndarray) else [list(v) for v in vectors]
+        batch = models.Batch(ids=list(ids), vectors=rows, payloads=list(payloads))
         try:
-            _upsert_with_retry(self.client, name, list(ids), rows, list(payloads), body)
+            self._retry(self.client.upsert)(collection_name=name, points=batch, wait=True)
         except Exception as exc:
             raise TargetError(
                 f"Qdrant refused {batch_label or 'a batch'} of collection {name!r} "
@@ -246,48 +315,85 @@ class QdrantTarget:
                 batch=batch_label,
             ) from exc
 
+    def overwrite_payloads(self, name: str, payloads: dict[str, dict[str, Any]]) -> None:
+        if not payloads:
+            return
+        operations = [
+            models.OverwritePayloadOperation(overwrite_payload=models.SetPayload(payload=payload, points=[pid]))
+            for pid, payload in payloads.items()
+        ]
+        self._call(
+            f"overwrite payloads of {name!r}",
+            self.client.batch_update_points,
+            collection_name=name,
+            update_operations=operations,
+            wait=True,
+        )
+
+    def delete_points(
+        self, name: str, ids: Sequence[str] | None = None, query_filter: models.Filter | None = None
+    ) -> None:
+        selector: models.PointIdsList | models.FilterSelector
+        if query_filter is not None:
+            conditions: list[models.Condition] = [query_filter]
+            if ids is not None:
+                conditions.insert(0, models.HasIdCondition(has_id=list(ids)))
+            selector = models.FilterSelector(filter=models.Filter(must=conditions))
+        elif ids is None:
+            raise ValueError(f"delete_points on {name!r} needs ids or a filter: it never empties a collection.")
+        elif not ids:
+            return
+        else:
+            selector = models.PointIdsList(points=list(ids))
+        self._call(
+            f"delete points of {name!r}", self.client.delete, collection_name=name, points_selector=selector, wait=True
+        )
+
     def scroll(
-        self, name: str, *, limit: int, offset: Any = None, with_vectors: bool = True
+        self,
+        name: str,
+        *,
+        limit: int,
+        offset: Any = None,
+        with_vectors: bool = True,
+        with_payload: bool | Sequence[str] = True,
+        query_filter: models.Filter | None = None,
     ) -> tuple[list[models.Record], Any]:
-        return self._call(
+        points, next_offset = self._call(
             f"read points of {name!r}",
             self.client.scroll,
             collection_name=name,
+            scroll_filter=query_filter,
             limit=limit,
-            **self._read_consistency(),
             offset=offset,
-            with_payload=True,
+            with_payload=_payload_selector(with_payload),
             with_vectors=with_vectors,
-        )
-
-    def retrieve(self, name: str, ids: Sequence[str], *, with_vectors: bool = True) -> list[models.Record]:
-        return self._call(
-            f"retrieve points of {name!r}",
-            self.client.retrieve,
-            collection_name=name,
-            ids=list(ids),
             **self._read_consistency(),
-            with_payload=True,
-            with_vectors=with_vectors,
+        )
+        return list(points), next_offset
+
+    def retrieve(
+        self, name: str, ids: Sequence[str], *, with_vectors: bool = True, with_payload: bool | Sequence[str] = True
+    ) -> list[models.Record]:
+        return list(
+            self._call(
+                f"retrieve points of {name!r}",
+                self.client.retrieve,
+                collection_name=name,
+                ids=list(ids),
+                with_payload=_payload_selector(with_payload),
+                with_vectors=with_vectors,
+                **self._read_consistency(),
+            )
         )
 
     def iter_chroma_ids(self, name: str, *, page: int) -> Iterator[tuple[str, Any]]:
-        """(point id, payload ``chroma_id`` or None) for every point, ``page`` points per request.
-
-        Reads only the ``chroma_id`` payload key and no vectors. Each page is retried on transient errors;
-        any other error propagates as qdrant-client raised it.
-        """
+        """(point id, payload ``chroma_id`` or None) for every point, ``page`` points per request; reads only the
+        ``chroma_id`` payload key and no vectors."""
         offset: Any = None
-        selector = models.PayloadSelectorInclude(include=[PAYLOAD_ID_KEY])
-        scroll = retry_transient(self.client.scroll)
         while True:
-            points, offset = scroll(
-                collection_name=name,
-                limit=page,
-                offset=offset,
-                with_payload=selector,
-                with_vectors=False,
-                **self._read_consistency(),
+            points, offset = self.scroll(
+                name, limit=page, offset=offset, with_vectors=False, with_payload=[PAYLOAD_ID_KEY]
             )
             for p in points:
                 yield str(p.id), (p.payload or {}).get(PAYLOAD_ID_KEY)
@@ -303,52 +409,64 @@ class QdrantTarget:
         exact: bool = False,
         query_filter: models.Filter | None = None,
         with_payload: bool = True,
+        with_vectors: bool = False,
+        retry: bool = True,
     ) -> list[models.ScoredPoint]:
-        """Nearest neighbours (``query_points``). ``exact`` asks a server for a full scan; local mode
-        always scans exactly."""
-        params = None if self.is_local else models.SearchParams(exact=exact)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            response = self._call(
-                f"query {name!r}",
-                self.client.query_points,
-                collection_name=name,
-                query=list(vector),
-                limit=limit,
-                search_params=params,
-                query_filter=query_filter,
-                with_payload=with_payload,
-                **self._read_consistency(),
-            )
+        """Nearest neighbours (``query_points``). ``exact`` asks a server for a full scan; local mode always scans
+        (it is given no search parameters, which it would only warn about)."""
+        response = self._call(
+            f"query {name!r}",
+            self.client.query_points,
+            retry=retry,
+            collection_name=name,
+            query=list(vector),
+            limit=limit,
+            search_params=models.SearchParams(exact=exact) if self.capabilities.hnsw else None,
+            query_filter=query_filter,
+            with_payload=with_payload,
+            with_vectors=with_vectors,
+            **self._read_consistency(),
+        )
         return list(response.points)
 
     # --- helpers -------------------------------------------------------------------------------
     def _read_consistency(self) -> dict[str, Any]:
-        """``consistency=all`` for a server when :attr:`strong_reads` is set (local mode has one copy)."""
-        if self.strong_reads and not self.is_local:
+        """``consistency=all`` on a cluster when :attr:`strong_reads` is set (local mode has one copy)."""
+        if self.strong_reads and self.capabilities.cluster:
             return {"consistency": models.ReadConsistencyType.ALL}
         return {}
 
-    def _call(self, what: str, fn: Any, /, **kwargs: Any) -> Any:
+    def _call(self, what: str, fn: Callable[..., Any], /, *, retry: bool = True, **kwargs: Any) -> Any:
         try:
-            return retry_transient(fn)(**kwargs)
+            return (self._retry(fn) if retry else fn)(**kwargs)
         except Exception as exc:
             raise TargetError(f"Qdrant could not {what} at {self.describe()}: {_short(exc)}") from exc
 
+    def _url(self) -> str:
+        """The server's URL without any user name or password in it."""
+        parts = urlsplit(str(self.settings.url))
+        host = parts.hostname or ""
+        netloc = f"[{host}]" if ":" in host else host
+        if parts.port is not None:
+            netloc += f":{parts.port}"
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
-@retry_transient
-def _upsert_with_retry(
-    client: QdrantClient,
-    name: str,
-    ids: list[str],
-    vectors: Any,
-    payloads: list[dict[str, Any]],
-    body: bytes | None = None,
-) -> None:
-    if body is not None:  # encoded once, outside the retries (see runbook_lib.qdrant.rest_body)
-        client.http.points_api.upsert_points(collection_name=name, wait=True, point_insert_operations=body)  # type: ignore[arg-type]
-        return
-    client.upsert(collection_name=name, points=models.Batch(ids=ids, vectors=vectors, payloads=payloads), wait=True)
+
+def _hnsw_config(hnsw: dict[str, int]) -> models.HnswConfigDiff:
+    unknown = sorted(set(hnsw) - {"m", "ef_construct"})
+    if unknown:
+        raise ConfigError(f"Unknown HNSW parameters {unknown}: the runbook carries m and ef_construct only.")
+    return models.HnswConfigDiff(m=hnsw.get("m"), ef_construct=hnsw.get("ef_construct"))
+
+
+def _payload_selector(with_payload: bool | Sequence[str]) -> bool | models.PayloadSelectorInclude:
+    if isinstance(with_payload, bool):
+        return with_payload
+    return models.PayloadSelectorInclude(include=list(with_payload))
+
+
+def _enum_value(value: Any) -> str:
+    return str(value.value if hasattr(value, "value") else value)
 
 
 def _short(exc: BaseException) -> str:
@@ -360,8 +478,16 @@ def _no_flush() -> None:
     return None
 
 
-def connect(settings: QdrantSettings) -> QdrantClient:
-    """Open qdrant-client for the settings; one clear :class:`ConfigError` when that is impossible."""
+def _package_version(package: str) -> str | None:
+    try:
+        return importlib_metadata.version(package)
+    except importlib_metadata.PackageNotFoundError:  # pragma: no cover - installed with the runbook
+        return None
+
+
+def _connect(settings: QdrantSettings) -> QdrantClient:
+    """Open qdrant-client for the settings; one clear :class:`ConfigError` when that is impossible. On a server,
+    qdrant-client checks that its version and the server's are compatible (it warns on a mismatch)."""
     if settings.is_server:
         try:
             client = QdrantClient(
@@ -369,7 +495,6 @@ def connect(settings: QdrantSettings) -> QdrantClient:
                 api_key=settings.api_key.get_secret_value() if settings.api_key else None,
                 prefer_grpc=settings.prefer_grpc,
                 timeout=int(settings.timeout_s),
-                check_compatibility=False,
             )
             client.get_collections()
         except Exception as exc:

@@ -203,10 +203,10 @@ def read_live(settings: QdrantSettings) -> LiveNames | None:
     An embedded local-mode folder that does not exist holds nothing (and is not created)."""
     if not settings.is_server and (settings.path is None or not settings.path.is_dir()):
         return LiveNames(frozenset(), {})
-    from runbook_lib.qdrant.target import QdrantTarget
+    from runbook_lib.qdrant.connect import open_target
 
     try:
-        with QdrantTarget(settings) as target:
+        with open_target(settings) as target:
             return LiveNames(frozenset(target.collection_names()), dict(target.aliases()))
     except Exception:
         return None

@@ -19,19 +19,19 @@ from runbook_lib.chroma.base import ChromaReader
 from runbook_lib.chroma.connect import open_source
 from runbook_lib.core.layouts import Layout, detect_framework, get_layout, is_llamaindex_record, recommended_layout
 from runbook_lib.core.mapping import id_collisions
-from runbook_lib.core.payload_indexes import missing_keys, plan_payload_indexes, value_type
+from runbook_lib.core.payload_indexes import add_key_types, missing_keys, plan_payload_indexes
 from runbook_lib.core.plan import plan_collection
 from runbook_lib.errors import ConfigError, DimensionMismatchError, RunbookError
 from runbook_lib.kernel.display import progress
 from runbook_lib.kernel.step import Step
-from runbook_lib.qdrant.target import QdrantTarget
+from runbook_lib.qdrant.connect import open_target
 from runbook_lib.steps.dry_run.charts import dry_run_charts
 from runbook_lib.steps.dry_run.result import DryRunResult
 
 #: Write rates used for the time estimate (points/s for 1536-d points); the estimate scales them by dimension.
-#: Local: ~1,270 points/s measured by benchmarks/run_cost_bench.py at scale 1 and 10 (14,365 records copied in
-#: 11.3-11.6 s; 143,650 in 112 s) since bulk loads write ahead (runbook_lib/qdrant/local_storage.py).
-ESTIMATED_POINTS_PER_S = {"local": 1200.0, "server": 1500.0}
+#: Local: ~340 points/s on a quiet disk, ~100 on a busy one (benchmarks/local_write_bench.py: qdrant-client's local
+#: mode flushes the disk once per point).
+ESTIMATED_POINTS_PER_S = {"local": 300.0, "server": 1500.0}
 
 
 def inventory(
@@ -81,8 +81,7 @@ def inventory(
                 no_metadata += 1
                 continue
             meta_bytes += len(json.dumps(meta, ensure_ascii=False).encode())
-            for k, v in meta.items():
-                key_types.setdefault(k, set()).add(value_type(v))
+            add_key_types(key_types, [meta])
     dimension = dims.most_common(1)[0][0] if dims else info.dimension
     vector_bytes = sum(d * n * 4 for d, n in dims.items())
     warnings: list[str] = []
@@ -217,7 +216,7 @@ def _existing_targets(step: Step, targets: list[str]) -> list[str]:
     if not q.is_server and not (q.path / "meta.json").is_file():
         return []  # no local storage yet: do not create one in a dry run
     try:
-        with QdrantTarget(q) as target:
+        with open_target(q) as target:
             return [t for t in targets if target.exists(t)]
     except RunbookError:
         raise

@@ -34,7 +34,8 @@ from runbook_lib.errors import (
 )
 from runbook_lib.kernel.display import progress
 from runbook_lib.kernel.step import Step
-from runbook_lib.qdrant.target import QdrantTarget
+from runbook_lib.qdrant.base import QdrantStore
+from runbook_lib.qdrant.connect import open_target
 from runbook_lib.state.checkpoint import CHECKPOINT, Checkpoint
 from runbook_lib.state.ledger import Ledger
 from runbook_lib.steps.migrate.charts import migrate_charts
@@ -64,7 +65,7 @@ def _prepare_source(step: Step, checkpoint: Checkpoint) -> tuple[ChromaReader, B
     return open_source(chroma, copy_from=backup.data_dir), backup
 
 
-def _ensure_target(target: QdrantTarget, entry: PlanEntry, state: dict[str, Any], on_existing: str, p: Any) -> None:
+def _ensure_target(target: QdrantStore, entry: PlanEntry, state: dict[str, Any], on_existing: str, p: Any) -> None:
     if state.get("created_by_run") and target.exists(entry.target):
         check_shape(target, entry)
         return
@@ -102,7 +103,7 @@ def migrate(step: Step) -> MigrationResult:
     checkpoint.data.setdefault("target", step.settings.qdrant.describe())
     layout = _run_layout(checkpoint, p)
     chroma = step.settings.chroma
-    with QdrantTarget(step.settings.qdrant) as target:  # the target is reachable before anything changes
+    with open_target(step.settings.qdrant) as target:  # the target is reachable before anything changes
         fresh_backup = not chroma.is_server and not checkpoint.data.get("backup_path")
         if fresh_backup:
             _record_plan(checkpoint, _check_before_backup(step, target, checkpoint))
@@ -182,7 +183,7 @@ def _run_layout(checkpoint: Checkpoint, p: Any) -> Layout:
     return get_layout(p.payload_layout, p.null_documents)
 
 
-def _check_before_backup(step: Step, target: QdrantTarget, checkpoint: Checkpoint) -> list[Planned]:
+def _check_before_backup(step: Step, target: QdrantStore, checkpoint: Checkpoint) -> list[Planned]:
     """The checks that need no copy of the source: names and ids read from SQLite in read-only mode. A database
     whose layout the catalog reader does not know is checked on a scratch copy instead."""
     chroma = step.settings.chroma
@@ -203,7 +204,7 @@ def _discard_backup(backup: Backup, checkpoint: Checkpoint) -> None:
     checkpoint.save()
 
 
-def _preflight(step: Step, source: ChromaReader, target: QdrantTarget, checkpoint: Checkpoint) -> list[Planned]:
+def _preflight(step: Step, source: ChromaReader, target: QdrantStore, checkpoint: Checkpoint) -> list[Planned]:
     return preflight(source, target, step.params, run_id=step.run.run_id, states=checkpoint.data["collections"])
 
 
@@ -216,7 +217,7 @@ def _record_plan(checkpoint: Checkpoint, planned: list[Planned]) -> None:
 
 def _migrate_one(
     source: ChromaReader,
-    target: QdrantTarget,
+    target: QdrantStore,
     entry: PlanEntry,
     ids: list[str],
     state: dict[str, Any],

@@ -18,7 +18,7 @@ from runbook_lib.core.fingerprint import Fingerprint, fingerprints
 from runbook_lib.core.layouts import Layout
 from runbook_lib.core.mapping import normalise_rows, point_id
 from runbook_lib.core.plan import PlanEntry
-from runbook_lib.qdrant.target import QdrantTarget
+from runbook_lib.qdrant.base import QdrantStore
 from runbook_lib.state.ledger import Ledger
 
 
@@ -28,7 +28,7 @@ class Points:
 
     index: int
     ids: list[str]
-    vectors: np.ndarray  # (n, dim) float32; QdrantTarget.upsert converts it once, outside its retries
+    vectors: np.ndarray  # (n, dim) float32; QdrantStore.upsert converts it once, outside its retries
     payloads: list[dict[str, Any]]
     chroma_ids: list[str] = field(default_factory=list)
     fingerprints: list[Fingerprint] = field(default_factory=list)  # for the run's ledger (what sync compares)
@@ -68,7 +68,7 @@ _DONE = object()
 
 def copy_collection(
     source: ChromaReader,
-    target: QdrantTarget,
+    target: QdrantStore,
     entry: PlanEntry,
     *,
     ids: list[str],
@@ -142,7 +142,7 @@ def copy_collection(
         )
         return item
 
-    parallel = workers > 1 and not target.is_local
+    parallel = workers > 1 and target.capabilities.concurrent_writes
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upsert") if parallel else None
     in_flight: set[Future[Points]] = set()
     with target.bulk_writes(entry.target) as flush:

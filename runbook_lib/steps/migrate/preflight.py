@@ -17,7 +17,7 @@ from runbook_lib.core.layouts import get_layout
 from runbook_lib.core.mapping import id_collisions, id_scheme
 from runbook_lib.core.plan import PlanEntry, plan_collection, resolve_collections, target_names
 from runbook_lib.errors import ConfigError, DimensionMismatchError, ExistingCollectionError, TargetError
-from runbook_lib.qdrant.target import QdrantTarget
+from runbook_lib.qdrant.base import QdrantStore
 
 #: At most this many colliding pairs are named in the error.
 _SHOWN_PAIRS = 5
@@ -50,7 +50,7 @@ def _names_only(source: ChromaCatalog, name: str, ids: list[str], *, run_id: str
     return PlanEntry(name, len(ids), dimension, "?", "?", tname, alias, id_scheme(ids) if ids else "n/a (empty)")
 
 
-def check_shape(target: QdrantTarget, entry: PlanEntry) -> None:
+def check_shape(target: QdrantStore, entry: PlanEntry) -> None:
     """A kept target collection must have the source's dimension and distance."""
     found = target.describe_collection(entry.target)
     if found.size != entry.dimension:
@@ -72,7 +72,7 @@ def existing_collection_error(name: str) -> ExistingCollectionError:
 
 
 def check_target(
-    target: QdrantTarget, entry: PlanEntry, state: Mapping[str, Any], on_existing: str, *, shape: bool = True
+    target: QdrantStore, entry: PlanEntry, state: Mapping[str, Any], on_existing: str, *, shape: bool = True
 ) -> None:
     """What ``_ensure_target`` will do with this collection is allowed (read-only)."""
     if entry.dimension is None or not target.exists(entry.target):
@@ -106,7 +106,7 @@ def check_layout(source: ChromaReader, name: str, ids: list[str], p: Any) -> Non
 
 def preflight(
     source: ChromaCatalog,
-    target: QdrantTarget,
+    target: QdrantStore,
     p: Any,
     *,
     run_id: str,

@@ -43,7 +43,8 @@ from runbook_lib.chroma.connect import open_source
 from runbook_lib.config.params import MonitorParams
 from runbook_lib.kernel.display import progress
 from runbook_lib.kernel.step import Step
-from runbook_lib.qdrant.target import QdrantTarget
+from runbook_lib.qdrant import base as qdrant_base
+from runbook_lib.qdrant.connect import open_target
 from runbook_lib.state.checkpoint import read_checkpoint
 from runbook_lib.steps.monitor.charts import concurrency_sweep, latency_cdf, percentiles_per_collection, watch_over_time
 from runbook_lib.steps.monitor.collect import collect
@@ -68,7 +69,7 @@ class MonitorContext:
 
     step: Step
     source: ChromaReader
-    target: QdrantTarget
+    target: qdrant_base.QdrantStore
     collections: list[MonitoredCollection]
     stores: dict[str, Store]
     probe_index: int = -1
@@ -119,12 +120,12 @@ def monitor(step: Step, *, hook: MonitorHook | None = None) -> MonitorResult:
                 "The source was written by an older chromadb: the scratch copy was upgraded to read it; the live "
                 "directory is untouched."
             )
-        with QdrantTarget(step.settings.qdrant) as target:
+        with open_target(step.settings.qdrant) as target:
             chroma, qdrant = ChromaStore(source), QdrantStore(target)
             stores: dict[str, Store] = {"chroma": chroma, "qdrant": qdrant}
             result.engines = {"chroma": chroma.engine(), "qdrant": qdrant.engine()}
-            if target.is_local:
-                log.warning("Qdrant is qdrant-client's embedded local mode: its figures are not a server's.")
+            if not target.capabilities.engine:
+                log.warning("Qdrant is qdrant-client's embedded local mode: its figures are not the Qdrant engine's.")
             result.collections = monitored_collections(source, target, checkpoint, p.collections)
             measured = result.measured
             for c in measured:

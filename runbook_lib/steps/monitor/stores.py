@@ -4,7 +4,7 @@
   for what a RAG app asks for (:data:`RETURNED_FIELDS`: ids, scores, documents and metadata). They never
   retry: a query that raises is an error for the monitor to count, not something to hide.
 * Each store describes the engine it talks to (:meth:`Store.engine`); :data:`LOCAL_MODE_DISCLAIMER` is what
-  the result says whenever Qdrant is qdrant-client's embedded local mode rather than a server.
+  the result says whenever Qdrant is qdrant-client's embedded local mode (a stand-in, not the Qdrant engine).
 * :data:`STORES` and :data:`STORE_LABELS` fix the order and names of the two sides everywhere.
 """
 
@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol
 
 from runbook_lib.chroma.base import ChromaReader
 from runbook_lib.core.mapping import PAYLOAD_ID_KEY
-from runbook_lib.qdrant.target import QdrantTarget
+from runbook_lib.qdrant import base as qdrant_base
 from runbook_lib.steps.monitor.workload import Query
 
 StoreKey = Literal["chroma", "qdrant"]
@@ -25,6 +25,13 @@ STORE_LABELS: dict[str, str] = {"chroma": "Chroma", "qdrant": "Qdrant"}
 
 #: What each query returns, in both stores (the same work a RAG app asks for).
 RETURNED_FIELDS = "ids, scores/distances, documents and metadata"
+
+#: How the monitor names each kind of Qdrant target (chart labels, the engines table).
+QDRANT_KIND_LABELS: dict[str, str] = {
+    "server": "server",
+    "edge": "embedded engine (Qdrant Edge)",
+    "local": "embedded local mode",
+}
 
 LOCAL_MODE_DISCLAIMER = (
     "The Qdrant figures were measured in qdrant-client's embedded local mode: a pure-Python/NumPy exact "
@@ -101,57 +108,54 @@ class ChromaStore:
 
 
 class QdrantStore:
-    """The Qdrant target: a server (REST or gRPC), or qdrant-client's embedded local mode."""
+    """The Qdrant target, through the Qdrant-side interface (a server over REST or gRPC, Qdrant Edge, or
+    qdrant-client's embedded local mode)."""
 
     key: StoreKey = "qdrant"
 
-    def __init__(self, target: QdrantTarget) -> None:
+    def __init__(self, target: qdrant_base.QdrantStore) -> None:
         self.target = target
 
     def query(self, q: Query, k: int) -> list[str]:
-        response = self.target.client.query_points(
-            collection_name=q.target,
-            query=q.vector,
-            limit=k,
-            query_filter=q.qdrant_filter,
-            with_payload=True,
+        points = self.target.query(
+            q.target, q.vector, limit=k, query_filter=q.qdrant_filter, with_payload=True, retry=False
         )
-        return [str((p.payload or {}).get(PAYLOAD_ID_KEY, p.id)) for p in response.points]
+        return [str((p.payload or {}).get(PAYLOAD_ID_KEY, p.id)) for p in points]
 
     def count(self, name: str) -> int:
-        return int(self.target.client.count(collection_name=name, exact=True).count)
+        return self.target.count(name)
 
     def ping(self) -> None:
-        self.target.client.get_collections()
+        self.target.ping()
 
     def engine(self) -> dict[str, Any]:
-        settings = self.target.settings
-        version = _version("qdrant-client")
-        if self.target.is_local:
+        identity = self.target.identity()
+        client_version = _version("qdrant-client")
+        where = self.target.describe()
+        kind = QDRANT_KIND_LABELS[self.target.capabilities.kind]
+        if not self.target.capabilities.engine:
             return {
                 "store": "qdrant",
-                "kind": "embedded local mode",
-                "where": settings.describe(),
-                "description": f"qdrant-client {version} embedded local mode at {settings.path}: pure-Python/NumPy "
-                "exact (brute-force) search in this process, NOT the Qdrant server",
-                "client_version": version,
+                "kind": kind,
+                "where": where,
+                "description": f"qdrant-client {client_version} embedded local mode at {identity.get('path')}: "
+                "pure-Python/NumPy exact (brute-force) search in this process, NOT the Qdrant engine",
+                "client_version": client_version,
                 "server_version": None,
                 "local_mode": True,
                 "disclaimer": LOCAL_MODE_DISCLAIMER,
             }
-        server_version: str | None
-        try:
-            server_version = str(self.target.client.info().version)
-        except Exception:
-            server_version = None
+        versions = [
+            f"{key.replace('_', ' ')} {v or 'unknown'}" for key, v in identity.items() if key.endswith("version")
+        ]
+        details = ", ".join([*versions, *([identity["transport"]] if identity.get("transport") else [])])
         return {
             "store": "qdrant",
-            "kind": "server",
-            "where": settings.describe(),
-            "description": f"Qdrant server {settings.url} (version {server_version or 'unknown'}, qdrant-client "
-            f"{version}, {'gRPC' if settings.prefer_grpc else 'REST'}), default HNSW search",
-            "client_version": version,
-            "server_version": server_version,
+            "kind": kind,
+            "where": where,
+            "description": f"{where} ({details}), default HNSW search",
+            "client_version": client_version,
+            "server_version": identity.get("server_version"),
             "local_mode": False,
             "disclaimer": None,
         }
@@ -173,6 +177,7 @@ def short_error(exc: BaseException) -> str:
 
 __all__ = [
     "LOCAL_MODE_DISCLAIMER",
+    "QDRANT_KIND_LABELS",
     "RETURNED_FIELDS",
     "STORES",
     "STORE_LABELS",

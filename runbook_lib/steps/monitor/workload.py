@@ -23,7 +23,8 @@ from qdrant_client import models
 
 from runbook_lib.chroma.source import ChromaSource
 from runbook_lib.core.filters import to_qdrant_filter
-from runbook_lib.qdrant.target import QdrantTarget
+from runbook_lib.errors import TargetError
+from runbook_lib.qdrant.base import QdrantStore
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class MonitoredCollection:
 
 def monitored_collections(
     source: ChromaSource,
-    target: QdrantTarget,
+    target: QdrantStore,
     checkpoint: Mapping[str, Mapping[str, Any]] | None,
     requested: Sequence[str],
 ) -> list[MonitoredCollection]:
@@ -104,10 +105,10 @@ def monitored_collections(
     return rows
 
 
-def _target_count(target: QdrantTarget, name: str) -> int | None:
+def _target_count(target: QdrantStore, name: str) -> int | None:
     try:
-        return int(target.client.count(collection_name=name, exact=True).count)
-    except Exception:
+        return target.count(name)
+    except TargetError:
         return None
 
 

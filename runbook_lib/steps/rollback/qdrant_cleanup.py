@@ -16,7 +16,8 @@ from typing import Any
 from runbook_lib.core.plan import target_names
 from runbook_lib.errors import ConfigError, RunbookError
 from runbook_lib.kernel.step import Step
-from runbook_lib.qdrant.target import QdrantTarget
+from runbook_lib.qdrant import connect as qdrant_connect
+from runbook_lib.qdrant.base import QdrantStore
 from runbook_lib.steps.rollback.plan import DELETE_ALIAS, DELETE_COLLECTION, LEAVE, PUT_BACK_ALIAS, SKIP, Action
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def check_same_target(step: Step, checkpoint: dict[str, Any], warnings: list[str
         )
 
 
-def qdrant_state(target: QdrantTarget) -> dict[str, Any]:
+def qdrant_state(target: QdrantStore) -> dict[str, Any]:
     return {"collections": target.collection_names(), "aliases": target.aliases()}
 
 
@@ -133,7 +134,7 @@ def plan_qdrant(checkpoint: dict[str, Any], run_id: str, state: dict[str, Any]) 
     return alias_ops + coll_ops, warnings
 
 
-def apply_qdrant(target: QdrantTarget, actions: list[Action], errors: list[str]) -> None:
+def apply_qdrant(target: QdrantStore, actions: list[Action], errors: list[str]) -> None:
     """Carry out the planned Qdrant actions; a failure is recorded and the others still run."""
     for action in actions:
         if action.status != "planned":
@@ -156,9 +157,9 @@ def apply_qdrant(target: QdrantTarget, actions: list[Action], errors: list[str])
         log.info("Qdrant: %s %s: done", action.op, action.name)
 
 
-def open_target(step: Step) -> QdrantTarget | None:
+def open_target(step: Step) -> QdrantStore | None:
     """The Qdrant target, or None when local mode has no storage folder (nothing can be there)."""
     q = step.settings.qdrant
     if not q.is_server and not q.path.is_dir():
         return None
-    return QdrantTarget(q)
+    return qdrant_connect.open_target(q)

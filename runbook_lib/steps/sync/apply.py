@@ -10,14 +10,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from qdrant_client import models
 
 from runbook_lib.chroma.source import RecordBatch
 from runbook_lib.chroma.writer import ChromaWriter
 from runbook_lib.core.fingerprint import Fingerprint, fingerprints
 from runbook_lib.core.mapping import normalise_rows, point_id
 from runbook_lib.errors import SyncError
-from runbook_lib.qdrant.target import QdrantTarget, retry_transient
+from runbook_lib.qdrant.base import QdrantStore
 from runbook_lib.state.ledger import Ledger
 from runbook_lib.steps.sync.diff import CollectionDiff, point_record
 from runbook_lib.steps.sync.reader import SyncSource
@@ -42,7 +41,7 @@ def stamp(ledger: Ledger, diff: CollectionDiff, rows: Sequence[tuple[str, Finger
 
 def to_qdrant(
     source: SyncSource,
-    target: QdrantTarget,
+    target: QdrantStore,
     ledger: Ledger,
     diff: CollectionDiff,
     *,
@@ -75,8 +74,7 @@ def to_qdrant(
             if on_batch is not None:
                 on_batch(len(chunk))
         for chunk in _batches(deletes, batch_size):
-            selector = models.PointIdsList(points=[point_id(i) for i in chunk])  # type: ignore[misc]
-            retry_transient(target.client.delete)(collection_name=diff.target, points_selector=selector, wait=True)
+            target.delete_points(diff.target, [point_id(i) for i in chunk])
             flush()
             ledger.delete(diff.collection, list(chunk))
             if on_batch is not None:
@@ -98,7 +96,7 @@ def _from_plan(diff: CollectionDiff, chunk: Sequence[str]) -> RecordBatch | None
 
 
 def to_chroma(
-    target: QdrantTarget,
+    target: QdrantStore,
     writer: ChromaWriter,
     diff: CollectionDiff,
     *,

@@ -20,7 +20,7 @@ import numpy as np
 from runbook_lib.chroma.catalog import Catalog, CatalogUnavailable
 from runbook_lib.core.fingerprint import Fingerprint, fingerprints, sketches_agree, target_fingerprints
 from runbook_lib.core.layouts import Layout
-from runbook_lib.qdrant.target import QdrantTarget
+from runbook_lib.qdrant.base import QdrantStore
 from runbook_lib.state.ledger import Ledger
 
 #: Conflicts listed by id in the plan (the count is always complete).
@@ -155,7 +155,7 @@ def scan_source(
 
 
 def _target_scan(
-    target: QdrantTarget, ledger: Ledger, diff: CollectionDiff, page: int, on_batch: Any
+    target: QdrantStore, ledger: Ledger, diff: CollectionDiff, page: int, on_batch: Any
 ) -> tuple[set[str], dict[str, Fingerprint | None]]:
     """One pass over every point (payload and vector): the chroma ids present, and the points that differ from
     the ledger (their fingerprint; points with no vector count as absent)."""
@@ -197,7 +197,7 @@ def _target_scan(
 
 def diff_collection(
     source: Any,
-    target: QdrantTarget,
+    target: QdrantStore,
     ledger: Ledger,
     name: str,
     target_name: str,
@@ -222,9 +222,9 @@ def diff_collection(
     scan = scan_source(source, catalog, ledger, known, name, full=full)
     diff.source_compared = scan.how
     diff.source_read = len(scan.to_read)
-    # local mode walks every id of the collection per page: few large pages (4,096 points: ~200 MB of vectors as
-    # Python lists while a page is held); a server's pages stay near the batch size
-    page = max(batch_size, 4096 if target.is_local else 1024)
+    # local mode (not the engine) walks every id of the collection per page: few large pages (4,096 points: ~200 MB
+    # of vectors as Python lists while a page is held); the engine's pages stay near the batch size
+    page = max(batch_size, 1024 if target.capabilities.engine else 4096)
     in_qdrant, tgt_changed = _target_scan(target, ledger, diff, page, on_batch)
 
     def target_state(cid: str, led: Fingerprint | None) -> Fingerprint | None:

@@ -29,7 +29,8 @@ from runbook_lib.core.layouts import get_layout
 from runbook_lib.errors import ConfigError
 from runbook_lib.kernel.display import progress
 from runbook_lib.kernel.step import Step
-from runbook_lib.qdrant.target import QdrantTarget
+from runbook_lib.qdrant.base import QdrantStore
+from runbook_lib.qdrant.connect import open_target
 from runbook_lib.state.checkpoint import CHECKPOINT, Checkpoint, run_layout_params
 from runbook_lib.state.ledger import Ledger
 from runbook_lib.state.run import utc_now
@@ -210,7 +211,7 @@ def run_sync(step: Step, p: SyncOptions) -> SyncResult:
             "store missed; this sync's full comparison carries them over and then clears them from the journal."
         )
     chroma = step.settings.chroma
-    with QdrantTarget(step.settings.qdrant) as target, Ledger.for_run(step.run.state_dir) as ledger:
+    with open_target(step.settings.qdrant) as target, Ledger.for_run(step.run.state_dir) as ledger:
         # read into a candidate: it becomes the run's "source as of the last sync" only if this sync completes
         snapshot, live_stats = (None, None) if chroma.is_server else _snapshot(step, f"{p.snapshot}.candidate")
         result.snapshot = str(snapshot) if snapshot else None
@@ -281,7 +282,7 @@ def _apply(
     step: Step,
     p: SyncOptions,
     source: SyncSource,
-    target: QdrantTarget,
+    target: QdrantStore,
     ledger: Ledger,
     diffs: list[CollectionDiff],
     result: SyncResult,

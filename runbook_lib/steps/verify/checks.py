@@ -44,7 +44,7 @@ from runbook_lib.core.layouts import Layout
 from runbook_lib.core.mapping import PAYLOAD_ID_KEY, normalise_rows, point_id, qdrant_distance
 from runbook_lib.errors import RunbookError
 from runbook_lib.kernel.display import progress
-from runbook_lib.qdrant.target import QdrantTarget
+from runbook_lib.qdrant.base import QdrantStore
 from runbook_lib.steps.verify.identity import check_identity
 from runbook_lib.steps.verify.queries import QUERY_SEED, check_search, pick_queries
 from runbook_lib.steps.verify.result import FAIL, HIST_EDGES, NOT_RUN, SKIPPED, CollectionReport, Differences
@@ -125,7 +125,7 @@ class Histogram:
 
 def verify_collection(
     source: ChromaReader,
-    target: QdrantTarget,
+    target: QdrantStore,
     plan: Planned,
     p: VerifyParams,
     hist: Histogram,
@@ -159,7 +159,7 @@ def verify_collection(
 
 def _run_checks(
     source: ChromaReader,
-    target: QdrantTarget,
+    target: QdrantStore,
     rep: CollectionReport,
     p: VerifyParams,
     hist: Histogram,

@@ -33,7 +33,7 @@ from runbook_lib.core.plan import target_names
 from runbook_lib.errors import ConfigError
 from runbook_lib.kernel.display import progress
 from runbook_lib.kernel.step import Step
-from runbook_lib.qdrant.target import QdrantTarget
+from runbook_lib.qdrant.connect import open_target
 from runbook_lib.state.checkpoint import read_checkpoint, run_layout_params
 from runbook_lib.steps.verify.charts import verify_charts
 from runbook_lib.steps.verify.checks import Histogram, Planned, verify_collection
@@ -216,7 +216,7 @@ def verify(step: Step) -> VerifyResult:
     hist = Histogram()
     result.problems.extend(_run_problems(step, checkpoint))
     try:
-        with QdrantTarget(step.settings.qdrant) as target:
+        with open_target(step.settings.qdrant) as target:
             target.strong_reads = True  # a server answers from every replica: no stale replica reads as equal
             plans = [] if result.problems else _plan(source, checkpoint, p.collections, step.run.run_id)
             if checkpoint is not None and not p.collections:

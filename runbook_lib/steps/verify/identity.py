@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from runbook_lib.core.compare import ABSENT
 from runbook_lib.core.mapping import point_id
-from runbook_lib.qdrant.target import QdrantTarget
+from runbook_lib.qdrant.base import QdrantStore
 from runbook_lib.steps.verify.result import MAX_LISTED, CollectionReport
 
 
 def check_identity(
-    target: QdrantTarget,
+    target: QdrantStore,
     rep: CollectionReport,
     ids: list[str],
     tcount: int,

@@ -21,7 +21,7 @@ import numpy as np
 from runbook_lib.chroma.base import ChromaReader
 from runbook_lib.core.compare import SCORE_RTOL, RunningTopK, distances_close
 from runbook_lib.core.mapping import PAYLOAD_ID_KEY, chroma_distances, qdrant_score_to_chroma_distance
-from runbook_lib.qdrant.target import QdrantTarget
+from runbook_lib.qdrant.base import QdrantStore
 from runbook_lib.steps.verify.result import CollectionReport
 
 #: Query selection is deterministic: seeded by this and the collection name.
@@ -72,7 +72,7 @@ def pick_queries(source: ChromaReader, name: str, ids: Sequence[str], count: int
 
 def check_search(
     source: ChromaReader,
-    target: QdrantTarget,
+    target: QdrantStore,
     rep: CollectionReport,
     queries: list[Query],
     topk: RunningTopK,
