@@ -220,23 +220,24 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -
 
 
 def read_qdrant(path: Path, name: str) -> dict[str, Any]:
-    """Every point of a local-mode collection: point id -> (vector, payload). Closes the client."""
-    from qdrant_client import QdrantClient
+    """Every point of a collection in an embedded target (Qdrant Edge when ``path`` holds Edge shards, else
+    local mode): point id -> (vector, payload), its size and distance. Closes the target."""
+    from runbook_lib.config.settings import QdrantSettings
+    from runbook_lib.qdrant.connect import open_target
 
-    client = QdrantClient(path=str(path))
-    try:
+    edge = (path / name / "edge_config.json").is_file()
+    settings = QdrantSettings(edge_path=path) if edge else QdrantSettings(path=path)
+    with open_target(settings) as target:
         points: dict[str, Any] = {}
         offset = None
         while True:
-            records, offset = client.scroll(name, limit=500, offset=offset, with_payload=True, with_vectors=True)
+            records, offset = target.scroll(name, limit=500, offset=offset, with_payload=True, with_vectors=True)
             for r in records:
                 points[str(r.id)] = (np.asarray(r.vector, dtype=np.float32), r.payload)
             if offset is None:
                 break
-        info = client.get_collection(name).config.params.vectors
-        return {"points": points, "size": info.size, "distance": info.distance.value}
-    finally:
-        client.close()
+        info = target.describe_collection(name)
+        return {"points": points, "size": info.size, "distance": info.distance}
 
 
 def assert_exact_copy(chroma_dir: Path, qdrant_path: Path, names: list[str] | None = None) -> int:

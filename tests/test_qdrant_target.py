@@ -22,7 +22,7 @@ from runbook_lib.config.settings import QdrantSettings, load_settings
 from runbook_lib.errors import ConfigError, TargetError
 from runbook_lib.qdrant import target as qdrant_target
 from runbook_lib.qdrant.base import QdrantStore
-from runbook_lib.qdrant.connect import open_target
+from runbook_lib.qdrant.connect import holds_storage, open_target
 from runbook_lib.qdrant.retries import is_transient
 from runbook_lib.qdrant.target import QdrantTarget
 
@@ -470,3 +470,40 @@ def test_the_version_check_is_kept(stub: tuple[str, type[_Stub]]) -> None:
     with QdrantTarget(QdrantSettings(path=None, url=url, timeout_s=5)) as target:  # type: ignore[arg-type]
         assert target.identity()["server_version"] == VERSION_INFO["version"]
     assert [r for r in handler.requests if r[:2] == ("GET", "/")]
+
+
+def test_holds_storage(tmp_path: Path) -> None:
+    """A reader opens an embedded target only once it has storage (opening local mode would create it)."""
+    assert holds_storage(QdrantSettings(url="http://127.0.0.1:6333"))
+    local = QdrantSettings(path=tmp_path / "local")
+    assert not holds_storage(local)
+    (tmp_path / "local").mkdir()
+    assert not holds_storage(local)  # a folder, but no local-mode store in it
+    with open_target(local):
+        pass
+    assert holds_storage(local)
+    edge = QdrantSettings(edge_path=tmp_path / "edge")
+    assert not holds_storage(edge)
+    (tmp_path / "edge").mkdir()
+    assert holds_storage(edge)
+
+
+def test_readers_of_an_edge_target_with_no_storage_yet(
+    small_source: dict[str, Any], runbook_env: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dry run and the app on Qdrant Edge before anything was migrated: no error, nothing created."""
+    from runbook_lib.app import VectorDBClient
+    from runbook_lib.steps.dry_run.engine import ESTIMATED_POINTS_PER_S, dry_run
+
+    from conftest import run_step_inprocess
+
+    edge = runbook_env["qdrant"].parent / "qdrant_edge"
+    monkeypatch.delenv("QDRANT_PATH")
+    monkeypatch.setenv("QDRANT_EDGE_PATH", str(edge))
+    _, result = run_step_inprocess("dry-run", dry_run)
+    assert result.ok and result.existing_targets == [] and not edge.exists()
+    alpha = next(p for p in result.plan if p["source"] == "alpha_docs")
+    assert alpha["estimated_s"] == round(700 / (ESTIMATED_POINTS_PER_S["edge"] * 1536 / 64), 1)  # Edge's write rate
+    with VectorDBClient() as db, pytest.raises(ConfigError, match=r"^QDRANT_EDGE_PATH points to .*no Qdrant storage"):
+        db.search("alpha_docs", [0.1] * 16)
+    assert not edge.exists()

@@ -49,9 +49,18 @@ class ChromaBackend:
         self._chroma.close()
 
     # --- search ----------------------------------------------------------------------------------
-    def search(self, collection: str, query: list[float], limit: int, where: dict[str, Any] | None) -> SearchResult:
+    def search(
+        self,
+        collection: str,
+        query: list[float],
+        limit: int,
+        where: dict[str, Any] | None,
+        where_document: dict[str, Any] | None = None,
+    ) -> SearchResult:
         check_dimension(collection, self._info(collection), query)
-        response = self._call(collection, "search", lambda: self._chroma.query(collection, query, limit, where))
+        response = self._call(
+            collection, "search", lambda: self._chroma.query(collection, query, limit, where, where_document)
+        )
         return chroma_result(response)
 
     def _info(self, collection: str) -> CollectionInfo:
@@ -60,7 +69,9 @@ class ChromaBackend:
 
     # --- writes and reads by id ------------------------------------------------------------------
     def write(self, collection: str, kind: WriteKind, recs: Records) -> None:
-        """``add`` / ``upsert`` / ``update`` through chromadb, after the same dimension check as Qdrant's."""
+        """``add`` / ``upsert`` / ``update`` through chromadb, after the same dimension check as Qdrant's (copied
+        records' floats written so Chroma stores them as they are)."""
+        recs = recs.for_chroma()
         expected = self._info(collection).dimension
         if recs.dimension is not None and expected is not None and recs.dimension != expected:
             raise WriteDimensionMismatchError(collection, expected, recs.dimension)
@@ -154,6 +165,18 @@ class ChromaBackend:
             raise SourceError(
                 f"ChromaDB could not {what} collection {collection!r} at {self.describe()}: {short_error(exc)}"
             ) from exc
+
+    # --- collections -----------------------------------------------------------------------------
+    def collection_names(self) -> list[str]:
+        return self._call("", "list the collections of", self._chroma.collection_names)
+
+    def create_collection(self, collection: str, space: str, dimension: int | None = None) -> None:
+        """A collection of ``space`` with no embedding function (the app embeds; ``dimension`` is set by the first
+        write, as Chroma does)."""
+        self._call(collection, "create", lambda: self._chroma.create_collection(collection, space))
+
+    def delete_collection(self, collection: str) -> None:
+        self._call(collection, "delete", lambda: self._chroma.delete_collection(collection))
 
     # --- health probes: (number of collections, seconds the listing took) ------------------------
     def probe_local(self) -> tuple[int, float]:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
 import numpy as np
+from qdrant_client import models
 
 from runbook_lib.app.chroma_backend import ChromaBackend
 from runbook_lib.app.dual import DualWriter, journal_path_from_env, read_store_from_env
@@ -36,8 +37,10 @@ from runbook_lib.app.qdrant_backend import QdrantBackend
 from runbook_lib.app.results import SearchResult, query_vector
 from runbook_lib.app.writes import WriteMethods
 from runbook_lib.config.settings import Settings, load_settings
+from runbook_lib.core.document_filters import validate_where_document
 from runbook_lib.core.filters import to_qdrant_filter
 from runbook_lib.core.layouts import LAYOUT_NAMES, Layout, get_layout
+from runbook_lib.core.mapping import point_id
 from runbook_lib.errors import ConfigError
 
 __all__ = [
@@ -178,8 +181,10 @@ class VectorDBClient(WriteMethods):
         vector: Sequence[float] | np.ndarray,
         limit: int = 10,
         where: Mapping[str, Any] | None = None,
+        where_document: Mapping[str, Any] | None = None,
     ) -> SearchResult:
-        """The ``limit`` records of ``collection`` nearest to ``vector`` that match ``where``.
+        """The ``limit`` records of ``collection`` nearest to ``vector`` that match ``where`` and ``where_document``
+        (Chroma answers it natively; for Qdrant the records it matches exactly are found first, then searched).
 
         Raises :class:`UnknownCollectionError` for a collection the backend does not have,
         :class:`QueryDimensionMismatchError` (a :class:`DimensionMismatchError`) for a vector of the
@@ -192,9 +197,34 @@ class VectorDBClient(WriteMethods):
         # One validation for both backends, so a filter behaves the same before and after a rollback.
         flat = isinstance(self._store, QdrantBackend) and self._store.layout.flat
         qdrant_filter = to_qdrant_filter(where, flat=flat) if where else None
+        if where_document:
+            validate_where_document(where_document)
         if isinstance(self._store, QdrantBackend):
+            if where_document:
+                matching = self.get(collection, where=where, include=(), where_document=where_document).ids
+                qdrant_filter = with_ids(qdrant_filter, matching)  # none matching: still checks the dimension
             return self._store.search(collection, query, limit, qdrant_filter)
-        return self._store.search(collection, query, limit, dict(where) if where else None)
+        return self._store.search(
+            collection, query, limit, dict(where) if where else None, dict(where_document) if where_document else None
+        )
+
+    # --- collections ---------------------------------------------------------------------------
+    def collection_names(self) -> list[str]:
+        """The collections of the store reads come from, sorted."""
+        return self._store.collection_names()
+
+    def create_collection(self, collection: str, space: str, dimension: int) -> None:
+        """Create an empty collection (in both stores under ``VECTOR_DB=dual``) as the migration would:
+        ``space`` is Chroma's (``l2``, ``cosine``, ``ip``), ``dimension`` its vectors'."""
+        for store in (self._store, self._secondary):
+            if store is not None:
+                store.create_collection(collection, space, dimension)
+
+    def delete_collection(self, collection: str) -> None:
+        """Delete a collection and its records (from both stores under ``VECTOR_DB=dual``)."""
+        for store in (self._store, self._secondary):
+            if store is not None:
+                store.delete_collection(collection)
 
     # --- health --------------------------------------------------------------------------------
     @measured("health")
@@ -227,6 +257,12 @@ class VectorDBClient(WriteMethods):
         else:
             report.update(reachable=True, collections=count, latency_ms=round(seconds * 1000.0, 3))
         return report
+
+
+def with_ids(qdrant_filter: models.Filter | None, chroma_ids: Sequence[str]) -> models.Filter:
+    """``qdrant_filter`` narrowed to the points of these Chroma ids."""
+    has_ids = models.HasIdCondition(has_id=[point_id(i) for i in chroma_ids])
+    return models.Filter(must=[has_ids] if qdrant_filter is None else [qdrant_filter, has_ids])
 
 
 def _run_with_deadline(fn: Callable[[], _T], seconds: float) -> _T:

@@ -207,6 +207,7 @@ def copy_records(source: WriteStore, target: WriteStore, collection: str, ids: l
         documents=current.documents,
         metadatas=[m or None for m in current.metadatas],
         uris=current.uris,
+        stored_floats=True,  # as the source store keeps them: the target keeps them bit for bit
     )
     target.write(collection, "add", recs)
     return len(recs)

@@ -20,15 +20,17 @@ from runbook_lib.app.qdrant_writes import is_missing
 from runbook_lib.app.records import Field, GetResult, Records, WriteKind
 from runbook_lib.app.results import CollectionInfo, SearchResult, check_dimension
 from runbook_lib.config.settings import QdrantSettings
+from runbook_lib.core.document_filters import to_qdrant_prefilter
 from runbook_lib.core.filters import to_qdrant_filter
 from runbook_lib.core.layouts import Layout
 from runbook_lib.core.mapping import (
     QDRANT_TO_CHROMA_SPACE,
+    qdrant_distance,
     qdrant_score_to_chroma_distance,
 )
 from runbook_lib.errors import ConfigError, TargetError
 from runbook_lib.qdrant.base import QdrantStore
-from runbook_lib.qdrant.connect import open_target
+from runbook_lib.qdrant.connect import holds_storage, open_target
 
 
 class QdrantBackend:
@@ -90,7 +92,9 @@ class QdrantBackend:
 
     # --- writes and reads by id (runbook_lib.app.qdrant_writes) --------------------------------
     def write(self, collection: str, kind: WriteKind, recs: Records) -> None:
-        """An add, upsert or update with Chroma's semantics, written as the migration writes points."""
+        """An add, upsert or update with Chroma's semantics, written as the migration writes points (floats as
+        Chroma stores them)."""
+        recs = recs.as_chroma_stores()
         target = self._open_target()
         info = self._collection_info(target, collection)
         if recs.dimension is not None and info.dimension is not None and recs.dimension != info.dimension:
@@ -113,8 +117,14 @@ class QdrantBackend:
         limit: int | None,
         offset: int,
         include: Sequence[Field],
+        where_document: Mapping[str, Any] | None = None,
     ) -> GetResult:
+        """Records by id or filter; ``where_document`` narrows the read with its Qdrant prefilter only (every record
+        it matches passes: the caller applies the exact predicate)."""
         qdrant_filter = self.filter(where)
+        prefilter = to_qdrant_prefilter(where_document, self.layout.document_path) if where_document else None
+        if prefilter is not None:
+            qdrant_filter = prefilter if qdrant_filter is None else models.Filter(must=[qdrant_filter, prefilter])
         target = self._open_target()
         self._collection_info(target, collection)
         return self._forgetting(  # type: ignore[no-any-return]
@@ -143,9 +153,12 @@ class QdrantBackend:
                 raise closed_client_error(self.describe())
             if self._target is None:
                 qs = self.settings
-                if not qs.is_server and not qs.path.is_dir():
+                if not holds_storage(qs):
+                    variable, folder = (
+                        ("QDRANT_PATH", qs.path) if qs.kind == "local" else ("QDRANT_EDGE_PATH", qs.edge_path)
+                    )
                     raise ConfigError(
-                        f"QDRANT_PATH points to {qs.path}, which does not exist: point QDRANT_PATH at the "
+                        f"{variable} points to {folder}, which holds no Qdrant storage: point {variable} at the "
                         "directory the migration wrote, or set QDRANT_URL to use a Qdrant server."
                     )
                 self._target = open_target(qs, fail_fast=True)  # ConfigError when unreachable
@@ -176,6 +189,23 @@ class QdrantBackend:
     def _forget(self, collection: str) -> None:
         with self._lock:
             self._info.pop(collection, None)
+
+    # --- collections ----------------------------------------------------------------------------
+    def collection_names(self) -> list[str]:
+        return self._open_target().collection_names()
+
+    def create_collection(self, collection: str, space: str, dimension: int) -> None:
+        """A collection as the migration creates it: one unnamed float32 vector, ``space``'s distance."""
+        self._open_target().create_collection(
+            collection, size=dimension, distance=qdrant_distance(space), defer_indexing=False
+        )
+
+    def delete_collection(self, collection: str) -> None:
+        target = self._open_target()
+        if collection not in target.collection_names():
+            raise UnknownCollectionError(collection, target.describe())
+        self._forget(collection)
+        target.delete_collection(collection)
 
     # --- health probes: (number of collections, seconds the listing took) ----------------------
     def probe_local(self) -> tuple[int, float]:

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
+
+from runbook_lib.core.chroma_floats import chroma_metadata, metadata_chroma_stores_as
 
 WriteKind = Literal["add", "upsert", "update"]
 Field = Literal["embeddings", "documents", "metadatas", "uris"]
@@ -43,6 +45,8 @@ class Records:
     documents: list[str | None] | None
     metadatas: list[dict[str, Any] | None] | None
     uris: list[str | None] | None
+    #: The metadata floats are already as Chroma stores them (records copied from a store, not written by the app).
+    stored_floats: bool = False
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -50,6 +54,20 @@ class Records:
     @property
     def dimension(self) -> int | None:
         return None if self.embeddings is None else int(self.embeddings.shape[1])
+
+    def as_chroma_stores(self) -> Records:
+        """These records with every float metadata value as chromadb stores it (:mod:`runbook_lib.core.chroma_floats`):
+        what a store other than Chroma must keep, so a filter at the value written selects what Chroma selects."""
+        if self.metadatas is None or self.stored_floats:
+            return self
+        return replace(self, metadatas=[chroma_metadata(m) for m in self.metadatas], stored_floats=True)
+
+    def for_chroma(self) -> Records:
+        """What to hand chromadb so it stores these records' floats as they are: the app's values unchanged (Chroma
+        shifts them as it always does), copied values through :func:`metadata_chroma_stores_as`."""
+        if self.metadatas is None or not self.stored_floats:
+            return self
+        return replace(self, metadatas=[metadata_chroma_stores_as(m) for m in self.metadatas], stored_floats=False)
 
 
 @dataclass(frozen=True, eq=False)
@@ -274,5 +292,24 @@ def get_result(
         documents=list(documents) if "documents" in include else None,
         metadatas=[dict(m) if m else {} for m in metadatas] if "metadatas" in include else None,
         uris=list(uris) if "uris" in include else None,
+        included=list(include),
+    )
+
+
+def select_rows(result: GetResult, rows: Sequence[int], include: Sequence[Field]) -> GetResult:
+    """The records of ``result`` at positions ``rows`` (in that order), with only the fields in ``include``."""
+
+    def column(values: list[Any] | None, name: Field) -> list[Any] | None:
+        return [values[i] for i in rows] if name in include and values is not None else None
+
+    embeddings = None
+    if "embeddings" in include and result.embeddings is not None:
+        embeddings = result.embeddings[list(rows)] if len(rows) else np.zeros((0, 0), dtype=np.float32)
+    return GetResult(
+        ids=[result.ids[i] for i in rows],
+        embeddings=embeddings,
+        documents=column(result.documents, "documents"),
+        metadatas=column(result.metadatas, "metadatas"),
+        uris=column(result.uris, "uris"),
         included=list(include),
     )

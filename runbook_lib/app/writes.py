@@ -14,15 +14,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from runbook_lib.app.qdrant_backend import QdrantBackend
 from runbook_lib.app.records import (
+    Field,
     GetResult,
     Records,
     WriteKind,
     ids_argument,
     include_argument,
     page_argument,
+    select_rows,
     to_records,
 )
+from runbook_lib.core.document_filters import document_predicate
 from runbook_lib.core.filters import to_qdrant_filter
 from runbook_lib.errors import ConfigError
 
@@ -30,7 +34,6 @@ if TYPE_CHECKING:
     from runbook_lib.app.chroma_backend import ChromaBackend
     from runbook_lib.app.dual import DualWriter
     from runbook_lib.app.journal import Journal
-    from runbook_lib.app.qdrant_backend import QdrantBackend
 
 Embeddings = Sequence[Sequence[float]] | np.ndarray
 
@@ -89,13 +92,25 @@ class WriteMethods:
         self._write(collection, "update", to_records("update", ids, embeddings, documents, metadatas, uris))
 
     def delete(
-        self, collection: str, ids: str | Sequence[str] | None = None, where: Mapping[str, Any] | None = None
+        self,
+        collection: str,
+        ids: str | Sequence[str] | None = None,
+        where: Mapping[str, Any] | None = None,
+        where_document: Mapping[str, Any] | None = None,
     ) -> None:
-        """Delete the records with these ids, or matching ``where`` (Chroma's filter language), or both."""
+        """Delete the records with these ids, or matching ``where`` and ``where_document`` (Chroma's filter
+        languages), or all of those. A ``where_document`` is resolved to the matching ids first."""
         id_list = ids_argument(ids)
         where = _where(where)
-        if id_list is None and where is None:
-            raise ValueError("delete needs ids or a non-empty where filter: it never deletes a whole collection.")
+        if id_list is None and where is None and not where_document:
+            raise ValueError(
+                "delete needs ids or a non-empty where (or where_document) filter: it never deletes a whole collection."
+            )
+        if where_document:
+            id_list = self.get(collection, id_list, where, include=(), where_document=where_document).ids
+            where = None
+            if not id_list:
+                return
         if self._dual is not None:
             self._dual.delete(collection, id_list, where)
         else:
@@ -110,12 +125,24 @@ class WriteMethods:
         limit: int | None = None,
         offset: int | None = None,
         include: Sequence[str] = ("metadatas", "documents"),
+        where_document: Mapping[str, Any] | None = None,
     ) -> GetResult:
-        """Records by id (in the order asked), or every record matching ``where`` ordered by Chroma id; then
-        ``offset`` and ``limit``. ``include``: any of ``embeddings``, ``documents``, ``metadatas``, ``uris``."""
+        """Records by id (in the order asked), or every record matching ``where`` and ``where_document`` ordered by
+        Chroma id; then ``offset`` and ``limit``. ``include``: any of ``embeddings``, ``documents``, ``metadatas``,
+        ``uris``. ``where_document`` is answered exactly as Chroma does (:mod:`runbook_lib.core.document_filters`)."""
         fields = include_argument(include)
         limit, start = page_argument(limit, offset)
-        return self._store.get(collection, ids_argument(ids), _where(where), limit, start, fields)
+        id_list, where = ids_argument(ids), _where(where)
+        if not where_document:
+            return self._store.get(collection, id_list, where, limit, start, fields)
+        matches = document_predicate(where_document)
+        read: tuple[Field, ...] = tuple(dict.fromkeys((*fields, "documents")))
+        if isinstance(self._store, QdrantBackend):  # narrowed by the exact substring prefilter
+            found = self._store.get(collection, id_list, where, None, 0, read, where_document)
+        else:
+            found = self._store.get(collection, id_list, where, None, 0, read)
+        rows = [i for i, document in enumerate(found.documents or []) if matches(document)]
+        return select_rows(found, rows[start:] if limit is None else rows[start : start + limit], fields)
 
     def count(self, collection: str) -> int:
         """How many records ``collection`` holds (in the store reads come from)."""

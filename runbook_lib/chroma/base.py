@@ -119,6 +119,11 @@ class ChromaReader(ChromaCatalog, Protocol):
         """The collection's distance space (``cosine``, ``l2`` or ``ip``), from its metadata or configuration."""
         ...
 
+    def embedding_function(self, name: str) -> dict[str, Any] | None:
+        """The embedding function Chroma recorded in the collection's configuration, ``{"name", "config"}`` as
+        chromadb's registry rebuilds it; None when there is none (or only a legacy one)."""
+        ...
+
     def other_databases(self) -> list[dict[str, Any]]:
         """Tenants/databases present besides the one read (they are not migrated)."""
         ...

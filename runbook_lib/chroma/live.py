@@ -69,7 +69,14 @@ class LiveChroma:
             close_client(client)
 
     # --- reads -----------------------------------------------------------------------------------
-    def query(self, name: str, vector: Sequence[float], limit: int, where: Mapping[str, Any] | None) -> Any:
+    def query(
+        self,
+        name: str,
+        vector: Sequence[float],
+        limit: int,
+        where: Mapping[str, Any] | None,
+        where_document: Mapping[str, Any] | None = None,
+    ) -> Any:
         """chromadb's ``QueryResult`` for one vector: ids, documents, metadatas, distances and uris."""
         return self._run(
             name,
@@ -77,6 +84,7 @@ class LiveChroma:
                 query_embeddings=[list(vector)],
                 n_results=limit,
                 where=dict(where) if where else None,
+                where_document=dict(where_document) if where_document else None,
                 include=["documents", "metadatas", "distances", "uris"],
             ),
         )
@@ -113,6 +121,23 @@ class LiveChroma:
 
     def delete(self, name: str, ids: list[str] | None, where: Mapping[str, Any] | None) -> None:
         self._run(name, lambda col: col.delete(ids=ids, where=dict(where) if where else None))
+
+    # --- collections -----------------------------------------------------------------------------
+    def collection_names(self) -> list[str]:
+        return sorted(c.name for c in self._open_client().list_collections())
+
+    def create_collection(self, name: str, space: str) -> None:
+        """A collection of ``space`` with no embedding function (its dimension is set by the first write)."""
+        self._open_client().create_collection(name, configuration={"hnsw": {"space": space}}, embedding_function=None)
+
+    def delete_collection(self, name: str) -> None:
+        self._forget(name)
+        try:
+            self._open_client().delete_collection(name)
+        except Exception as exc:
+            if _is_not_found(exc):
+                raise CollectionNotFound(name) from exc
+            raise
 
     # --- health probes: (number of collections, seconds the listing took) ------------------------
     def probe(self) -> tuple[int, float]:

@@ -198,6 +198,14 @@ class ChromaSource:
             embedding_function=ef_name,
         )
 
+    def embedding_function(self, name: str) -> dict[str, Any] | None:
+        """The embedding function Chroma recorded in the collection's configuration, ``{"name", "config"}`` as
+        chromadb's registry rebuilds it; None when there is none, or only a legacy one (no recorded config)."""
+        ef = _configuration(self.collection(name)).get("embedding_function")
+        if not isinstance(ef, dict) or ef.get("type") != "known" or not ef.get("name"):
+            return None
+        return {"name": str(ef["name"]), "config": dict(ef.get("config") or {})}
+
     def other_databases(self) -> list[dict[str, Any]]:
         """Tenants/databases present besides the one being read (they are not migrated)."""
         current = (self.settings.tenant or "default_tenant", self.settings.database or "default_database")

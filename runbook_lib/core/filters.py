@@ -20,6 +20,10 @@ collection in ``tests/test_vector_db.py``:
   Integers from 2^53 up match exactly (``MatchValue``): a float range there would also match neighbours. Qdrant
   compares ranges in floats, so a range bound from 2^53 up also takes the integers that round to the bound's float
   and lie on its side (listed: a few hundred at most) -- checked on the engine in ``tests/test_engine_filters.py``.
+* **Float operands** are compared as Chroma compares them: chromadb 1.5 parses a ``where`` float with a
+  parser that lands about one value in ten 1 ulp off, and stores float metadata through the same parser
+  (:mod:`runbook_lib.core.chroma_floats`), so every float operand becomes :func:`chroma_float` of itself here
+  and ``{"v": x}``, ``$lt``/``$gte`` at ``x``... select the same records from the migrated copy as from Chroma.
 * **Booleans** are their own type: ``{"flag": True}`` does not match ``flag: 1`` and ``{"flag": 1}``
   does not match ``flag: True``; ranges never match booleans (Chroma rejects boolean range operands).
 * **Strings** never equal numbers: ``{"page": "3"}`` matches nothing stored as a number.
@@ -43,6 +47,7 @@ from typing import Any
 
 from qdrant_client import models
 
+from runbook_lib.core.chroma_floats import chroma_float
 from runbook_lib.core.mapping import PAYLOAD_METADATA_KEY
 from runbook_lib.errors import ConfigError
 
@@ -244,9 +249,14 @@ def _contains(path: str, value: Scalar) -> models.Filter:
 
 # --- operand checks ------------------------------------------------------------------------------
 def _scalar(key: str, operator: str, operand: Any) -> Scalar:
-    if isinstance(operand, float) and not math.isfinite(operand):
-        raise ConfigError(f"The where condition {operator} on {key!r} compares with {operand!r}: use a finite number.")
-    if isinstance(operand, str | bool | int | float):
+    """A checked operand; a float as Chroma compares it (:func:`chroma_float`)."""
+    if isinstance(operand, float):
+        if not math.isfinite(operand):
+            raise ConfigError(
+                f"The where condition {operator} on {key!r} compares with {operand!r}: use a finite number."
+            )
+        return chroma_float(operand)
+    if isinstance(operand, str | bool | int):
         return operand
     raise ConfigError(
         f"The where condition {operator} on {key!r} needs a string, number or boolean, got {operand!r}"

@@ -18,3 +18,14 @@ def open_target(settings: QdrantSettings, *, fail_fast: bool = False) -> QdrantS
     from runbook_lib.qdrant.target import QdrantTarget
 
     return QdrantTarget(settings, fail_fast=fail_fast)
+
+
+def holds_storage(settings: QdrantSettings) -> bool:
+    """Whether the target can hold anything yet: a server always; an embedded one once its folder exists (local
+    mode's ``meta.json``, Edge's folder). A reader skips a target that cannot (opening local mode creates its
+    folder)."""
+    if settings.kind == "local":
+        return settings.path is not None and (settings.path / "meta.json").is_file()
+    if settings.kind == "edge":
+        return settings.edge_path is not None and settings.edge_path.is_dir()
+    return True

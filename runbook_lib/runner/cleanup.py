@@ -201,9 +201,10 @@ class LiveNames:
 def read_live(settings: QdrantSettings) -> LiveNames | None:
     """What is live in Qdrant, or None when it cannot be read (a server down, local storage open elsewhere).
     An embedded local-mode folder that does not exist holds nothing (and is not created)."""
-    if not settings.is_server and (settings.path is None or not settings.path.is_dir()):
+    from runbook_lib.qdrant.connect import holds_storage, open_target
+
+    if not holds_storage(settings):
         return LiveNames(frozenset(), {})
-    from runbook_lib.qdrant.connect import open_target
 
     try:
         with open_target(settings) as target:

@@ -24,14 +24,14 @@ from runbook_lib.core.plan import plan_collection
 from runbook_lib.errors import ConfigError, DimensionMismatchError, RunbookError
 from runbook_lib.kernel.display import progress
 from runbook_lib.kernel.step import Step
-from runbook_lib.qdrant.connect import open_target
+from runbook_lib.qdrant.connect import holds_storage, open_target
 from runbook_lib.steps.dry_run.charts import dry_run_charts
 from runbook_lib.steps.dry_run.result import DryRunResult
 
 #: Write rates used for the time estimate (points/s for 1536-d points); the estimate scales them by dimension.
-#: Local: ~340 points/s on a quiet disk, ~100 on a busy one (benchmarks/local_write_bench.py: qdrant-client's local
-#: mode flushes the disk once per point).
-ESTIMATED_POINTS_PER_S = {"local": 300.0, "server": 1500.0}
+#: Local mode: ~340 points/s on a quiet disk, ~100 on a busy one (qdrant-client flushes the disk once per point);
+#: Edge: ~3,100 (benchmarks/local_write_bench.py, before its HNSW index is built).
+ESTIMATED_POINTS_PER_S = {"local": 300.0, "edge": 3000.0, "server": 1500.0}
 
 
 def inventory(
@@ -176,7 +176,7 @@ def dry_run(step: Step) -> DryRunResult:
             entry = plan_collection(source, name, run_id="<run_id>", cutover="plain", ids=ids)
             plan = entry.to_dict()
             dim = entry.dimension or 0
-            rate = ESTIMATED_POINTS_PER_S["server" if settings.qdrant.is_server else "local"] * 1536 / max(dim, 64)
+            rate = ESTIMATED_POINTS_PER_S[settings.qdrant.kind] * 1536 / max(dim, 64)
             plan["estimated_s"] = round(entry.count / rate, 1)
             plan["framework"] = inv["framework"]
             plan["recommended_layout"] = inv["recommended_layout"]
@@ -213,8 +213,8 @@ def dry_run(step: Step) -> DryRunResult:
 
 def _existing_targets(step: Step, targets: list[str]) -> list[str]:
     q = step.settings.qdrant
-    if not q.is_server and not (q.path / "meta.json").is_file():
-        return []  # no local storage yet: do not create one in a dry run
+    if not holds_storage(q):
+        return []  # no embedded storage yet: do not create one in a dry run
     try:
         with open_target(q) as target:
             return [t for t in targets if target.exists(t)]

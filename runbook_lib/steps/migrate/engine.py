@@ -12,6 +12,7 @@ The step's result is :mod:`runbook_lib.steps.migrate.result`; its chart :mod:`ru
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -23,6 +24,7 @@ from runbook_lib.chroma.base import ChromaReader
 from runbook_lib.chroma.catalog import Catalog, CatalogUnavailable
 from runbook_lib.chroma.connect import open_source
 from runbook_lib.core.layouts import Layout, get_layout
+from runbook_lib.core.payload_indexes import PayloadIndex
 from runbook_lib.core.plan import PlanEntry
 from runbook_lib.errors import (
     ConfigError,
@@ -38,10 +40,18 @@ from runbook_lib.qdrant.base import QdrantStore
 from runbook_lib.qdrant.connect import open_target
 from runbook_lib.state.checkpoint import CHECKPOINT, Checkpoint
 from runbook_lib.state.ledger import Ledger
+from runbook_lib.state.run import write_json
 from runbook_lib.steps.migrate.charts import migrate_charts
 from runbook_lib.steps.migrate.pipeline import copy_collection
-from runbook_lib.steps.migrate.preflight import Planned, check_shape, existing_collection_error, preflight
+from runbook_lib.steps.migrate.preflight import (
+    Planned,
+    check_capabilities,
+    check_shape,
+    existing_collection_error,
+    preflight,
+)
 from runbook_lib.steps.migrate.result import MigrationResult
+from runbook_lib.steps.migrate.shape import create_indexes, hnsw_params, plan_indexes
 
 log = logging.getLogger(__name__)
 
@@ -65,30 +75,46 @@ def _prepare_source(step: Step, checkpoint: Checkpoint) -> tuple[ChromaReader, B
     return open_source(chroma, copy_from=backup.data_dir), backup
 
 
-def _ensure_target(target: QdrantStore, entry: PlanEntry, state: dict[str, Any], on_existing: str, p: Any) -> None:
+def _ensure_target(
+    target: QdrantStore,
+    source: ChromaReader,
+    entry: PlanEntry,
+    ids: list[str],
+    state: dict[str, Any],
+    p: Any,
+    layout: Layout,
+) -> None:
+    """The target collection exists with the right shape, its payload indexes made before the first point."""
     if state.get("created_by_run") and target.exists(entry.target):
         check_shape(target, entry)
-        return
-    if target.exists(entry.target):
-        if on_existing == "fail":
+    elif target.exists(entry.target):
+        if p.on_existing == "fail":
             raise existing_collection_error(entry.target)
-        if on_existing == "resume":
+        if p.on_existing == "resume":
             check_shape(target, entry)
             state["created_by_run"] = False
-            return
-        state["replaced_existing"] = True
-        target.delete_collection(entry.target)
-    assert entry.dimension is not None
-    state["indexing_restore"] = target.create_collection(
-        entry.target,
-        size=entry.dimension,
-        distance=entry.distance,
-        shard_number=p.shard_number,
-        replication_factor=p.replication_factor,
-        write_consistency_factor=p.write_consistency_factor,
-        defer_indexing=p.defer_indexing,
-    )
-    state["created_by_run"] = True
+        else:
+            state["replaced_existing"] = True
+            target.delete_collection(entry.target)
+    if not target.exists(entry.target):
+        assert entry.dimension is not None
+        info = source.info(entry.source)
+        state["hnsw"] = hnsw_params(info.configuration, info.metadata)
+        state["indexing_restore"] = target.create_collection(
+            entry.target,
+            size=entry.dimension,
+            distance=entry.distance,
+            shard_number=p.shard_number,
+            replication_factor=p.replication_factor,
+            write_consistency_factor=p.write_consistency_factor,
+            defer_indexing=p.defer_indexing,
+            hnsw=state["hnsw"] or None,
+        )
+        state["created_by_run"] = True
+    if "payload_indexes" not in state:  # planned once, from the snapshot being copied; a resumed run keeps it
+        planned = plan_indexes(source, entry.source, ids, p.payload_indexes, layout, p.batch_size)
+        state["payload_indexes"] = [index.to_dict() for index in planned]
+    create_indexes(target, entry.target, [PayloadIndex.from_dict(d) for d in state["payload_indexes"]])
 
 
 def migrate(step: Step) -> MigrationResult:
@@ -104,6 +130,7 @@ def migrate(step: Step) -> MigrationResult:
     layout = _run_layout(checkpoint, p)
     chroma = step.settings.chroma
     with open_target(step.settings.qdrant) as target:  # the target is reachable before anything changes
+        check_capabilities(target, p)
         fresh_backup = not chroma.is_server and not checkpoint.data.get("backup_path")
         if fresh_backup:
             _record_plan(checkpoint, _check_before_backup(step, target, checkpoint))
@@ -128,6 +155,7 @@ def migrate(step: Step) -> MigrationResult:
                 result.warnings.append(
                     "The source is a Chroma server: no file backup was taken (back the server up yourself)."
                 )
+            _record_embedding_functions(step, source, planned, checkpoint)
             overall = progress(total=sum(pl.entry.count for pl in planned), desc="all collections", unit="rec")
             ledger = Ledger.for_run(step.run.state_dir)
             for pl in planned:
@@ -154,6 +182,30 @@ def migrate(step: Step) -> MigrationResult:
     result.ok = not result.errors
     result.figures = migrate_charts(step, result)
     return result
+
+
+#: The run's record of each collection's embedding function (what the app's compat client rebuilds for
+#: ``query_texts``), next to the run's results: ``{collection name the app uses: {"name", "config"}}``.
+EMBEDDING_FUNCTIONS_FILE = "embedding_functions.json"
+
+
+def _record_embedding_functions(
+    step: Step, source: ChromaReader, planned: list[Planned], checkpoint: Checkpoint
+) -> None:
+    """Record the embedding function Chroma keeps in each planned collection's configuration, in the checkpoint
+    and in the run's ``embedding_functions.json`` (under the source name, and the alias and target the app may use)."""
+    recorded: dict[str, Any] = {}
+    for pl in planned:
+        entry = pl.entry
+        function = source.embedding_function(entry.source)
+        checkpoint.entry(entry.source)["embedding_function"] = function
+        if function is not None:
+            for name in {entry.source, entry.alias, entry.target} - {None}:
+                recorded[name] = function
+    checkpoint.save()
+    path = step.run.dir / EMBEDDING_FUNCTIONS_FILE
+    previous = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    write_json(path, {**previous, **recorded})
 
 
 def _record_sequences(ledger: Ledger, data_dir: Path, name: str, chroma: Any) -> None:
@@ -249,7 +301,7 @@ def _migrate_one(
         return row
     t0 = time.perf_counter()
     try:
-        _ensure_target(target, entry, state, p.on_existing, p)
+        _ensure_target(target, source, entry, ids, state, p, layout or get_layout())
         checkpoint.save()
         if state.get("status") != "done":
             start = int(state.get("records_done", 0)) if state.get("status") == "copying" else 0

@@ -145,3 +145,20 @@ def preflight(
         planned.append(Planned(entry=entry, ids=ids))
         source.release()  # memory follows the largest collection, not the database
     return planned
+
+
+def check_capabilities(target: QdrantStore, p: Any) -> None:
+    """Refuse, before anything is written, what the target cannot do: aliases (``cutover=alias``) and cluster
+    settings on a target without them (Qdrant Edge has neither; local mode has no cluster)."""
+    caps = target.capabilities
+    if p.cutover == "alias" and not caps.aliases:
+        raise ConfigError(
+            f"{target.describe()} has no collection aliases, so cutover=alias cannot work: migrate with "
+            "-p cutover plain, or to a Qdrant server (QDRANT_URL)."
+        )
+    cluster = [n for n in ("shard_number", "replication_factor", "write_consistency_factor") if getattr(p, n, None)]
+    if cluster and not caps.cluster:
+        raise ConfigError(
+            f"{target.describe()} has no shards or replicas, so {', '.join(cluster)} cannot be set: leave "
+            f"{' and '.join(cluster)} at 0, or migrate to a Qdrant cluster (QDRANT_URL)."
+        )

@@ -94,7 +94,7 @@ def _plan_qdrant(step: Step, checkpoint: dict[str, Any], result: RollbackResult)
     p: RollbackParams = step.p
     target = open_target(step)
     if target is None:
-        why = f"no local storage at {step.settings.qdrant.path}" if p.remove_qdrant else "remove_qdrant=False"
+        why = f"no storage yet in {step.settings.qdrant.describe()}" if p.remove_qdrant else "remove_qdrant=False"
         result.actions.append(Action("Qdrant", SKIP, "Qdrant", why, status="skipped"))
         return None
     with target:

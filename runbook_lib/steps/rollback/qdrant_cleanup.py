@@ -158,8 +158,8 @@ def apply_qdrant(target: QdrantStore, actions: list[Action], errors: list[str]) 
 
 
 def open_target(step: Step) -> QdrantStore | None:
-    """The Qdrant target, or None when local mode has no storage folder (nothing can be there)."""
+    """The Qdrant target, or None when an embedded target has no storage yet (nothing can be there)."""
     q = step.settings.qdrant
-    if not q.is_server and not q.path.is_dir():
+    if not qdrant_connect.holds_storage(q):
         return None
     return qdrant_connect.open_target(q)

@@ -31,8 +31,8 @@ import queue
 import threading
 import time
 import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -45,6 +45,7 @@ from runbook_lib.core.mapping import PAYLOAD_ID_KEY, normalise_rows, point_id, q
 from runbook_lib.errors import RunbookError
 from runbook_lib.kernel.display import progress
 from runbook_lib.qdrant.base import QdrantStore
+from runbook_lib.steps.migrate.shape import index_problems
 from runbook_lib.steps.verify.identity import check_identity
 from runbook_lib.steps.verify.queries import QUERY_SEED, check_search, pick_queries
 from runbook_lib.steps.verify.result import FAIL, HIST_EDGES, NOT_RUN, SKIPPED, CollectionReport, Differences
@@ -100,6 +101,8 @@ class Planned:
     target: str
     alias: str | None
     migrate_status: str | None
+    #: the payload indexes the migration planned and created (``PayloadIndex.to_dict``), checked where reported
+    payload_indexes: list[dict[str, Any]] = field(default_factory=list)
 
 
 # --- verifying one collection ----------------------------------------------------------------------------------
@@ -138,7 +141,7 @@ def verify_collection(
     rep.migrate_status = plan.migrate_status
     rep.differences = Differences(plan.source)
     try:
-        _run_checks(source, target, rep, p, hist, overall, layout)
+        _run_checks(source, target, rep, p, hist, overall, layout, plan.payload_indexes)
     except RunbookError as exc:
         rep.error = str(exc)
         log.warning("%s: verification stopped: %s", plan.source, exc)
@@ -165,6 +168,7 @@ def _run_checks(
     hist: Histogram,
     overall: Any,
     layout: Layout | None = None,
+    planned_indexes: Sequence[Mapping[str, Any]] = (),
 ) -> None:
     assert rep.differences is not None
     diffs = rep.differences
@@ -206,14 +210,29 @@ def _run_checks(
         if alias_target != tname:
             problems.append(f"alias {rep.alias!r} points at {alias_target!r}, expected {tname!r}")
             diffs.add("config", "(collection)", "alias", tname, alias_target, f"alias {rep.alias!r}")
+    index_problems_found = index_problems(target, tname, planned_indexes) if planned_indexes else []
+    for problem in index_problems_found or []:
+        problems.append(problem)
+        diffs.add("config", "(collection)", "payload index", "planned", "missing or other type", problem)
+    indexes_said = (
+        ""
+        if not planned_indexes
+        else f", {len(planned_indexes)} payload indexes"
+        + (" (not reported by this target: not checked)" if index_problems_found is None else "")
+    )
     checks["config"].set(
         not problems,
         "; ".join(problems)
-        or f"{found.distance}, dimension {found.size}" + (f", alias {rep.alias!r}" if rep.alias else ""),
+        or f"{found.distance}, dimension {found.size}" + (f", alias {rep.alias!r}" if rep.alias else "") + indexes_said,
         collection=tname,
         dimension={"source": rep.dimension, "target": found.size},
         distance={"expected": rep.distance, "target": found.distance, "chroma_space": rep.space},
         alias={"name": rep.alias, "points_to": alias_target} if rep.alias else None,
+        payload_indexes={
+            "planned": len(planned_indexes),
+            "checked": index_problems_found is not None,
+            "problems": index_problems_found or [],
+        },
     )
 
     # --- count -------------------------------------------------------------------------------------------

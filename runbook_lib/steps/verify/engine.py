@@ -79,7 +79,15 @@ def _plan(source: ChromaReader, checkpoint: dict[str, Any] | None, requested: li
     out = []
     for n in names:
         entry = entries.get(n) or {}
-        out.append(Planned(n, entry.get("target") or n, entry.get("alias"), entry.get("status") or "not started"))
+        out.append(
+            Planned(
+                n,
+                entry.get("target") or n,
+                entry.get("alias"),
+                entry.get("status") or "not started",
+                list(entry.get("payload_indexes") or []),
+            )
+        )
     return out
 
 
