@@ -13,12 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from runbook_lib.config.settings import load_settings
+from runbook_lib.config.steps import ALL_STEPS, STEPS
 from runbook_lib.errors import ConfigError, RunbookError
 from runbook_lib.runner import cleanup
-from runbook_lib.runner.deferred_imports import defer_rfc3987_syntax
-from runbook_lib.state.run import STEPS, Run, list_runs, outputs_error, write_json
-
-ALL_STEPS = ("dry-run", "migrate", "verify", "monitor")
+from runbook_lib.state.run import Run, list_runs, outputs_error, write_json
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="runbook", description="ChromaDB -> Qdrant migration runbook (see README.md).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     for step in (*STEPS, "all"):
-        helptext = "dry-run, migrate, verify and monitor in one run folder" if step == "all" else f"run the {step} step"
+        helptext = f"{', '.join(ALL_STEPS)} in one run folder" if step == "all" else f"run the {step} step"
         sp = sub.add_parser(step, help=helptext)
         sp.add_argument("--run-id", help="continue or address an existing run (default: a new run id)")
         sp.add_argument(
@@ -167,7 +165,7 @@ def _sample_data(args: argparse.Namespace) -> int:
 
 
 #: Packages of the runbook layer (the ``runbook`` extra) the command needs; the app layer installs without them.
-RUNBOOK_PACKAGES = ("papermill", "nbconvert", "nbformat", "ipykernel", "pandas", "matplotlib", "yaml", "filelock")
+RUNBOOK_PACKAGES = ("papermill", "nbconvert", "nbformat", "ipykernel", "pandas", "matplotlib", "yaml")
 
 
 def missing_runbook_packages() -> list[str]:
@@ -185,7 +183,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    defer_rfc3987_syntax()  # before papermill (and jsonschema) are imported
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     args = _parser().parse_args(argv)

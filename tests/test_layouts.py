@@ -13,6 +13,7 @@ from runbook_lib.core.layouts import (
     LayoutError,
     detect_framework,
     get_layout,
+    is_llamaindex_record,
     recommended_layout,
 )
 from runbook_lib.core.mapping import build_payload
@@ -79,7 +80,7 @@ def test_langchain_null_document_refused_or_mapped() -> None:
     assert "'e'" in (refuse.check(*NULL_DOC) or "")
     with pytest.raises(LayoutError, match="null_documents=empty"):
         refuse.to_payload(*NULL_DOC)
-    empty = Layout("langchain", "empty")
+    empty = get_layout("langchain", "empty")
     assert empty.check(*NULL_DOC) is None and empty.substitutes(None, {"k": 1})
     assert empty.to_payload(*NULL_DOC)["page_content"] == ""
     assert not empty.substitutes("x", None)
@@ -127,19 +128,23 @@ def test_unknown_layout_is_a_config_error() -> None:
 
 
 def test_detect_framework() -> None:
-    assert detect_framework([LLAMA[2], LLAMA[2]], ["a", "b"]) == "llamaindex"
-    assert detect_framework([{"k": 1}, None], ["a", "b"]) == "langchain"
-    assert detect_framework([{"k": 1}], [None]) == "unknown"
-    assert detect_framework([LLAMA[2], {"k": 1}], ["a", "b"]) == "unknown"
-    assert detect_framework([], []) == "unknown"
+    assert is_llamaindex_record(LLAMA[2]) and not is_llamaindex_record({"k": 1}) and not is_llamaindex_record(None)
+    assert detect_framework(2, 2, 2) == "llamaindex"
+    assert detect_framework(2, 0, 2) == "langchain"
+    assert detect_framework(1, 0, 0) == "unknown"
+    assert detect_framework(2, 1, 2) == "unknown"
+    assert detect_framework(0, 0, 0) == "unknown"
     assert recommended_layout("unknown") == "runbook"
     assert recommended_layout("llamaindex") == "llamaindex"
 
 
-def test_metadata_path() -> None:
-    assert get_layout().metadata_path("k") == "metadata.k"
-    assert get_layout("langchain").metadata_path("k") == "metadata.k"
-    assert get_layout("llamaindex").metadata_path("k") == "k"
+def test_one_class_per_layout() -> None:
+    assert [get_layout(name).name for name in LAYOUT_NAMES] == list(LAYOUT_NAMES)
+    assert [get_layout(name).flat for name in LAYOUT_NAMES] == [False, False, True]
+    assert get_layout("llamaindex").document_path is None and get_layout("langchain").document_path == "page_content"
+    assert get_layout() == Layout() and get_layout("langchain", "empty") != get_layout("langchain")
+    with pytest.raises(Exception, match="null_documents"):
+        get_layout("langchain", "drop")  # type: ignore[arg-type]
 
 
 def test_to_points_uses_the_layout_and_counts_substitutions() -> None:
@@ -152,5 +157,5 @@ def test_to_points_uses_the_layout_and_counts_substitutions() -> None:
     assert to_points(0, batch).payloads[1] == build_payload("b", None, None)  # default: the SPEC layout
     with pytest.raises(LayoutError, match="'b'"):
         to_points(0, batch, layout=get_layout("langchain"))
-    points = to_points(0, batch, layout=Layout("langchain", "empty"))
+    points = to_points(0, batch, layout=get_layout("langchain", "empty"))
     assert points.substituted == 1 and points.payloads[1]["page_content"] == ""

@@ -27,17 +27,34 @@ def test_environment_yml_matches_pyproject() -> None:
 
 def test_app_layer_depends_on_chromadb_qdrant_client_and_qdrant_edge_only() -> None:
     """The base install is the app layer: what it declares besides chromadb, qdrant-client and qdrant-edge-py must
-    already come with those (so installing the app layer adds nothing else to a production app's environment)."""
-    from importlib.metadata import requires
-
+    already come with those, directly or through their own dependencies (so installing the app layer adds nothing
+    else to a production app's environment)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     base = {_name(d) for d in project["dependencies"]}
     primary = {"chromadb", "qdrant-client", "qdrant-edge-py"}
-    brought = {_name(r) for dist in primary for r in (requires(dist) or []) if "extra ==" not in r}
+    brought = _brought_by(primary)
     assert primary <= base
     assert base - primary <= brought, base - brought - primary
     for heavy in ("papermill", "nbconvert", "pandas", "matplotlib", "jupyterlab"):
         assert heavy not in base
+
+
+def _brought_by(dists: set[str]) -> set[str]:
+    """Every installed distribution that ``dists`` require, transitively (extras' requirements left out)."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    seen: set[str] = set()
+    todo = list(dists)
+    while todo:
+        try:
+            found = requires(todo.pop()) or []
+        except PackageNotFoundError:  # a requirement whose environment marker left it uninstalled here
+            continue
+        for name in (_name(r) for r in found if "extra ==" not in r):
+            if name not in seen:
+                seen.add(name)
+                todo.append(name)
+    return seen
 
 
 def _name(requirement: str) -> str:

@@ -90,3 +90,24 @@ def test_manifest_updates_from_two_writers_are_not_lost(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert len(run.manifest()["steps"]) == 20
+
+
+def test_a_failed_step_files_its_exit_code(runbook_env: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The exit code crosses the kernel boundary in the step's filed result: an error inside ``execute`` and one
+    in ``begin`` under the runner (which holds the run for the kernel) both leave it there."""
+    from runbook_lib.kernel.step import begin
+    from runbook_lib.state.run import DRIVEN_RUN_ENV
+
+    def refuse(step: object) -> None:
+        raise ConfigError("Nothing to do: fix the parameters.")
+
+    step = begin("verify")
+    with pytest.raises(ConfigError):
+        step.execute(refuse)
+    filed = step.run.read_result("verify")
+    assert filed is not None and filed["status"] == "failed" and filed["exit_code"] == 2
+    monkeypatch.setenv(DRIVEN_RUN_ENV, str(step.run.dir.resolve()))
+    with pytest.raises(ConfigError):
+        begin("monitor", run_id=step.run.run_id, concurrency="0")
+    filed = step.run.read_result("monitor")
+    assert filed is not None and filed["exit_code"] == 2 and "concurrency" in filed["error"]

@@ -27,6 +27,7 @@ from runbook_lib.chroma import server as chroma_server
 from runbook_lib.chroma.backup import backup_root, create_backup
 from runbook_lib.chroma.source import ChromaSource
 from runbook_lib.config.settings import load_settings
+from runbook_lib.core import retries
 from runbook_lib.errors import ConfigError, SourceError
 from runbook_lib.steps.migrate.engine import migrate
 
@@ -257,7 +258,7 @@ class _Proxy(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def proxy(server_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, type[_Proxy]]]:
-    monkeypatch.setattr(chroma_server, "WAIT", wait_none())
+    monkeypatch.setattr(retries, "PATIENT", retries.Budget(retries.PATIENT.attempts, wait_none()))
     upstream = f"http://{os.environ['CHROMA_HOST']}:{os.environ['CHROMA_PORT']}"
     handler = type("Proxy", (_Proxy,), {"upstream": upstream, "hits": [], "lock": threading.Lock()})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -298,7 +299,7 @@ def test_a_server_that_stays_down_fails_after_the_bounded_attempts(proxy: tuple[
         before = _gets(handler)
         with pytest.raises(chroma_server.ChromaServerBusy, match="503"):
             source.snapshot_ids("srv_l2")
-        assert _gets(handler) - before == chroma_server.ATTEMPTS
+        assert _gets(handler) - before == retries.PATIENT.attempts
 
 
 def test_permanent_server_errors_are_not_retried(proxy: tuple[Any, type[_Proxy]]) -> None:

@@ -9,6 +9,7 @@ clients and closes them: Qdrant's local mode allows one client per directory at 
 from __future__ import annotations
 
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -400,6 +401,28 @@ def test_unreachable_server(stores: Stores, backend: str, extra: dict[str, str])
             db.search("docs_cosine", stores.vectors[0])
     finally:
         db.close()
+
+
+def test_a_search_against_a_hung_chroma_server_fails_within_chroma_timeout(stores: Stores, silent_server: int) -> None:
+    """The app opens its Chroma client through the runbook's factory, so ``CHROMA_TIMEOUT`` bounds a server that
+    accepts connections and never answers."""
+    env = stores.env("chroma", CHROMA_HOST="127.0.0.1", CHROMA_PORT=str(silent_server), CHROMA_TIMEOUT="1")
+    outcome: dict[str, BaseException] = {}
+
+    def search() -> None:
+        with VectorDBClient(env) as db:
+            try:
+                db.search("docs_cosine", stores.vectors[0])
+            except BaseException as exc:  # recorded and checked below
+                outcome["error"] = exc
+
+    worker = threading.Thread(target=search, daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "the app's search waited on a hung Chroma server instead of timing out"
+    error = outcome.get("error")
+    assert isinstance(error, RunbookError), error
+    assert "Cannot reach the Chroma server" in str(error) and "CHROMA_TIMEOUT=1" in str(error), error
 
 
 def test_missing_directories_are_reported(stores: Stores, tmp_path: Path) -> None:

@@ -1,62 +1,54 @@
 """The ChromaDB side of :class:`~runbook_lib.app.client.VectorDBClient`: the app's store before the migration.
 
-Used when ``VECTOR_DB=chroma`` (a rollback). The client is opened the way the app opens it
-(``PersistentClient`` on ``CHROMA_PERSIST_DIR``, or ``HttpClient`` on ``CHROMA_HOST``); collections are
-looked up, never created. chromadb is imported on first use, so the app starts without paying for it.
+Used when ``VECTOR_DB=chroma`` (a rollback) or ``dual``. ChromaDB itself is reached through
+:class:`~runbook_lib.chroma.live.LiveChroma` (the app's directory or server, collections looked up, never created);
+this adds what the app promises on both stores: the same dimension checks, errors and result shapes as Qdrant's.
+
+The wrapper never computes embeddings: chromadb 1.5 embeds the documents of an ``update`` that brings documents
+without embeddings (with the collection's embedding function, which may download a model), so such an update
+passes the records' current embeddings back unchanged. :meth:`ChromaBackend.get` orders records as
+:mod:`runbook_lib.app.qdrant_writes` does (the ``ids`` asked for, else by Chroma id), so both stores answer a
+``limit``/``offset`` page alike.
 """
 
 from __future__ import annotations
 
-import logging
-import re
-import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-import runbook_lib.app.chroma_writes as chroma_writes
+import numpy as np
+
 from runbook_lib.app.errors import UnknownCollectionError, WriteDimensionMismatchError, closed_client_error, short_error
-from runbook_lib.app.records import Field, GetResult, Records, WriteKind
+from runbook_lib.app.records import Field, GetResult, Records, WriteKind, get_result, page
 from runbook_lib.app.results import CollectionInfo, SearchResult, check_dimension
+from runbook_lib.chroma.live import ClientClosed, CollectionNotFound, Column, LiveChroma, WrongDimension
 from runbook_lib.config.settings import ChromaSettings
 from runbook_lib.errors import RunbookError, SourceError
 
-log = logging.getLogger(__name__)
-
-_CHROMA_INCLUDE = ["documents", "metadatas", "distances", "uris"]
-_DIMENSION_ERROR = re.compile(r"dimension of (\d+), got (\d+)")
+#: Ids per ``get`` request, well under SQLite's 32,766 variables per statement.
+MAX_IDS_PER_REQUEST = 10_000
 _T = TypeVar("_T")
 
 
 class ChromaBackend:
-    """One lazily opened ChromaDB client, its collections and their dimensions. Thread-safe."""
+    """The app's ChromaDB, answered like the Qdrant side. Thread-safe."""
 
     def __init__(self, settings: ChromaSettings) -> None:
         self.settings = settings
-        self._lock = threading.RLock()
-        self._closed = False
-        self._client: Any = None  # chromadb.api.ClientAPI
-        self._collections: dict[str, Any] = {}
-        self._info: dict[str, CollectionInfo] = {}
+        self._chroma = LiveChroma(settings)
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._chroma.closed
 
     def describe(self) -> str:
         return self.settings.describe()
 
     def close(self) -> None:
         """Release the client. Idempotent."""
-        with self._lock:
-            self._closed = True
-            client, self._client = self._client, None
-            self._collections.clear()
-            self._info.clear()
-        if client is not None:
-            close_chroma(client)
+        self._chroma.close()
 
-    # --- search --------------------------------------------------------------------------------
+    # --- search ----------------------------------------------------------------------------------
     def search(
         self,
         collection: str,
@@ -65,47 +57,43 @@ class ChromaBackend:
         where: dict[str, Any] | None,
         where_document: dict[str, Any] | None = None,
     ) -> SearchResult:
-        for attempt in (1, 2):
-            col = self._collection(collection)
-            info = self._collection_info(collection, col)
-            check_dimension(collection, info, query)
-            try:
-                response = col.query(
-                    query_embeddings=[query],
-                    n_results=limit,
-                    where=where,
-                    where_document=where_document,
-                    include=_CHROMA_INCLUDE,
-                )
-            except Exception as exc:
-                if is_chroma_not_found(exc):
-                    # The collection was deleted (or recreated) since it was cached: look it up again once.
-                    self._forget(collection)
-                    if attempt == 1:
-                        continue
-                    raise UnknownCollectionError(collection, self.describe()) from exc
-                raise SourceError(
-                    f"ChromaDB could not search collection {collection!r} at {self.describe()}: {short_error(exc)}"
-                ) from exc
-            return chroma_result(response)
-        raise AssertionError("unreachable")  # pragma: no cover
+        check_dimension(collection, self._info(collection), query)
+        response = self._call(
+            collection, "search", lambda: self._chroma.query(collection, query, limit, where, where_document)
+        )
+        return chroma_result(response)
 
-    # --- writes and reads by id (runbook_lib.app.chroma_writes) ---------------------------------
+    def _info(self, collection: str) -> CollectionInfo:
+        dimension = self._call(collection, "read", lambda: self._chroma.dimension(collection))
+        return CollectionInfo(dimension=dimension, space=None)
+
+    # --- writes and reads by id ------------------------------------------------------------------
     def write(self, collection: str, kind: WriteKind, recs: Records) -> None:
         """``add`` / ``upsert`` / ``update`` through chromadb, after the same dimension check as Qdrant's (copied
         records' floats written so Chroma stores them as they are)."""
         recs = recs.for_chroma()
-
-        def run(col: Any) -> None:
-            info = self._collection_info(collection, col)
-            if recs.dimension is not None and info.dimension is not None and recs.dimension != info.dimension:
-                raise WriteDimensionMismatchError(collection, info.dimension, recs.dimension)
-            chroma_writes.write(col, kind, recs)
-
-        self._run(collection, f"write ({kind}) to", run)
+        expected = self._info(collection).dimension
+        if recs.dimension is not None and expected is not None and recs.dimension != expected:
+            raise WriteDimensionMismatchError(collection, expected, recs.dimension)
+        ids, embeddings = recs.ids, recs.embeddings
+        documents, metadatas, uris = recs.documents, recs.metadatas, recs.uris
+        if kind == "update" and embeddings is None and documents is not None:
+            current = self._by_id(collection, ids, ["embeddings"], where=None)
+            rows = [i for i, rid in enumerate(ids) if rid in current]  # chromadb ignores the others anyway
+            if not rows:
+                return
+            ids = [ids[i] for i in rows]
+            embeddings = np.stack([np.asarray(current[rid]["embedding"], dtype=np.float32) for rid in ids])
+            documents = [documents[i] for i in rows]
+            metadatas = None if metadatas is None else [metadatas[i] for i in rows]
+            uris = None if uris is None else [uris[i] for i in rows]
+        given: dict[Column, Any] = {"embeddings": embeddings, "documents": documents, "metadatas": metadatas}
+        given["uris"] = uris
+        columns = {name: values for name, values in given.items() if values is not None}
+        self._call(collection, f"write ({kind}) to", lambda: self._chroma.write(collection, kind, ids, columns))
 
     def delete(self, collection: str, ids: list[str] | None, where: Mapping[str, Any] | None) -> None:
-        self._run(collection, "delete records of", lambda col: chroma_writes.delete(col, ids, where))
+        self._call(collection, "delete records of", lambda: self._chroma.delete(collection, ids, where))
 
     def get(
         self,
@@ -116,126 +104,91 @@ class ChromaBackend:
         offset: int,
         include: Sequence[Field],
     ) -> GetResult:
-        return self._run(collection, "read", lambda col: chroma_writes.get(col, ids, where, limit, offset, include))
+        """Records by id (in that order) or all matching records ordered by Chroma id, then ``offset``/``limit``."""
+        if ids is not None:
+            found = self._by_id(collection, ids, list(include), where=where)
+            selected = page([i for i in ids if i in found], limit, offset)
+        else:
+            listed = self._call(
+                collection, "read", lambda: self._chroma.get(collection, ids=None, where=where, include=[])
+            )
+            selected = page(sorted(str(i) for i in listed["ids"]), limit, offset)
+            found = self._by_id(collection, selected, list(include), where=None) if selected and include else {}
+        rows = [found.get(i, {}) for i in selected]
+        return get_result(
+            include,
+            selected,
+            [r.get("embedding") for r in rows],
+            [r.get("document") for r in rows],
+            [r.get("metadata") for r in rows],
+            [r.get("uri") for r in rows],
+        )
 
     def count(self, collection: str) -> int:
-        return self._run(collection, "count", chroma_writes.count)
+        return self._call(collection, "count", lambda: self._chroma.count(collection))
 
-    def _run(self, collection: str, what: str, fn: Callable[[Any], _T]) -> _T:
-        """``fn(collection object)``; a collection deleted since it was cached is looked up once more."""
-        for attempt in (1, 2):
-            col = self._collection(collection)
-            try:
-                return fn(col)
-            except RunbookError:
-                raise
-            except Exception as exc:
-                if is_chroma_not_found(exc):
-                    self._forget(collection)
-                    if attempt == 1:
-                        continue
-                    raise UnknownCollectionError(collection, self.describe()) from exc
-                found = _DIMENSION_ERROR.search(str(exc))
-                if found:
-                    raise WriteDimensionMismatchError(collection, int(found[1]), int(found[2])) from exc
-                raise SourceError(
-                    f"ChromaDB could not {what} collection {collection!r} at {self.describe()}: {short_error(exc)}"
-                ) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
+    def _by_id(
+        self, collection: str, ids: list[str], include: list[Column], *, where: Mapping[str, Any] | None
+    ) -> dict[str, dict[str, Any]]:
+        """Chroma id -> {"embedding", "document", "metadata", "uri"} (the fields in ``include``) of the ids found."""
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(ids), MAX_IDS_PER_REQUEST):
+            chunk = ids[start : start + MAX_IDS_PER_REQUEST]
+            response = self._call(
+                collection,
+                "read",
+                lambda chunk=chunk: self._chroma.get(collection, ids=chunk, where=where, include=include),
+            )
+            columns = {
+                "embedding": response.get("embeddings"),
+                "document": response.get("documents"),
+                "metadata": response.get("metadatas"),
+                "uri": response.get("uris"),
+            }
+            for k, rid in enumerate(str(i) for i in response["ids"]):
+                found[rid] = {name: values[k] for name, values in columns.items() if values is not None}
+        return found
 
-    def _open_client(self) -> Any:
-        with self._lock:
-            if self._closed:
-                raise closed_client_error(self.describe())
-            if self._client is None:
-                self._client = open_chroma(self.settings)
-            return self._client
-
-    def _collection(self, collection: str) -> Any:
-        cached = self._collections.get(collection)
-        if cached is not None:
-            return cached
-        client = self._open_client()
+    def _call(self, collection: str, what: str, fn: Callable[[], _T]) -> _T:
+        """``fn()``, with ChromaDB's failures as the app's one-sentence errors."""
         try:
-            col = client.get_collection(collection)  # never create: the app's data must already be there
-        except Exception as exc:
-            if is_chroma_not_found(exc):
-                raise UnknownCollectionError(collection, self.describe()) from exc
-            raise SourceError(
-                f"ChromaDB could not open collection {collection!r} at {self.describe()}: {short_error(exc)}"
-            ) from exc
-        with self._lock:
-            self._collections[collection] = col
-        return col
-
-    def _collection_info(self, collection: str, col: Any) -> CollectionInfo:
-        cached = self._info.get(collection)
-        if cached is not None:
-            return cached
-        try:
-            sample = col.get(limit=1, include=["embeddings"])
+            return fn()
+        except RunbookError:
+            raise
+        except ClientClosed:
+            raise closed_client_error(self.describe()) from None
+        except CollectionNotFound as exc:
+            raise UnknownCollectionError(collection, self.describe()) from exc
+        except WrongDimension as exc:
+            raise WriteDimensionMismatchError(collection, exc.expected, exc.found) from exc
         except Exception as exc:
             raise SourceError(
-                f"ChromaDB could not read collection {collection!r} at {self.describe()}: {short_error(exc)}"
+                f"ChromaDB could not {what} collection {collection!r} at {self.describe()}: {short_error(exc)}"
             ) from exc
-        embeddings = sample.get("embeddings")
-        if embeddings is None or len(embeddings) == 0:
-            return CollectionInfo(dimension=None, space=None)  # empty: nothing to check, nothing cached
-        info = CollectionInfo(dimension=len(embeddings[0]), space=None)
-        with self._lock:
-            self._info[collection] = info
-        return info
 
-    def _forget(self, collection: str) -> None:
-        with self._lock:
-            self._collections.pop(collection, None)
-            self._info.pop(collection, None)
-
-    # --- collections ----------------------------------------------------------------------------
+    # --- collections -----------------------------------------------------------------------------
     def collection_names(self) -> list[str]:
-        return sorted(c.name for c in self._open_client().list_collections())
+        return self._call("", "list the collections of", self._chroma.collection_names)
 
     def create_collection(self, collection: str, space: str, dimension: int | None = None) -> None:
         """A collection of ``space`` with no embedding function (the app embeds; ``dimension`` is set by the first
         write, as Chroma does)."""
-        try:
-            self._open_client().create_collection(
-                collection, configuration={"hnsw": {"space": space}}, embedding_function=None
-            )
-        except Exception as exc:
-            raise SourceError(
-                f"ChromaDB could not create collection {collection!r} at {self.describe()}: {short_error(exc)}"
-            ) from exc
+        self._call(collection, "create", lambda: self._chroma.create_collection(collection, space))
 
     def delete_collection(self, collection: str) -> None:
-        self._forget(collection)
-        try:
-            self._open_client().delete_collection(collection)
-        except Exception as exc:
-            if is_chroma_not_found(exc):
-                raise UnknownCollectionError(collection, self.describe()) from exc
-            raise SourceError(
-                f"ChromaDB could not delete collection {collection!r} at {self.describe()}: {short_error(exc)}"
-            ) from exc
+        self._call(collection, "delete", lambda: self._chroma.delete_collection(collection))
 
-    # --- health probes: (number of collections, seconds the listing took) ----------------------
+    # --- health probes: (number of collections, seconds the listing took) ------------------------
     def probe_local(self) -> tuple[int, float]:
         """Count the collections through this backend's own client (opening it if needed)."""
-        chroma = self._open_client()
-        started = time.perf_counter()
-        count = int(chroma.count_collections())
-        return count, time.perf_counter() - started
+        try:
+            return self._chroma.probe()
+        except ClientClosed:
+            raise closed_client_error(self.describe()) from None
 
     def probe_server(self, timeout_s: float) -> tuple[int, float]:
-        """Count the collections through a fresh client (chromadb's HTTP client takes no timeout: ``timeout_s``
-        is for the caller's deadline)."""
-        chroma = open_chroma(self.settings)
-        try:
-            started = time.perf_counter()
-            count = int(chroma.count_collections())
-            return count, time.perf_counter() - started
-        finally:
-            close_chroma(chroma)
+        """Count the collections through a fresh client whose requests time out after ``timeout_s``."""
+        return self._chroma.probe_fresh(timeout_s)
 
 
 def chroma_result(response: Mapping[str, Any]) -> SearchResult:
@@ -256,55 +209,3 @@ def chroma_result(response: Mapping[str, Any]) -> SearchResult:
         distances=[float(d) for d in first("distances", n)],
         uris=first("uris", n),
     )
-
-
-def open_chroma(cs: ChromaSettings) -> Any:
-    """Open the app's ChromaDB the way the app does: PersistentClient(path) or HttpClient(...)."""
-    import chromadb
-    from chromadb.config import DEFAULT_DATABASE, DEFAULT_TENANT
-
-    tenant = cs.tenant or DEFAULT_TENANT
-    database = cs.database or DEFAULT_DATABASE
-    if not cs.is_server:
-        path = cs.require_persist_dir()
-        try:
-            return chromadb.PersistentClient(path=str(path), tenant=tenant, database=database)
-        except Exception as exc:
-            raise SourceError(f"Cannot open the ChromaDB directory {path}: {short_error(exc)}") from exc
-    kwargs: dict[str, Any] = {}
-    if cs.auth_token:
-        from chromadb.config import Settings as ChromaConfig
-
-        kwargs["settings"] = ChromaConfig(
-            chroma_client_auth_provider="chromadb.auth.token_authn.TokenAuthClientProvider",
-            chroma_client_auth_credentials=cs.auth_token.get_secret_value(),
-        )
-    try:
-        return chromadb.HttpClient(
-            host=str(cs.host), port=cs.port, ssl=cs.ssl, tenant=tenant, database=database, **kwargs
-        )
-    except Exception as exc:
-        raise SourceError(
-            f"Cannot reach the {cs.describe()} ({short_error(exc)}): check CHROMA_HOST, CHROMA_PORT, CHROMA_SSL and "
-            "CHROMA_AUTH_TOKEN, and that the server is running."
-        ) from exc
-
-
-def close_chroma(client: Any) -> None:
-    """Close a chromadb client if its version can (older ones cannot); never raises."""
-    close = getattr(client, "close", None)
-    if callable(close):
-        try:
-            close()
-        except Exception:  # pragma: no cover - closing never hides the real error
-            log.debug("closing the ChromaDB client failed", exc_info=True)
-
-
-def is_chroma_not_found(exc: BaseException) -> bool:
-    """Whether chromadb's ``exc`` says the collection does not exist."""
-    from chromadb.errors import NotFoundError
-
-    if isinstance(exc, NotFoundError):
-        return True
-    text = str(exc).lower()
-    return "does not exist" in text and "collection" in text

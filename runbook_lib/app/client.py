@@ -195,7 +195,7 @@ class VectorDBClient(WriteMethods):
             raise ValueError(f"limit must be a positive integer, got {limit!r}")
         query = query_vector(vector)
         # One validation for both backends, so a filter behaves the same before and after a rollback.
-        flat = isinstance(self._store, QdrantBackend) and self._store.layout.name == "llamaindex"
+        flat = isinstance(self._store, QdrantBackend) and self._store.layout.flat
         qdrant_filter = to_qdrant_filter(where, flat=flat) if where else None
         if where_document:
             validate_where_document(where_document)

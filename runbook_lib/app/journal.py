@@ -14,7 +14,7 @@ primary store, with the ``where`` kept too); ``missed`` names the store that doe
 
 :meth:`Journal.mark_replayed` compacts the file atomically (a temporary file, fsync'd, renamed over the journal):
 the entries up to a sequence number go, and a first line ``{"replayed_upto": N}`` keeps the numbering going.
-Appends and compactions take a lock on ``<journal>.lock`` (portalocker, which qdrant-client brings), so several
+Appends and compactions take a lock on ``<journal>.lock`` (filelock), so several
 processes of one app may share a journal. A line cut short by a crash while it was written (its call never
 returned) is ignored.
 """
@@ -166,14 +166,14 @@ class Journal:
     # --- helpers -------------------------------------------------------------------------------
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        import portalocker
+        from filelock import FileLock, Timeout
 
         with self._thread_lock:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                lock = portalocker.Lock(str(self.lock_path), mode="a", timeout=60)
+                lock = FileLock(self.lock_path, timeout=60)
                 lock.acquire()
-            except (OSError, portalocker.exceptions.LockException) as exc:
+            except (OSError, Timeout) as exc:
                 raise JournalError(f"Cannot lock the dual-write journal {self.path}: {exc}") from exc
             try:
                 yield

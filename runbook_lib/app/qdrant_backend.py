@@ -28,7 +28,6 @@ from runbook_lib.core.mapping import (
     qdrant_distance,
     qdrant_score_to_chroma_distance,
 )
-from runbook_lib.core.payload_indexes import layout_paths
 from runbook_lib.errors import ConfigError, TargetError
 from runbook_lib.qdrant.base import QdrantStore
 from runbook_lib.qdrant.connect import holds_storage, open_target
@@ -123,7 +122,7 @@ class QdrantBackend:
         """Records by id or filter; ``where_document`` narrows the read with its Qdrant prefilter only (every record
         it matches passes: the caller applies the exact predicate)."""
         qdrant_filter = self.filter(where)
-        prefilter = to_qdrant_prefilter(where_document, layout_paths(self.layout.name)[1]) if where_document else None
+        prefilter = to_qdrant_prefilter(where_document, self.layout.document_path) if where_document else None
         if prefilter is not None:
             qdrant_filter = prefilter if qdrant_filter is None else models.Filter(must=[qdrant_filter, prefilter])
         target = self._open_target()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Sequence
 from pathlib import Path
 
 from runbook_lib.chroma.files import SQLITE_NAME
@@ -26,7 +25,8 @@ class CatalogUnavailable(Exception):
 
 
 class Catalog:
-    """Collection names, ids and dimensions of one tenant/database of a persistent directory (read-only)."""
+    """Collection names, ids and dimensions of one tenant/database of a persistent directory, read-only (a
+    :class:`~runbook_lib.chroma.base.ChromaCatalog`)."""
 
     def __init__(self, persist_dir: Path, *, tenant: str | None = None, database: str | None = None) -> None:
         path = persist_dir / SQLITE_NAME
@@ -60,7 +60,6 @@ class Catalog:
         return self._collections[name][1]
 
     def collection_id(self, name: str) -> str:
-        """The collection's UUID (chromadb's ``Collection.id``): a re-created collection has another."""
         return str(self._collections[name][0])
 
     def snapshot_ids(self, name: str) -> list[str]:
@@ -77,10 +76,7 @@ class Catalog:
         return sorted(r[0] for r in rows)
 
     def release(self) -> None:
-        """Nothing is held in memory between collections (the ``ChromaSource`` interface)."""
-
-    def ids_of(self, names: Sequence[str]) -> dict[str, list[str]]:
-        return {n: self.snapshot_ids(n) for n in names}
+        """Nothing is held in memory between collections."""
 
     # --- write sequence (what lets a sync skip records nobody wrote) -----------------------------
     def _metadata_segment(self, name: str) -> str:

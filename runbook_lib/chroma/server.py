@@ -1,10 +1,11 @@
 """The Chroma server client: connecting (``CHROMA_HOST``/``CHROMA_PORT``/``CHROMA_SSL``/``CHROMA_AUTH_TOKEN``), the
-``CHROMA_TIMEOUT`` chromadb has no setting for, and retries of reads like the Qdrant writes get.
+``CHROMA_TIMEOUT`` chromadb has no setting for, and which errors are transient for the one retry policy
+(:mod:`runbook_lib.core.retries`) every read gets.
 
-Transient errors -- a dropped or refused connection, a timeout, a 429 or 5xx answer -- are retried with exponential
-backoff and jitter, :data:`ATTEMPTS` tries in all; anything else (an unknown collection, a bad request, refused
-credentials) raises at once. chromadb turns a 5xx answer without a JSON error body into a bare ``Exception`` that
-carries no status code, so a response hook on its httpx session raises :class:`ChromaServerBusy` first.
+Transient errors -- a dropped or refused connection, a timeout, a 429 or 5xx answer -- are retried; anything else
+(an unknown collection, a bad request, refused credentials) raises at once. chromadb turns a 5xx answer without a
+JSON error body into a bare ``Exception`` that carries no status code, so a response hook on its httpx session
+raises :class:`ChromaServerBusy` first.
 """
 
 from __future__ import annotations
@@ -15,20 +16,15 @@ from typing import Any, TypeVar
 
 import chromadb
 import httpx
-from chromadb.api import ClientAPI
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from chromadb.api import AdminAPI, ClientAPI
+from chromadb.errors import ChromaError
 
 from runbook_lib.config.settings import ChromaSettings
+from runbook_lib.core.retries import TRANSIENT_STATUS, call_with_retry
 from runbook_lib.errors import ConfigError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-#: HTTP answers worth another try: the server is overloaded, restarting or behind a proxy that lost it.
-TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-#: Tries per read (the first included) and the wait between them (tests replace ``WAIT`` with no wait).
-ATTEMPTS = 6
-WAIT: Any = wait_exponential_jitter(multiplier=0.5, max=20, jitter=1)
 
 
 class ChromaServerBusy(Exception):
@@ -45,31 +41,14 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, httpx.HTTPStatusError):
         return exc.response.status_code in TRANSIENT_STATUS
-    try:
-        from chromadb.errors import ChromaError
-
-        if isinstance(exc, ChromaError):  # InternalError (500), RateLimitError (429), ...
-            return int(exc.code()) in TRANSIENT_STATUS
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(exc, ChromaError):  # InternalError (500), RateLimitError (429), ...
+        return int(exc.code()) in TRANSIENT_STATUS
     return False
-
-
-def _log_retry(state: RetryCallState) -> None:
-    exc = state.outcome.exception() if state.outcome else None
-    log.warning("Chroma read failed (%s), retry %d of %d", exc, state.attempt_number, ATTEMPTS - 1)
 
 
 def read_with_retry(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """``fn(*args, **kwargs)``, retried on transient errors; the last error is raised as it was."""
-    retrying = Retrying(
-        retry=retry_if_exception(is_transient),
-        stop=stop_after_attempt(ATTEMPTS),
-        wait=WAIT,
-        before_sleep=_log_retry,
-        reraise=True,
-    )
-    return retrying(fn, *args, **kwargs)
+    return call_with_retry(is_transient, "Chroma read", log, fn, *args, **kwargs)
 
 
 def http_settings(settings: ChromaSettings) -> chromadb.config.Settings:
@@ -86,12 +65,13 @@ def http_settings(settings: ChromaSettings) -> chromadb.config.Settings:
     return chromadb.config.Settings(**kwargs)
 
 
-def _session(client: ClientAPI) -> httpx.Client | None:
+def _session(client: ClientAPI | AdminAPI) -> httpx.Client | None:
+    """chromadb's httpx session (``client._server._session``): chromadb has no setting for its timeout."""
     session = getattr(getattr(client, "_server", None), "_session", None)
     return session if isinstance(session, httpx.Client) else None
 
 
-def apply_timeout(client: ClientAPI, seconds: float) -> bool:
+def apply_timeout(client: ClientAPI | AdminAPI, seconds: float) -> bool:
     """Give chromadb's HTTP client the ``CHROMA_TIMEOUT`` it has no setting for (its httpx session is created with
     ``timeout=None``: a hung server would be waited on forever). True when the timeout was applied."""
     session = _session(client)
@@ -108,7 +88,7 @@ def _raise_transient_status(response: httpx.Response) -> None:
         raise ChromaServerBusy(response.status_code, str(response.request.url.path), response.text)
 
 
-def classify_statuses(client: ClientAPI) -> bool:
+def classify_statuses(client: ClientAPI | AdminAPI) -> bool:
     """Make a transient HTTP status raise :class:`ChromaServerBusy` (retried) instead of chromadb's bare
     ``Exception``. True when the hook was installed."""
     session = _session(client)
@@ -130,7 +110,8 @@ def _preflight(base_url: str, seconds: float) -> None:
 
 
 def http_client(settings: ChromaSettings) -> ClientAPI:
-    """chromadb's HttpClient for the settings, with the timeout and the status hook; one sentence when it fails."""
+    """chromadb's HttpClient for the settings, with the timeout and the status hook; one sentence when it fails.
+    Callers open clients through :func:`runbook_lib.chroma.clients.open_client`."""
     scheme = "https" if settings.ssl else "http"
     where = f"{scheme}://{settings.host}:{settings.port}"
     try:

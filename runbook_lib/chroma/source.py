@@ -9,25 +9,27 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-import chromadb
 import numpy as np
 from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
 
 from runbook_lib.chroma import files as chroma_files
 from runbook_lib.chroma import scratch
-from runbook_lib.chroma.server import apply_timeout, http_client, http_settings, read_with_retry
+from runbook_lib.chroma.base import CollectionInfo, RecordBatch, SourceIdentity
+from runbook_lib.chroma.clients import close_client, open_admin_client, open_client
+from runbook_lib.chroma.server import read_with_retry
 from runbook_lib.config.settings import ChromaSettings
 from runbook_lib.core.mapping import chroma_space
 from runbook_lib.core.payload_indexes import add_key_types
-from runbook_lib.errors import ConfigError, DimensionMismatchError, SourceError
+from runbook_lib.core.plan import resolve_collections
+from runbook_lib.errors import DimensionMismatchError, SourceError
 
-__all__ = ["INCLUDE_ALL", "ChromaSource", "CollectionInfo", "RecordBatch", "apply_timeout"]
+__all__ = ["INCLUDE_ALL", "ChromaSource", "CollectionInfo", "RecordBatch"]
 
 log = logging.getLogger(__name__)
 
@@ -36,36 +38,9 @@ MAX_IDS_PER_REQUEST = 10_000
 INCLUDE_ALL = ["embeddings", "documents", "metadatas", "uris"]
 
 
-@dataclass
-class RecordBatch:
-    """Records of one collection, aligned by position."""
-
-    ids: list[str]
-    embeddings: np.ndarray  # (n, dim) float32
-    documents: list[str | None]
-    metadatas: list[dict[str, Any] | None]
-    uris: list[str | None]
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-@dataclass
-class CollectionInfo:
-    """What the dry run reports about one source collection."""
-
-    name: str
-    count: int
-    space: str
-    dimension: int | None
-    metadata: dict[str, Any]
-    configuration: dict[str, Any]
-    embedding_function: str | None
-    warnings: list[str] = field(default_factory=list)
-
-
 class ChromaSource:
-    """Read access to a ChromaDB source. Use as a context manager so the scratch copy is removed."""
+    """A ChromaDB source (:class:`~runbook_lib.chroma.base.ChromaReader`): a persistent directory read from a scratch
+    copy, or a Chroma server. Use as a context manager so the scratch copy is removed."""
 
     def __init__(self, client: ClientAPI, settings: ChromaSettings, scratch: Path | None = None) -> None:
         self.client = client
@@ -83,7 +58,7 @@ class ChromaSource:
         root = settings.scratch_root()
         scratch.sweep_stale(root, scratch.default_root())
         if settings.is_server:
-            return cls(http_client(settings), settings)
+            return cls(open_client(settings), settings)
         origin = copy_from if copy_from is not None else settings.require_persist_dir()
         db = origin / chroma_files.SQLITE_NAME
         problem = chroma_files.sqlite_problem(db)
@@ -103,9 +78,7 @@ class ChromaSource:
             except sqlite3.DatabaseError as exc:  # damaged pages the schema read did not reach
                 raise chroma_files.damaged_sqlite_error(db, str(exc), is_persist_dir=copy_from is None) from exc
             before = _migration_versions(scratch_db / chroma_files.SQLITE_NAME)
-            client = chromadb.PersistentClient(path=str(scratch_db))
-            if settings.tenant or settings.database:
-                _select_database(client, settings)
+            client = open_client(settings, path=scratch_db)
         except BaseException:
             scratch.remove_scratch(scratch_parent)
             raise
@@ -121,12 +94,7 @@ class ChromaSource:
 
     def close(self) -> None:
         self._collections.clear()
-        try:
-            close = getattr(self.client, "close", None)
-            if callable(close):
-                close()
-        except Exception:  # pragma: no cover
-            log.debug("closing chromadb failed", exc_info=True)
+        close_client(self.client)
         if self.scratch is not None:
             try:
                 from chromadb.api.shared_system_client import SharedSystemClient
@@ -146,13 +114,26 @@ class ChromaSource:
         if self.scratch is None:
             return
         self._collections.clear()
-        self.client.close()  # type: ignore[attr-defined]  # refcounted: stops only this scratch copy's system
-        self.client = chromadb.PersistentClient(path=str(self.scratch / "chroma_db"))
-        if self.settings.tenant or self.settings.database:
-            _select_database(self.client, self.settings)
+        close_client(self.client)  # refcounted: stops only this scratch copy's system
+        self.client = open_client(self.settings, path=self.scratch / "chroma_db")
 
     def describe(self) -> str:
         return self.settings.describe()
+
+    def identity(self) -> SourceIdentity:
+        client_version = importlib_metadata.version("chromadb")
+        settings = self.settings
+        if not settings.is_server:
+            return SourceIdentity("persistent", str(settings.persist_dir), client_version)
+        try:
+            server_version: str | None = str(self.client.get_version())
+        except Exception:  # the version is information; a server that does not say is still read
+            server_version = None
+        url = f"{'https' if settings.ssl else 'http'}://{settings.host}:{settings.port}"
+        return SourceIdentity("server", url, client_version, server_version)
+
+    def heartbeat(self) -> None:
+        self.client.heartbeat()
 
     # --- collections ---------------------------------------------------------------------------
     def collection_names(self) -> list[str]:
@@ -176,12 +157,11 @@ class ChromaSource:
         return self._collections[name]
 
     def resolve_collections(self, requested: Sequence[str] | None) -> list[str]:
-        """The collections to work on: all when ``requested`` is empty, else exactly those (checked)."""
-        if not requested:
-            return self.collection_names()
-        for name in requested:
+        return resolve_collections(self.collection_names(), requested)
+
+    def prepare_search(self, names: Sequence[str]) -> None:
+        for name in names:
             self.collection(name)
-        return list(dict.fromkeys(requested))
 
     def count(self, name: str) -> int:
         return int(read_with_retry(self.collection(name).count))
@@ -198,6 +178,9 @@ class ChromaSource:
         if embeddings is None or len(embeddings) == 0:
             return None
         return len(embeddings[0])
+
+    def collection_id(self, name: str) -> str:
+        return str(self.collection(name).id)
 
     def info(self, name: str) -> CollectionInfo:
         col = self.collection(name)
@@ -245,7 +228,7 @@ class ChromaSource:
                     found.append({"tenant": tenant, "database": name, "collections": int(n)})
             return found
         try:
-            admin = chromadb.AdminClient(http_settings(self.settings))
+            admin = open_admin_client(self.settings)
             for tenant in {current[0]}:
                 for db in admin.list_databases(tenant=tenant):
                     if (tenant, db["name"]) != current:
@@ -259,6 +242,14 @@ class ChromaSource:
         """Every id of the collection, sorted: a fixed order so a resumed run skips the same batches."""
         result = read_with_retry(self.collection(name).get, include=[])
         return sorted(result["ids"])
+
+    def present_ids(self, name: str, ids: Sequence[str]) -> set[str]:
+        col = self.collection(name)
+        found: set[str] = set()
+        for start in range(0, len(ids), MAX_IDS_PER_REQUEST):
+            chunk = list(ids[start : start + MAX_IDS_PER_REQUEST])
+            found.update(read_with_retry(col.get, ids=chunk, include=[])["ids"])
+        return found
 
     def fetch(self, name: str, ids: Sequence[str], *, expected_dim: int | None = None) -> RecordBatch:
         """Records for ``ids`` in the order given. Missing ids or an odd dimension raise."""
@@ -310,6 +301,15 @@ class ChromaSource:
         for start in range(0, len(all_ids), batch_size):
             yield self.fetch(name, all_ids[start : start + batch_size], expected_dim=expected_dim)
 
+    def search(self, name: str, vector: Sequence[float], k: int, where: Mapping[str, Any] | None) -> list[str]:
+        result = self.collection(name).query(
+            query_embeddings=[np.asarray(vector, dtype=np.float32)],
+            n_results=k,
+            where=dict(where) if where else None,
+            include=["documents", "metadatas", "distances"],
+        )
+        return [str(i) for i in result["ids"][0]]
+
     def query_ids(self, name: str, queries: np.ndarray, k: int) -> list[list[str]] | str:
         """Ids of the ``k`` nearest records per query from Chroma's approximate index, or why they are
         unavailable (``"unavailable: ..."``). Never raises: the answers are information only."""
@@ -358,17 +358,3 @@ def _migration_versions(db: Path) -> list[tuple[str, int]]:
         return []
     finally:
         con.close()
-
-
-def _select_database(client: ClientAPI, settings: ChromaSettings) -> None:
-    try:
-        if settings.tenant:
-            client.set_tenant(settings.tenant, database=settings.database or chromadb.DEFAULT_DATABASE)
-        elif settings.database:
-            client.set_database(settings.database)
-    except Exception as exc:
-        raise ConfigError(
-            f"ChromaDB has no tenant {settings.tenant or 'default_tenant'!r} with database "
-            f"{settings.database or 'default_database'!r} in {settings.persist_dir}: fix CHROMA_TENANT / "
-            f"CHROMA_DATABASE ({exc})."
-        ) from exc

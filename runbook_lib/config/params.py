@@ -54,14 +54,19 @@ def _payload_indexes(value: object) -> str:
     return text
 
 
+#: The payload layouts (one class each in :mod:`runbook_lib.core.layouts`) and what a null document becomes in a
+#: layout that needs text.
+PayloadLayoutName = Literal["runbook", "langchain", "llamaindex"]
+NullDocuments = Literal["refuse", "empty"]
+
 #: The ``payload_indexes`` parameter of the dry run and the migration.
 PayloadIndexes = Annotated[str, BeforeValidator(_payload_indexes)]
 
 
 class DryRunParams(CollectionsParams):
     batch_size: int = Field(256, ge=1, le=10_000)
-    payload_layout: Literal["runbook", "langchain", "llamaindex"] = "runbook"
-    null_documents: Literal["refuse", "empty"] = "refuse"
+    payload_layout: PayloadLayoutName = "runbook"
+    null_documents: NullDocuments = "refuse"
     #: ``auto`` (every metadata key and the document's text index, within Qdrant Cloud's cap of 100), ``none``, or
     #: comma-separated metadata keys (``#document``: the document's text index)
     payload_indexes: PayloadIndexes = "auto"
@@ -76,8 +81,8 @@ class MigrateParams(CollectionsParams):
     replication_factor: int | None = Field(None, ge=1)
     write_consistency_factor: int | None = Field(None, ge=1)
     defer_indexing: bool = True
-    payload_layout: Literal["runbook", "langchain", "llamaindex"] = "runbook"
-    null_documents: Literal["refuse", "empty"] = "refuse"
+    payload_layout: PayloadLayoutName = "runbook"
+    null_documents: NullDocuments = "refuse"
     payload_indexes: PayloadIndexes = "auto"
 
     @field_validator("shard_number", "replication_factor", "write_consistency_factor", mode="before")
@@ -207,18 +212,3 @@ class SyncParams(CollectionsParams):
                 "in the notebook; `runbook runs` lists the runs)."
             )
         return self
-
-
-PARAMS: dict[str, type[StepParams]] = {
-    "dry-run": DryRunParams,
-    "migrate": MigrateParams,
-    "verify": VerifyParams,
-    "monitor": MonitorParams,
-    "rollback": RollbackParams,
-    "sync": SyncParams,
-}
-
-
-def params_model(step: str) -> type[StepParams] | None:
-    """The pydantic model validating ``step``'s parameters."""
-    return PARAMS.get(step)

@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from runbook_lib.config.paths import resolve
 from runbook_lib.errors import ConfigError
 
+#: The variables that hold secrets: never shown in an error, scrubbed from every file under outputs/.
 SECRET_VARIABLES = ("QDRANT_API_KEY", "CHROMA_AUTH_TOKEN")
 
 DEFAULT_CHROMA_PERSIST_DIR = "data/chroma_db"

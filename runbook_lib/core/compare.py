@@ -163,7 +163,7 @@ def layout_payload_differences(
     """How a point's payload differs from the source record written in ``layout`` (the SPEC layout: exactly
     :func:`payload_differences`). Type-strict and recursive, key by key; a record the layout cannot carry is
     reported as a difference naming why."""
-    if layout is None or layout.name == "runbook":
+    if layout is None or type(layout) is Layout:  # the SPEC layout
         return payload_differences(chroma_id, document, metadata, uri, payload)
     try:
         expected = layout.to_payload(chroma_id, document, metadata, uri)

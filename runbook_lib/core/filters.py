@@ -102,12 +102,6 @@ def to_qdrant_filter(where: Mapping[str, Any], *, flat: bool = False) -> models.
     return _expression(where, flat)
 
 
-def validate_where(where: Mapping[str, Any] | None) -> None:
-    """Raise :class:`ConfigError` when ``where`` is not a filter :func:`to_qdrant_filter` accepts."""
-    if where is not None:
-        to_qdrant_filter(where)
-
-
 # --- expressions ---------------------------------------------------------------------------------
 def _expression(where: Any, flat: bool = False) -> models.Filter:
     if not isinstance(where, Mapping):

@@ -26,8 +26,9 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, get_args
 
+from runbook_lib.config.params import NullDocuments, PayloadLayoutName
 from runbook_lib.core.mapping import (
     PAYLOAD_DOCUMENT_KEY,
     PAYLOAD_ID_KEY,
@@ -37,16 +38,14 @@ from runbook_lib.core.mapping import (
 )
 from runbook_lib.errors import ConfigError, MigrationError
 
-LAYOUT_NAMES: tuple[str, ...] = ("runbook", "langchain", "llamaindex")
-DEFAULT_LAYOUT = "runbook"
-NullDocuments = Literal["refuse", "empty"]
+LAYOUT_NAMES: tuple[PayloadLayoutName, ...] = get_args(PayloadLayoutName)
+DEFAULT_LAYOUT: PayloadLayoutName = "runbook"
 
 LANGCHAIN_CONTENT_KEY = "page_content"
 LANGCHAIN_METADATA_KEY = "metadata"
 LLAMA_NODE_CONTENT_KEY = "_node_content"
 LLAMA_NODE_TYPE_KEY = "_node_type"
 LLAMA_TEXT_KEY = "text"
-LLAMA_DOC_ID_KEYS = ("doc_id", "document_id", "ref_doc_id")
 
 #: A record as the layouts see it: (chroma id, document, metadata, uri).
 Record = tuple[str, str | None, dict[str, Any], str | None]
@@ -63,33 +62,27 @@ def _node_json(node: Any) -> str:
 
 @dataclass(frozen=True)
 class Layout:
-    """One payload layout. ``null_documents`` (``langchain``/``llamaindex`` with ``_node_content``): ``refuse`` a
-    null document (default) or write it as ``""``."""
+    """The ``runbook`` (SPEC) layout, and what every layout does. ``null_documents`` (a layout whose framework reads
+    a string): ``refuse`` a null document (default) or write it as ``""``."""
 
-    name: str = DEFAULT_LAYOUT
     null_documents: NullDocuments = "refuse"
 
+    name: ClassVar[PayloadLayoutName] = "runbook"
+    #: Metadata keys sit at the payload's top level (filters and payload indexes address them there).
+    flat: ClassVar[bool] = False
+    #: Where the document's text is in the payload (for a text index), None when it is not a field of its own.
+    document_path: ClassVar[str | None] = PAYLOAD_DOCUMENT_KEY
+    #: Every record ChromaDB holds can be written (no record needs checking before a migration).
+    carries_every_record: ClassVar[bool] = True
+
     def __post_init__(self) -> None:
-        if self.name not in LAYOUT_NAMES:
-            raise ConfigError(f"Unknown payload layout {self.name!r}: expected one of {', '.join(LAYOUT_NAMES)}.")
-        if self.null_documents not in ("refuse", "empty"):
+        if self.null_documents not in get_args(NullDocuments):
             raise ConfigError(f"null_documents must be 'refuse' or 'empty', got {self.null_documents!r}.")
 
     # --- what the layout cannot carry ------------------------------------------------------------------
-    def own_keys(self, metadata: Mapping[str, Any] | None) -> frozenset[str]:
-        """The top-level keys this layout writes itself (for a flat layout: what a metadata key must not be)."""
-        if self.name != "llamaindex":
-            return frozenset()
-        keys = {PAYLOAD_ID_KEY, PAYLOAD_URI_KEY}
-        if not metadata or LLAMA_NODE_CONTENT_KEY not in metadata:
-            keys.add(LLAMA_TEXT_KEY)
-        return frozenset(keys)
-
     def needs_text(self, metadata: Mapping[str, Any] | None) -> bool:
         """Whether a null document cannot be carried (the framework reads a string)."""
-        if self.name == "langchain":
-            return True
-        return self.name == "llamaindex" and bool(metadata) and LLAMA_NODE_CONTENT_KEY in metadata  # type: ignore[operator]
+        return False
 
     def substitutes(self, document: str | None, metadata: Mapping[str, Any] | None) -> bool:
         """True when this record's null document is written as ``""`` (to be counted)."""
@@ -109,8 +102,98 @@ class Layout:
                 f"record {chroma_id!r} has no document and the {self.name} layout needs text "
                 "(pass null_documents=empty to write it as an empty string)"
             )
-        if self.name != "llamaindex":
-            return None
+        return None
+
+    def require(
+        self, chroma_id: str, document: str | None, metadata: Mapping[str, Any] | None, uri: str | None
+    ) -> None:
+        problem = self.check(chroma_id, document, metadata, uri)
+        if problem:
+            raise LayoutError(
+                f"The {self.name} payload layout cannot carry a record: {problem}; its batch was not written.",
+                record=chroma_id,
+            )
+
+    def text(self, document: str | None, metadata: Mapping[str, Any] | None) -> str | None:
+        """The document as written (a substituted null document is ``""``)."""
+        return "" if self.substitutes(document, metadata) else document
+
+    # --- the mapping ---------------------------------------------------------------------------------------
+    def to_payload(
+        self, chroma_id: str, document: str | None, metadata: Mapping[str, Any] | None, uri: str | None = None
+    ) -> dict[str, Any]:
+        """The payload of one record (raises :class:`LayoutError` for a record ``check`` refuses)."""
+        return build_payload(chroma_id, document, metadata, uri)
+
+    def from_payload(self, payload: Mapping[str, Any]) -> Record:
+        """The Chroma record a payload of this layout holds: ``(chroma_id, document, metadata, uri)``."""
+        return (
+            payload.get(PAYLOAD_ID_KEY),  # type: ignore[return-value]
+            payload.get(PAYLOAD_DOCUMENT_KEY),
+            dict(payload.get(PAYLOAD_METADATA_KEY) or {}),
+            payload.get(PAYLOAD_URI_KEY),
+        )
+
+
+@dataclass(frozen=True)
+class LangChainLayout(Layout):
+    """``{"page_content", "metadata", "chroma_id", "uri"?}``, what langchain-qdrant's ``QdrantVectorStore`` reads."""
+
+    name: ClassVar[PayloadLayoutName] = "langchain"
+    document_path: ClassVar[str | None] = LANGCHAIN_CONTENT_KEY
+    carries_every_record: ClassVar[bool] = False
+
+    def needs_text(self, metadata: Mapping[str, Any] | None) -> bool:
+        return True
+
+    def to_payload(
+        self, chroma_id: str, document: str | None, metadata: Mapping[str, Any] | None, uri: str | None = None
+    ) -> dict[str, Any]:
+        self.require(chroma_id, document, metadata, uri)
+        payload: dict[str, Any] = {
+            LANGCHAIN_CONTENT_KEY: self.text(document, metadata),
+            LANGCHAIN_METADATA_KEY: dict(metadata) if metadata else {},
+            PAYLOAD_ID_KEY: chroma_id,
+        }
+        if uri is not None:
+            payload[PAYLOAD_URI_KEY] = uri
+        return payload
+
+    def from_payload(self, payload: Mapping[str, Any]) -> Record:
+        return (
+            payload.get(PAYLOAD_ID_KEY),  # type: ignore[return-value]
+            payload.get(LANGCHAIN_CONTENT_KEY),
+            dict(payload.get(LANGCHAIN_METADATA_KEY) or {}),
+            payload.get(PAYLOAD_URI_KEY),
+        )
+
+
+@dataclass(frozen=True)
+class LlamaIndexLayout(Layout):
+    """Metadata flat at the top level, the text inside ``_node_content`` (or under ``text`` without one), plus
+    ``chroma_id`` and ``uri``: what llama-index-vector-stores-qdrant reads."""
+
+    name: ClassVar[PayloadLayoutName] = "llamaindex"
+    flat: ClassVar[bool] = True
+    document_path: ClassVar[str | None] = None  # inside _node_content's JSON: no text field to index
+    carries_every_record: ClassVar[bool] = False
+
+    def own_keys(self, metadata: Mapping[str, Any] | None) -> frozenset[str]:
+        """The top-level keys this layout writes itself (what a metadata key must not be)."""
+        keys = {PAYLOAD_ID_KEY, PAYLOAD_URI_KEY}
+        if not metadata or LLAMA_NODE_CONTENT_KEY not in metadata:
+            keys.add(LLAMA_TEXT_KEY)
+        return frozenset(keys)
+
+    def needs_text(self, metadata: Mapping[str, Any] | None) -> bool:
+        return bool(metadata) and LLAMA_NODE_CONTENT_KEY in metadata  # type: ignore[operator]
+
+    def check(
+        self, chroma_id: str, document: str | None, metadata: Mapping[str, Any] | None, uri: str | None
+    ) -> str | None:
+        problem = super().check(chroma_id, document, metadata, uri)
+        if problem:
+            return problem
         clash = sorted(set(metadata or {}) & self.own_keys(metadata))
         if clash:
             return f"record {chroma_id!r} has a metadata key {clash[0]!r} that the llamaindex layout writes itself"
@@ -130,59 +213,25 @@ class Layout:
             )
         return None
 
-    def require(
-        self, chroma_id: str, document: str | None, metadata: Mapping[str, Any] | None, uri: str | None
-    ) -> None:
-        problem = self.check(chroma_id, document, metadata, uri)
-        if problem:
-            raise LayoutError(
-                f"The {self.name} payload layout cannot carry a record: {problem}; its batch was not written.",
-                record=chroma_id,
-            )
-
-    # --- the mapping ---------------------------------------------------------------------------------------
     def to_payload(
         self, chroma_id: str, document: str | None, metadata: Mapping[str, Any] | None, uri: str | None = None
     ) -> dict[str, Any]:
-        """The payload of one record (raises :class:`LayoutError` for a record ``check`` refuses)."""
-        if self.name == "runbook":
-            return build_payload(chroma_id, document, metadata, uri)
         self.require(chroma_id, document, metadata, uri)
-        meta = dict(metadata) if metadata else {}
-        text = "" if self.substitutes(document, metadata) else document
-        payload: dict[str, Any]
-        if self.name == "langchain":
-            payload = {LANGCHAIN_CONTENT_KEY: text, LANGCHAIN_METADATA_KEY: meta, PAYLOAD_ID_KEY: chroma_id}
+        payload = dict(metadata) if metadata else {}
+        text = self.text(document, metadata)
+        if LLAMA_NODE_CONTENT_KEY in payload:
+            node = json.loads(payload[LLAMA_NODE_CONTENT_KEY])
+            node[LLAMA_TEXT_KEY] = text
+            payload[LLAMA_NODE_CONTENT_KEY] = _node_json(node)
         else:
-            payload = meta
-            if LLAMA_NODE_CONTENT_KEY in meta:
-                node = json.loads(meta[LLAMA_NODE_CONTENT_KEY])
-                node[LLAMA_TEXT_KEY] = text
-                payload[LLAMA_NODE_CONTENT_KEY] = _node_json(node)
-            else:
-                payload[LLAMA_TEXT_KEY] = text
-            payload[PAYLOAD_ID_KEY] = chroma_id
+            payload[LLAMA_TEXT_KEY] = text
+        payload[PAYLOAD_ID_KEY] = chroma_id
         if uri is not None:
             payload[PAYLOAD_URI_KEY] = uri
         return payload
 
     def from_payload(self, payload: Mapping[str, Any]) -> Record:
-        """The Chroma record a payload of this layout holds: ``(chroma_id, document, metadata, uri)``."""
         p = dict(payload)
-        if self.name == "runbook":
-            return (
-                p.get(PAYLOAD_ID_KEY),  # type: ignore[return-value]
-                p.get(PAYLOAD_DOCUMENT_KEY),
-                dict(p.get(PAYLOAD_METADATA_KEY) or {}),
-                p.get(PAYLOAD_URI_KEY),
-            )
-        if self.name == "langchain":
-            return (
-                p.get(PAYLOAD_ID_KEY),  # type: ignore[return-value]
-                p.get(LANGCHAIN_CONTENT_KEY),
-                dict(p.get(LANGCHAIN_METADATA_KEY) or {}),
-                p.get(PAYLOAD_URI_KEY),
-            )
         chroma_id = p.pop(PAYLOAD_ID_KEY, None)
         uri = p.pop(PAYLOAD_URI_KEY, None)
         node_json = p.get(LLAMA_NODE_CONTENT_KEY)
@@ -195,25 +244,33 @@ class Layout:
             document = p.pop(LLAMA_TEXT_KEY, None)
         return chroma_id, document, p, uri  # type: ignore[return-value]
 
-    def metadata_path(self, key: str) -> str:
-        """Where a metadata key lives in the payload (for filters): nested under ``metadata`` or flat."""
-        return key if self.name == "llamaindex" else f"{PAYLOAD_METADATA_KEY}.{key}"
+
+#: Each layout's class by its name (the ``payload_layout`` parameter).
+LAYOUTS: dict[str, type[Layout]] = {cls.name: cls for cls in (Layout, LangChainLayout, LlamaIndexLayout)}
 
 
 def get_layout(name: str | None = None, null_documents: NullDocuments = "refuse") -> Layout:
-    return Layout(name or DEFAULT_LAYOUT, null_documents)
+    """The layout named ``name`` (default ``runbook``); a ConfigError for a name no layout has."""
+    cls = LAYOUTS.get(name or DEFAULT_LAYOUT)
+    if cls is None:
+        raise ConfigError(f"Unknown payload layout {name!r}: expected one of {', '.join(LAYOUT_NAMES)}.")
+    return cls(null_documents)
 
 
-def detect_framework(metadatas: list[Mapping[str, Any] | None], documents: list[str | None]) -> str:
-    """Which framework most likely wrote a sample of records, conservatively: ``llamaindex`` when every record
-    has LlamaIndex's ``_node_content`` and ``_node_type`` keys, ``langchain`` when every record has a document
-    and none has them (LangChain's Chroma store writes exactly that, but so could any app), else ``unknown``."""
-    if not metadatas:
+def is_llamaindex_record(metadata: Mapping[str, Any] | None) -> bool:
+    """Whether a record carries LlamaIndex's ``_node_content`` and ``_node_type`` metadata keys."""
+    return bool(metadata) and LLAMA_NODE_CONTENT_KEY in metadata and LLAMA_NODE_TYPE_KEY in metadata  # type: ignore[operator]
+
+
+def detect_framework(records: int, llamaindex_records: int, with_document: int) -> str:
+    """Which framework most likely wrote a collection, from counts over its records, conservatively: ``llamaindex``
+    when every record is :func:`is_llamaindex_record`, ``langchain`` when every record has a document and none is
+    (LangChain's Chroma store writes exactly that, but so could any app), else ``unknown``."""
+    if not records:
         return "unknown"
-    llama = [bool(m) and LLAMA_NODE_CONTENT_KEY in m and LLAMA_NODE_TYPE_KEY in m for m in metadatas]  # type: ignore[operator]
-    if all(llama):
+    if llamaindex_records == records:
         return "llamaindex"
-    if not any(llama) and all(isinstance(d, str) for d in documents):
+    if llamaindex_records == 0 and with_document == records:
         return "langchain"
     return "unknown"
 

@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from runbook_lib.core.filters import payload_path
-from runbook_lib.core.mapping import PAYLOAD_DOCUMENT_KEY
 from runbook_lib.errors import ConfigError
 
 IndexType = Literal["keyword", "integer", "float", "bool", "text"]
@@ -59,16 +58,6 @@ class Unindexed:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def layout_paths(layout_name: str) -> tuple[bool, str | None]:
-    """(metadata keys flat at the top level, the payload path of the document text) for a payload layout: the
-    ``llamaindex`` layout keeps metadata flat and its text inside ``_node_content``'s JSON (no text field to index)."""
-    return {
-        "runbook": (False, PAYLOAD_DOCUMENT_KEY),
-        "langchain": (False, "page_content"),
-        "llamaindex": (True, None),
-    }[layout_name]
 
 
 def value_type(value: Any) -> str:

@@ -5,6 +5,7 @@ Computed the same way by the dry run (to show it) and by the migration (to execu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -43,6 +44,23 @@ class PlanEntry:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def resolve_collections(available: Sequence[str], requested: Sequence[str] | None) -> list[str]:
+    """The collections a step works on: all of ``available`` when ``requested`` is empty, else exactly those (in
+    the order asked, once each); an unknown name is a ConfigError listing what exists."""
+    if not requested:
+        return list(available)
+    missing = [n for n in dict.fromkeys(requested) if n not in available]
+    if missing:
+        raise ConfigError(
+            f"Collection {missing[0]!r} does not exist in ChromaDB"
+            + (f" (nor {', '.join(repr(m) for m in missing[1:])})" if len(missing) > 1 else "")
+            + f": available collections are {', '.join(repr(a) for a in available) or '(none)'}. "
+            "Fix the `collections` parameter; nothing was changed.",
+            collection=missing[0],
+        )
+    return list(dict.fromkeys(requested))
 
 
 def target_names(source: str, run_id: str, cutover: str) -> tuple[str, str | None]:

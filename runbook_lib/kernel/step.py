@@ -15,25 +15,19 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from runbook_lib.config.params import params_model
 from runbook_lib.config.settings import Settings, load_settings
+from runbook_lib.config.steps import STEPS, step_spec
 from runbook_lib.errors import ConfigError, RunbookError, VerificationFailed
 from runbook_lib.kernel.display import in_notebook, pyplot, show_figures
-from runbook_lib.state.run import Run, outputs_guard, utc_now
+from runbook_lib.state.run import DRIVEN_RUN_ENV, Run, outputs_guard, utc_now, write_json
 
 log = logging.getLogger("runbook")
 
 T = TypeVar("T")
-
-
-class StepResult(Protocol):
-    ok: bool
-
-    def to_dict(self) -> dict[str, Any]: ...
 
 
 def _install_clean_errors() -> None:
@@ -75,6 +69,16 @@ def _show_warning(
 def _install_readable_warnings() -> None:
     if in_notebook():
         warnings.showwarning = _show_warning
+
+
+def failure(exc: BaseException) -> dict[str, Any]:
+    """What a step's filed result says about the error that stopped it: the error, and the exit code the runner
+    exits with (the error's own for a :class:`RunbookError`, else 1)."""
+    return {
+        "ok": False,
+        "error": f"{type(exc).__name__}: {exc}",
+        "exit_code": exc.exit_code if isinstance(exc, RunbookError) else 1,
+    }
 
 
 def param_error(step: str, exc: ValidationError) -> ConfigError:
@@ -124,20 +128,19 @@ class Step:
             self.finish({"ok": False, "error": "interrupted by the user"}, status="interrupted")
             raise
         except BaseException as exc:
-            self.finish({"ok": False, "error": f"{type(exc).__name__}: {exc}"}, status="failed")
+            self.finish(failure(exc), status="failed")
             raise
         finally:
             self._executing = False
         data = result.to_dict() if hasattr(result, "to_dict") else dict(result)  # type: ignore[call-overload]
         ok = bool(getattr(result, "ok", data.get("ok", True)))
-        self.finish(data, status="ok" if ok else "failed")
-        if not ok:
-            raise VerificationFailed(data.get("verdict") or f"The {self.name} step found differences; see its result.")
-        return result
+        if ok:
+            self.finish(data, status="ok")
+            return result
+        self.finish({**data, "exit_code": VerificationFailed.exit_code}, status="failed")
+        raise VerificationFailed(data.get("verdict") or f"The {self.name} step found differences; see its result.")
 
     def finish(self, data: dict[str, Any], *, status: str) -> None:
-        from runbook_lib.state.run import write_json
-
         duration = time.perf_counter() - self.started
         payload = {
             "step": self.name,
@@ -188,7 +191,21 @@ def figure_description(fig: Any, name: str) -> str:
 
 
 def begin(step: str, **raw_params: Any) -> Step:
-    """Validate parameters and settings, open (or create) the run folder, and record the step as running."""
+    """Validate parameters and settings, open (or create) the run folder, and record the step as running. Under the
+    runner, an error here is filed as the step's result (with its exit code) before it is raised."""
+    try:
+        return _begin(step, **raw_params)
+    except RunbookError as exc:
+        driven = os.environ.get(DRIVEN_RUN_ENV)
+        if driven and step in STEPS:  # the runner holds this run for the kernel and reads the exit code from here
+            write_json(
+                Path(driven) / f"{step_spec(step).notebook}.json",
+                {"step": step, "status": "failed", "finished_at": utc_now(), **failure(exc)},
+            )
+        raise
+
+
+def _begin(step: str, **raw_params: Any) -> Step:
     _install_clean_errors()
     _install_readable_warnings()
     # In a notebook, log lines are part of the record: plain output, not red stderr boxes.
@@ -197,9 +214,7 @@ def begin(step: str, **raw_params: Any) -> Step:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stdout if in_notebook() else sys.stderr,
     )
-    model = params_model(step)
-    if model is None:
-        raise ConfigError(f"Unknown step {step!r}.")
+    model = step_spec(step).params
     secret_like = [k for k in raw_params if any(s in k.lower() for s in ("api_key", "token", "password", "secret"))]
     if secret_like:
         raise ConfigError(

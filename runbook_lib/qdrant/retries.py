@@ -1,4 +1,5 @@
-"""Retries for Qdrant calls: which errors are transient, and two budgets: a step's (patient), an app's (brief)."""
+"""Retries for Qdrant calls: which errors are transient, and the one retry policy (:mod:`runbook_lib.core.retries`)
+with its two budgets: a step's (patient), an app's (brief)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,8 @@ import logging
 
 import httpx
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
-from tenacity import (
-    RetryCallState,
-    retry,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-    wait_exponential_jitter,
-)
+
+from runbook_lib.core.retries import BRIEF, PATIENT, TRANSIENT_STATUS, retry_decorator
 
 log = logging.getLogger("runbook_lib.qdrant.target")
 
@@ -21,7 +16,7 @@ log = logging.getLogger("runbook_lib.qdrant.target")
 def is_transient(exc: BaseException) -> bool:
     """Errors worth retrying: timeouts, dropped connections, 429 and 5xx answers, gRPC UNAVAILABLE."""
     if isinstance(exc, UnexpectedResponse):
-        return exc.status_code in (408, 429, 500, 502, 503, 504)
+        return exc.status_code in TRANSIENT_STATUS
     if isinstance(exc, ResponseHandlingException | httpx.TransportError | TimeoutError | ConnectionError):
         return True
     try:
@@ -40,26 +35,8 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
-def _log_retry(state: RetryCallState) -> None:
-    exc = state.outcome.exception() if state.outcome else None
-    log.warning("Qdrant call failed (%s), retry %d", exc, state.attempt_number)
-
-
-#: Retry policy for every call that writes or reads a batch: 6 tries, exponential backoff with jitter.
-retry_transient = retry(
-    retry=retry_if_exception(is_transient),
-    stop=stop_after_attempt(6),
-    wait=wait_exponential_jitter(multiplier=0.5, max=20, jitter=1),
-    before_sleep=_log_retry,
-    reraise=True,
-)
-
+#: Retry policy for every call that writes or reads a batch (a step's budget).
+retry_transient = retry_decorator(is_transient, "Qdrant call", log, PATIENT)
 #: Retry policy for an app's calls (``fail_fast``): 3 tries within about a second, so an app's request fails fast
 #: (``VECTOR_DB=dual`` journals what its second store missed).
-retry_briefly = retry(
-    retry=retry_if_exception(is_transient),
-    stop=stop_after_attempt(3),
-    wait=wait_exponential(multiplier=0.2, max=1.0),
-    before_sleep=_log_retry,
-    reraise=True,
-)
+retry_briefly = retry_decorator(is_transient, "Qdrant call", log, BRIEF)

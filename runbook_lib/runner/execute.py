@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from runbook_lib import errors
 from runbook_lib.chroma import scratch
 from runbook_lib.config.paths import notebooks_dir, project_root
+from runbook_lib.config.steps import step_spec
 from runbook_lib.errors import ConfigError
 from runbook_lib.runner.interrupt import EXIT_INTERRUPTED, Interrupt, StepInterrupted
 from runbook_lib.state.run import (
@@ -85,7 +85,6 @@ def coerce_parameters(
     folder exists, so a bad ``-p`` is one sentence and exit 2 with nothing written."""
     from pydantic import TypeAdapter, ValidationError
 
-    from runbook_lib.config.params import params_model
     from runbook_lib.kernel.step import param_error
 
     declared = notebook_parameters(step)
@@ -109,12 +108,10 @@ def coerce_parameters(
                 out[name] = float(value)
                 continue
             raise ConfigError(f"Parameter {name} expects {kind}, got {value!r}.") from None
-    model = params_model(step)
-    if model is not None:
-        try:
-            model.model_validate({**out, "run_id": run_id or ""})
-        except ValidationError as exc:
-            raise param_error(step, exc) from None
+    try:
+        step_spec(step).params.model_validate({**out, "run_id": run_id or ""})
+    except ValidationError as exc:
+        raise param_error(step, exc) from None
     return out
 
 
@@ -299,10 +296,9 @@ def _execute_step(step: str, run: Run, parameters: dict[str, Any]) -> StepOutcom
                 )
             message = _verdict(run, step) or "ok"
         except PapermillExecutionError as exc:
-            cls = getattr(errors, exc.ename, None)
-            exit_code = cls.exit_code if isinstance(cls, type) and issubclass(cls, errors.RunbookError) else 1
+            exit_code = _filed_exit_code(run, step)
             message = f"{exc.ename}: {exc.evalue}"
-            if exc.ename == OutputsFullError.__name__:  # the kernel could not write the run folder either
+            if exc.ename == OutputsFullError.__name__:  # the kernel could not write the run folder, nor its result
                 disk_full, message = OutputsFullError(exc.evalue), exc.evalue
         except StepInterrupted:
             pass
@@ -393,6 +389,17 @@ def _mark_interrupted(run: Run, step: str, message: str) -> None:
         data = {"step": step, "run_id": run.run_id, "finished_at": utc_now(), "error": message}
     data.update(status="interrupted", ok=False)
     write_json(run.result_path(step), data)
+
+
+def _filed_exit_code(run: Run, step: str) -> int:
+    """The exit code the kernel filed with the step's failed result; 1 when it filed none (a cell error outside
+    the step, a kernel that could not write)."""
+    try:
+        data = run.read_result(step)
+    except ValueError:
+        data = None
+    code = (data or {}).get("exit_code")
+    return code if isinstance(code, int) and not isinstance(code, bool) and code > 0 else 1
 
 
 def _verdict(run: Run, step: str) -> str | None:

@@ -1,7 +1,6 @@
 """The kernel the runner starts: ipykernel, with the process's own stderr (kernel warnings, ZMQ noise at shutdown)
 appended to the step's log file named by ``RUNBOOK_KERNEL_LOG``, and its pid written to ``RUNBOOK_KERNEL_PIDFILE``
-(so the runner can pass a Ctrl-C on to it), and an import-time cost the run does not need deferred
-(:mod:`runbook_lib.runner.deferred_imports`). Cell output still goes to the notebook."""
+(so the runner can pass a Ctrl-C on to it). Cell output still goes to the notebook."""
 
 from __future__ import annotations
 
@@ -18,9 +17,6 @@ def main() -> None:
     if pidfile:
         with open(pidfile, "w", encoding="ascii") as fh:
             fh.write(str(os.getpid()))
-    from runbook_lib.runner.deferred_imports import defer_rfc3987_syntax
-
-    defer_rfc3987_syntax()  # before the step's cells import chromadb (and jsonschema)
     from ipykernel import kernelapp
 
     kernelapp.launch_new_instance()

@@ -26,18 +26,10 @@ from typing import Any
 from pydantic_core import to_jsonable_python
 
 from runbook_lib.config.paths import project_root
+from runbook_lib.config.steps import step_spec
 from runbook_lib.errors import ConfigError, OutputsFullError, RunBusyError
 from runbook_lib.state.scrub import current_secrets, scrub
 
-#: step name -> file stem (notebook, HTML and JSON share it).
-STEPS: dict[str, str] = {
-    "dry-run": "01_dry_run",
-    "migrate": "02_migrate",
-    "verify": "03_verify",
-    "monitor": "04_monitor",
-    "rollback": "05_rollback",
-    "sync": "06_sync",
-}
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MANIFEST = "manifest.json"
 _PACKAGES = ("runbook-lib", "chromadb", "qdrant-client", "papermill", "nbconvert", "numpy", "pandas", "matplotlib")
@@ -80,10 +72,8 @@ def new_run_id() -> str:
 
 
 def step_stem(step: str) -> str:
-    try:
-        return STEPS[step]
-    except KeyError:
-        raise ConfigError(f"Unknown step {step!r}: the steps are {', '.join(STEPS)}.") from None
+    """The file stem the step's notebook, HTML, JSON result and log share (:data:`runbook_lib.config.steps.STEPS`)."""
+    return step_spec(step).notebook
 
 
 def to_jsonable(value: Any) -> Any:

@@ -13,8 +13,9 @@ import os
 import re
 from urllib.parse import quote
 
+from runbook_lib.config.settings import SECRET_VARIABLES
+
 REDACTED = "***REDACTED***"
-SECRET_VARIABLES = ("QDRANT_API_KEY", "CHROMA_AUTH_TOKEN")
 
 #: ``scheme://user:password@host`` -- a credential inside a URL is never written, whatever its value.
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<cred>[^\s/@:\"'<>]+:[^\s/@\"'<>]+)@")

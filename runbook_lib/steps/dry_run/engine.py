@@ -15,16 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from runbook_lib.chroma.source import ChromaSource
-from runbook_lib.core.layouts import (
-    LLAMA_NODE_CONTENT_KEY,
-    LLAMA_NODE_TYPE_KEY,
-    Layout,
-    get_layout,
-    recommended_layout,
-)
+from runbook_lib.chroma.base import ChromaReader
+from runbook_lib.chroma.connect import open_source
+from runbook_lib.core.layouts import Layout, detect_framework, get_layout, is_llamaindex_record, recommended_layout
 from runbook_lib.core.mapping import id_collisions
-from runbook_lib.core.payload_indexes import add_key_types, layout_paths, missing_keys, plan_payload_indexes
+from runbook_lib.core.payload_indexes import add_key_types, missing_keys, plan_payload_indexes
 from runbook_lib.core.plan import plan_collection
 from runbook_lib.errors import ConfigError, DimensionMismatchError, RunbookError
 from runbook_lib.kernel.display import progress
@@ -40,7 +35,7 @@ ESTIMATED_POINTS_PER_S = {"local": 300.0, "edge": 3000.0, "server": 1500.0}
 
 
 def inventory(
-    source: ChromaSource, name: str, ids: list[str], batch_size: int, layout: Layout | None = None
+    source: ChromaReader, name: str, ids: list[str], batch_size: int, layout: Layout | None = None
 ) -> dict[str, Any]:
     """Scan one collection once: dimensions, zero vectors, metadata keys and types, documents, uris, sizes, which
     framework wrote it, and what the chosen payload ``layout`` cannot carry (with one real record's payload)."""
@@ -75,8 +70,7 @@ def inventory(
                 null_as_empty += layout.substitutes(doc, meta)
                 if example is None:
                     example = {"chroma_id": rid, "payload": layout.to_payload(rid, doc, meta, uri)}
-            if meta and LLAMA_NODE_CONTENT_KEY in meta and LLAMA_NODE_TYPE_KEY in meta:
-                llama_records += 1
+            llama_records += is_llamaindex_record(meta)
             id_bytes += len(rid.encode())
             if doc is not None:
                 documents += 1
@@ -105,7 +99,7 @@ def inventory(
             f"{name}: embedding function {info.embedding_function!r} is Chroma-side configuration; Qdrant stores "
             "vectors only, so the app must keep computing query embeddings itself."
         )
-    framework = _framework(len(ids), llama_records, documents)
+    framework = detect_framework(len(ids), llama_records, documents)
     if layout_refused:
         warnings.append(
             f"{name}: payload_layout={layout.name} cannot carry {len(layout_refused):,} record(s) (first: "
@@ -143,19 +137,6 @@ def inventory(
     }
 
 
-def _framework(n: int, llama_records: int, documents: int) -> str:
-    """Conservative: ``llamaindex`` when every record has LlamaIndex's ``_node_content`` and ``_node_type`` keys,
-    ``langchain`` when every record has a document and none has those keys (LangChain's Chroma store writes that,
-    but so may any app), else ``unknown``."""
-    if not n:
-        return "unknown"
-    if llama_records == n:
-        return "llamaindex"
-    if llama_records == 0 and documents == n:
-        return "langchain"
-    return "unknown"
-
-
 def dry_run(step: Step) -> DryRunResult:
     """The dry-run step (``01_dry_run.ipynb``)."""
     p = step.params
@@ -163,7 +144,7 @@ def dry_run(step: Step) -> DryRunResult:
     result = DryRunResult(ok=True, source=settings.chroma.describe(), target=settings.qdrant.describe())
     t0 = time.perf_counter()
     layout = get_layout(p.payload_layout, p.null_documents)
-    with ChromaSource.open(settings.chroma) as source:
+    with open_source(settings.chroma) as source:
         if source.upgraded_on_open:
             result.warnings.append(
                 "The source was written by an older chromadb version: opening it upgrades the database, so the "
@@ -201,13 +182,12 @@ def dry_run(step: Step) -> DryRunResult:
             plan["recommended_layout"] = inv["recommended_layout"]
             plan["payload_layout"] = layout.name
             plan["example_payload"] = inv["example_payload"]
-            flat, document_path = layout_paths(layout.name)
             indexes, unindexed = plan_payload_indexes(
                 inv["key_types"],
                 p.payload_indexes,
                 collection=name,
-                flat=flat,
-                document_path=document_path,
+                flat=layout.flat,
+                document_path=layout.document_path,
                 has_documents=inv["documents"] > 0,
             )
             plan["payload_indexes"] = [i.to_dict() for i in indexes]

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from runbook_lib.chroma.backup import Backup, create_backup, load_backup, verify_backup
+from runbook_lib.chroma.base import ChromaReader
 from runbook_lib.chroma.catalog import Catalog, CatalogUnavailable
-from runbook_lib.chroma.source import ChromaSource
+from runbook_lib.chroma.connect import open_source
 from runbook_lib.chroma.writer import honour_swap
 from runbook_lib.core.layouts import Layout, get_layout
 from runbook_lib.core.payload_indexes import PayloadIndex
@@ -58,10 +59,10 @@ log = logging.getLogger(__name__)
 
 
 # --- the step --------------------------------------------------------------------------------------
-def _prepare_source(step: Step, checkpoint: Checkpoint) -> tuple[ChromaSource, Backup | None]:
+def _prepare_source(step: Step, checkpoint: Checkpoint) -> tuple[ChromaReader, Backup | None]:
     chroma = step.settings.chroma
     if chroma.is_server:
-        return ChromaSource.open(chroma), None
+        return open_source(chroma), None
     persist_dir = chroma.require_persist_dir()
     backup_path = checkpoint.data.get("backup_path")
     if backup_path:
@@ -73,12 +74,12 @@ def _prepare_source(step: Step, checkpoint: Checkpoint) -> tuple[ChromaSource, B
         backup = create_backup(persist_dir, step.run.run_id)
         checkpoint.data["backup_path"] = str(backup.path)
         checkpoint.save()
-    return ChromaSource.open(chroma, copy_from=backup.data_dir), backup
+    return open_source(chroma, copy_from=backup.data_dir), backup
 
 
 def _ensure_target(
     target: QdrantStore,
-    source: ChromaSource,
+    source: ChromaReader,
     entry: PlanEntry,
     ids: list[str],
     state: dict[str, Any],
@@ -172,7 +173,7 @@ def migrate(step: Step) -> MigrationResult:
                     source_count=entry.count,
                     dimension=entry.dimension,
                     distance=entry.distance,
-                    source_uuid=str(source.collection(entry.source).id),
+                    source_uuid=source.collection_id(entry.source),
                 )
                 row = _migrate_one(source, target, entry, pl.ids, state, checkpoint, p, overall, result, ledger, layout)
                 result.rows.append(row)
@@ -196,7 +197,7 @@ EMBEDDING_FUNCTIONS_FILE = "embedding_functions.json"
 
 
 def _record_embedding_functions(
-    step: Step, source: ChromaSource, planned: list[Planned], checkpoint: Checkpoint
+    step: Step, source: ChromaReader, planned: list[Planned], checkpoint: Checkpoint
 ) -> None:
     """Record the embedding function Chroma keeps in each planned collection's configuration, in the checkpoint
     and in the run's ``embedding_functions.json`` (under the source name, and the alias and target the app may use)."""
@@ -251,16 +252,11 @@ def _check_before_backup(step: Step, target: QdrantStore, checkpoint: Checkpoint
     try:
         with Catalog(chroma.require_persist_dir(), tenant=chroma.tenant, database=chroma.database) as catalog:
             return preflight(
-                catalog,  # type: ignore[arg-type]
-                target,
-                step.params,
-                run_id=step.run.run_id,
-                states=checkpoint.data["collections"],
-                shape=False,
+                catalog, target, step.params, run_id=step.run.run_id, states=checkpoint.data["collections"]
             )
     except CatalogUnavailable as exc:
         log.info("checking on a scratch copy (%s)", exc)
-        with ChromaSource.open(chroma) as live:
+        with open_source(chroma) as live:
             return _preflight(step, live, target, checkpoint)
 
 
@@ -270,7 +266,7 @@ def _discard_backup(backup: Backup, checkpoint: Checkpoint) -> None:
     checkpoint.save()
 
 
-def _preflight(step: Step, source: ChromaSource, target: QdrantStore, checkpoint: Checkpoint) -> list[Planned]:
+def _preflight(step: Step, source: ChromaReader, target: QdrantStore, checkpoint: Checkpoint) -> list[Planned]:
     return preflight(source, target, step.params, run_id=step.run.run_id, states=checkpoint.data["collections"])
 
 
@@ -282,7 +278,7 @@ def _record_plan(checkpoint: Checkpoint, planned: list[Planned]) -> None:
 
 
 def _migrate_one(
-    source: ChromaSource,
+    source: ChromaReader,
     target: QdrantStore,
     entry: PlanEntry,
     ids: list[str],

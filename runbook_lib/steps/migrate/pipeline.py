@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from runbook_lib.chroma.source import ChromaSource, RecordBatch
+from runbook_lib.chroma.base import ChromaReader, RecordBatch
 from runbook_lib.core.fingerprint import Fingerprint, fingerprints
 from runbook_lib.core.layouts import Layout
 from runbook_lib.core.mapping import normalise_rows, point_id
@@ -67,7 +67,7 @@ _DONE = object()
 
 
 def copy_collection(
-    source: ChromaSource,
+    source: ChromaReader,
     target: QdrantStore,
     entry: PlanEntry,
     *,

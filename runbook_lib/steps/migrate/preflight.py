@@ -8,14 +8,14 @@ one the copy loop uses, so the check costs no extra pass over the source.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from runbook_lib.chroma.source import ChromaSource
+from runbook_lib.chroma.base import ChromaCatalog, ChromaReader
 from runbook_lib.core.layouts import get_layout
 from runbook_lib.core.mapping import id_collisions, id_scheme
-from runbook_lib.core.plan import PlanEntry, plan_collection, target_names
+from runbook_lib.core.plan import PlanEntry, plan_collection, resolve_collections, target_names
 from runbook_lib.errors import ConfigError, DimensionMismatchError, ExistingCollectionError, TargetError
 from runbook_lib.qdrant.base import QdrantStore
 
@@ -31,23 +31,6 @@ class Planned:
     ids: list[str]
 
 
-def requested_collections(source: ChromaSource, requested: Sequence[str] | None) -> list[str]:
-    """All source collections when ``requested`` is empty, else exactly those; an unknown name is a ConfigError."""
-    available = source.collection_names()
-    if not requested:
-        return available
-    missing = [n for n in dict.fromkeys(requested) if n not in available]
-    if missing:
-        raise ConfigError(
-            f"Collection {missing[0]!r} does not exist in ChromaDB"
-            + (f" (nor {', '.join(repr(m) for m in missing[1:])})" if len(missing) > 1 else "")
-            + f": available collections are {', '.join(repr(a) for a in available) or '(none)'}. "
-            "Fix the `collections` parameter; nothing was changed.",
-            collection=missing[0],
-        )
-    return list(dict.fromkeys(requested))
-
-
 def collision_error(collection: str, pairs: list[tuple[str, str]]) -> ConfigError:
     shown = "; ".join(f"{a!r} and {b!r}" for a, b in pairs[:_SHOWN_PAIRS])
     more = f" (and {len(pairs) - _SHOWN_PAIRS} more pairs)" if len(pairs) > _SHOWN_PAIRS else ""
@@ -60,7 +43,7 @@ def collision_error(collection: str, pairs: list[tuple[str, str]]) -> ConfigErro
     )
 
 
-def _names_only(source: Any, name: str, ids: list[str], *, run_id: str, cutover: str) -> PlanEntry:
+def _names_only(source: ChromaCatalog, name: str, ids: list[str], *, run_id: str, cutover: str) -> PlanEntry:
     """A plan entry with what a catalog knows (no distance yet): enough to check names and ``on_existing``."""
     tname, alias = target_names(name, run_id, cutover)
     dimension = source.dimension(name) if ids else None
@@ -101,11 +84,11 @@ def check_target(
         raise existing_collection_error(entry.target)
 
 
-def check_layout(source: ChromaSource, name: str, ids: list[str], p: Any) -> None:
+def check_layout(source: ChromaReader, name: str, ids: list[str], p: Any) -> None:
     """Every record can be carried by the run's ``payload_layout`` (one read pass, only for a framework layout): a
     ConfigError naming the first record, the key and the count, before anything is written."""
     layout = get_layout(getattr(p, "payload_layout", "runbook"), getattr(p, "null_documents", "refuse"))
-    if layout.name == "runbook":
+    if layout.carries_every_record:
         return
     problems: list[str] = []
     for batch in source.iter_batches(name, max(int(getattr(p, "batch_size", 256)), 256), ids=ids):
@@ -122,19 +105,19 @@ def check_layout(source: ChromaSource, name: str, ids: list[str], p: Any) -> Non
 
 
 def preflight(
-    source: ChromaSource,
+    source: ChromaCatalog,
     target: QdrantStore,
     p: Any,
     *,
     run_id: str,
     states: Mapping[str, Mapping[str, Any]],
-    shape: bool = True,
 ) -> list[Planned]:
     """Check every requested collection, in order; raise before anything is written. ``states`` is the
     checkpoint's per-collection state (a collection this run created may be resumed whatever ``on_existing``).
-    ``source`` may be a read-only :class:`~runbook_lib.chroma.catalog.Catalog` (names and ids only): then
-    ``shape=False`` leaves the distance and dimension checks to the pass over the backup."""
-    names = requested_collections(source, p.collections)
+    A ``source`` that is only a :class:`~runbook_lib.chroma.base.ChromaCatalog` (names and ids, such as the
+    read-only :class:`~runbook_lib.chroma.catalog.Catalog`) leaves the distance, dimension and layout checks to
+    the pass over the backup."""
+    names = resolve_collections(source.collection_names(), p.collections)
     if p.cutover == "alias":
         existing = set(target.collection_names())
         clash = [n for n in names if n in existing]
@@ -151,12 +134,13 @@ def preflight(
         pairs = id_collisions(ids)
         if pairs:
             raise collision_error(name, pairs)
-        if shape:
+        if isinstance(source, ChromaReader):
             entry = plan_collection(source, name, run_id=run_id, cutover=p.cutover, ids=ids)
         else:
             entry = _names_only(source, name, ids, run_id=run_id, cutover=p.cutover)
-        check_target(target, entry, states.get(name, {}), p.on_existing, shape=shape)
-        if shape and entry.dimension is not None and states.get(name, {}).get("status") != "done":
+        check_target(target, entry, states.get(name, {}), p.on_existing, shape=isinstance(source, ChromaReader))
+        done = states.get(name, {}).get("status") == "done"
+        if isinstance(source, ChromaReader) and entry.dimension is not None and not done:
             check_layout(source, name, ids, p)
         planned.append(Planned(entry=entry, ids=ids))
         source.release()  # memory follows the largest collection, not the database

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from runbook_lib.chroma.source import ChromaSource
+from runbook_lib.chroma.base import ChromaReader
 from runbook_lib.core.layouts import Layout
-from runbook_lib.core.payload_indexes import PayloadIndex, layout_paths, plan_payload_indexes
+from runbook_lib.core.payload_indexes import PayloadIndex, plan_payload_indexes
 from runbook_lib.qdrant.base import QdrantStore
 
 #: Chroma's HNSW settings and the Qdrant ones they become: (configuration key, legacy metadata key, Qdrant key).
@@ -33,13 +33,17 @@ def hnsw_params(configuration: Mapping[str, Any], metadata: Mapping[str, Any]) -
 
 
 def plan_indexes(
-    source: ChromaSource, name: str, ids: Sequence[str], choice: str, layout: Layout, batch_size: int
+    source: ChromaReader, name: str, ids: Sequence[str], choice: str, layout: Layout, batch_size: int
 ) -> list[PayloadIndex]:
     """The payload indexes for collection ``name`` from the metadata of the records being copied."""
     key_types, documents = source.metadata_types(name, ids, batch_size)
-    flat, document_path = layout_paths(layout.name)
     indexes, _ = plan_payload_indexes(
-        key_types, choice, collection=name, flat=flat, document_path=document_path, has_documents=documents > 0
+        key_types,
+        choice,
+        collection=name,
+        flat=layout.flat,
+        document_path=layout.document_path,
+        has_documents=documents > 0,
     )
     return indexes
 

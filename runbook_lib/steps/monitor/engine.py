@@ -38,7 +38,8 @@ from typing import Any
 
 from runbook_lib.app.metrics import AppMetrics, default_metrics, serve_from_env
 from runbook_lib.app.metrics import available as metrics_available
-from runbook_lib.chroma.source import ChromaSource
+from runbook_lib.chroma.base import ChromaReader
+from runbook_lib.chroma.connect import open_source
 from runbook_lib.config.params import MonitorParams
 from runbook_lib.kernel.display import progress
 from runbook_lib.kernel.step import Step
@@ -67,7 +68,7 @@ class MonitorContext:
     """What a hook sees: the open stores and the collections (tests use it to break things for real)."""
 
     step: Step
-    source: ChromaSource
+    source: ChromaReader
     target: qdrant_base.QdrantStore
     collections: list[MonitoredCollection]
     stores: dict[str, Store]
@@ -112,7 +113,7 @@ def monitor(step: Step, *, hook: MonitorHook | None = None) -> MonitorResult:
         result.warnings.append(
             "This run has no migrate checkpoint: every source collection is queried in Qdrant under its own name."
         )
-    source = ChromaSource.open(step.settings.chroma)
+    source = open_source(step.settings.chroma)
     try:
         if source.upgraded_on_open:
             result.warnings.append(

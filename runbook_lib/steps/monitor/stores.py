@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from importlib import metadata as importlib_metadata
 from typing import Any, Literal, Protocol
 
-from runbook_lib.chroma.source import ChromaSource
+from runbook_lib.chroma.base import ChromaReader
 from runbook_lib.core.mapping import PAYLOAD_ID_KEY
 from runbook_lib.qdrant import base as qdrant_base
 from runbook_lib.steps.monitor.workload import Query
@@ -65,59 +65,42 @@ class ChromaStore:
 
     key: StoreKey = "chroma"
 
-    def __init__(self, source: ChromaSource) -> None:
+    def __init__(self, source: ChromaReader) -> None:
         self.source = source
-        self._handles: dict[str, Any] = {}
 
     def prepare(self, names: Sequence[str]) -> None:
         """Open the collections up front, so worker threads never race to open one."""
-        for name in names:
-            self._handles[name] = self.source.collection(name)
-
-    def _collection(self, name: str) -> Any:
-        handle = self._handles.get(name)
-        return handle if handle is not None else self.source.collection(name)
+        self.source.prepare_search(names)
 
     def query(self, q: Query, k: int) -> list[str]:
-        result = self._collection(q.collection).query(
-            query_embeddings=[q.vector],
-            n_results=k,
-            where=q.where,
-            include=["documents", "metadatas", "distances"],
-        )
-        return [str(i) for i in result["ids"][0]]
+        return self.source.search(q.collection, q.vector, k, q.where)
 
     def count(self, name: str) -> int:
-        return int(self.source.client.get_collection(name, embedding_function=None).count())
+        return self.source.count(name)
 
     def ping(self) -> None:
-        self.source.client.heartbeat()
+        self.source.heartbeat()
 
     def engine(self) -> dict[str, Any]:
-        settings = self.source.settings
-        version = _version("chromadb")
-        if settings.is_server:
-            server_version: str | None
-            try:
-                server_version = str(self.source.client.get_version())
-            except Exception:
-                server_version = None
+        identity = self.source.identity()
+        version = identity.client_version
+        if identity.kind == "server":
             return {
                 "store": "chroma",
                 "kind": "server",
-                "where": settings.describe(),
-                "description": f"Chroma server at {settings.describe().removeprefix('Chroma server ')} "
-                f"(server version {server_version or 'unknown'}, chromadb client {version}), over HTTP",
+                "where": self.source.describe(),
+                "description": f"Chroma server at {identity.location} "
+                f"(server version {identity.server_version or 'unknown'}, chromadb client {version}), over HTTP",
                 "client_version": version,
-                "server_version": server_version,
+                "server_version": identity.server_version,
                 "local_mode": False,
             }
         return {
             "store": "chroma",
             "kind": "embedded persistent client",
-            "where": settings.describe(),
+            "where": self.source.describe(),
             "description": f"chromadb {version} embedded (PersistentClient, HNSW approximate search) in this "
-            f"process, on a scratch copy of {settings.persist_dir} (the live directory is never opened)",
+            f"process, on a scratch copy of {identity.location} (the live directory is never opened)",
             "client_version": version,
             "server_version": None,
             "local_mode": True,

@@ -17,7 +17,8 @@ from runbook_lib.config.settings import ChromaSettings
 
 
 class SyncSource:
-    """A :class:`ChromaSource` over ``snapshot`` (or the server) opened on first use."""
+    """A :class:`ChromaSource` over ``snapshot`` (or the server) opened on first use; names, ids and dimensions come
+    from the snapshot's catalog while nothing else was read (a :class:`~runbook_lib.chroma.base.ChromaCatalog`)."""
 
     def __init__(self, settings: ChromaSettings, snapshot: Path | None) -> None:
         self.settings = settings
@@ -51,7 +52,7 @@ class SyncSource:
         if self.catalog is not None and self._source is None:
             return self.catalog.collection_id(name) if name in self.catalog.collection_names() else None
         source = self._open()
-        return str(source.collection(name).id) if name in source.collection_names() else None
+        return source.collection_id(name) if name in source.collection_names() else None
 
     def snapshot_ids(self, name: str) -> list[str]:
         if self.catalog is not None and self._source is None:
@@ -60,6 +61,11 @@ class SyncSource:
             except CatalogUnavailable:
                 pass
         return self._open().snapshot_ids(name)
+
+    def dimension(self, name: str) -> int | None:
+        if self.catalog is not None and self._source is None:
+            return self.catalog.dimension(name)
+        return self._open().dimension(name)
 
     def fetch(self, name: str, ids: Sequence[str], *, expected_dim: int | None = None) -> RecordBatch:
         return self._open().fetch(name, ids, expected_dim=expected_dim)

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from runbook_lib.chroma.source import ChromaSource, RecordBatch
+from runbook_lib.chroma.base import ChromaReader, RecordBatch
 from runbook_lib.config.params import VerifyParams
 from runbook_lib.core.compare import ABSENT, RunningTopK, layout_payload_differences, strict_equal
 from runbook_lib.core.layouts import Layout
@@ -127,7 +127,7 @@ class Histogram:
 
 
 def verify_collection(
-    source: ChromaSource,
+    source: ChromaReader,
     target: QdrantStore,
     plan: Planned,
     p: VerifyParams,
@@ -161,7 +161,7 @@ def verify_collection(
 
 
 def _run_checks(
-    source: ChromaSource,
+    source: ChromaReader,
     target: QdrantStore,
     rep: CollectionReport,
     p: VerifyParams,

@@ -24,7 +24,8 @@ from typing import Any
 
 from runbook_lib.chroma import files as chroma_files
 from runbook_lib.chroma.backup import Backup, load_backup, source_unchanged, verify_backup
-from runbook_lib.chroma.source import ChromaSource
+from runbook_lib.chroma.base import ChromaReader
+from runbook_lib.chroma.connect import open_source
 from runbook_lib.chroma.writer import honour_swap
 from runbook_lib.config.params import VerifyParams
 from runbook_lib.core.compare import SCORE_RTOL
@@ -57,7 +58,7 @@ log = logging.getLogger(__name__)
 FINISHED = ("done", "skipped")
 
 
-def _plan(source: ChromaSource, checkpoint: dict[str, Any] | None, requested: list[str], run_id: str) -> list[Planned]:
+def _plan(source: ChromaReader, checkpoint: dict[str, Any] | None, requested: list[str], run_id: str) -> list[Planned]:
     """The collections to verify. With a checkpoint: every collection the run planned (``planned``, written
     before the copy; older runs: the checkpoint's collections), each with its migrate status -- a planned
     collection the migration did not finish is in the list, to be reported as not copied."""
@@ -122,13 +123,13 @@ def _run_problems(step: Step, checkpoint: dict[str, Any] | None) -> list[str]:
 
 
 # --- the step ----------------------------------------------------------------------------------------------------
-def _open_source(step: Step, checkpoint: dict[str, Any] | None) -> tuple[ChromaSource, Backup | None, str]:
+def _open_source(step: Step, checkpoint: dict[str, Any] | None) -> tuple[ChromaReader, Backup | None, str]:
     chroma = step.settings.chroma
     backup_path = (checkpoint or {}).get("backup_path")
     synced = (checkpoint or {}).get("sync") or {}
     if synced.get("snapshot") and Path(synced["snapshot"]).is_dir() and not chroma.is_server:
         return (
-            ChromaSource.open(chroma, copy_from=Path(synced["snapshot"])),
+            open_source(chroma, copy_from=Path(synced["snapshot"])),
             None,
             f"a scratch copy of the source as of the run's last sync ({synced.get('synced_at')}, "
             f"{synced.get('direction')}), kept at {synced['snapshot']}",
@@ -142,12 +143,12 @@ def _open_source(step: Step, checkpoint: dict[str, Any] | None) -> tuple[ChromaS
         backup = load_backup(Path(backup_path))
         verify_backup(backup)
         return (
-            ChromaSource.open(chroma, copy_from=backup.data_dir),
+            open_source(chroma, copy_from=backup.data_dir),
             backup,
             f"a scratch copy of the run's checksum-verified backup {backup.path}",
         )
     where = "the live Chroma server" if chroma.is_server else "a scratch copy of the live directory"
-    return ChromaSource.open(chroma), None, f"{where} ({chroma.describe()})"
+    return open_source(chroma), None, f"{where} ({chroma.describe()})"
 
 
 def _source_unchanged(step: Step, backup: Backup | None, synced: dict[str, Any] | None = None) -> dict[str, Any]:

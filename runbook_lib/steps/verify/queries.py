@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from runbook_lib.chroma.source import ChromaSource
+from runbook_lib.chroma.base import ChromaReader
 from runbook_lib.core.compare import SCORE_RTOL, RunningTopK, distances_close
 from runbook_lib.core.mapping import PAYLOAD_ID_KEY, chroma_distances, qdrant_score_to_chroma_distance
 from runbook_lib.qdrant.base import QdrantStore
@@ -38,7 +38,7 @@ class Query:
     vector: np.ndarray  # float32
 
 
-def pick_queries(source: ChromaSource, name: str, ids: Sequence[str], count: int, dim: int) -> list[Query]:
+def pick_queries(source: ChromaReader, name: str, ids: Sequence[str], count: int, dim: int) -> list[Query]:
     """``count`` deterministic queries: half stored vectors, half stored vectors plus noise.
 
     Zero vectors are not used as queries (their cosine similarity is undefined).
@@ -71,7 +71,7 @@ def pick_queries(source: ChromaSource, name: str, ids: Sequence[str], count: int
 
 
 def check_search(
-    source: ChromaSource,
+    source: ChromaReader,
     target: QdrantStore,
     rep: CollectionReport,
     queries: list[Query],
@@ -100,7 +100,7 @@ def check_search(
         # Hits outside the exact top-k: their true distance, from the source (ties at the k-th distance count).
         outside = list(dict.fromkeys(c for c in hit_ids if isinstance(c, str) and c not in exact_of))
         if outside:
-            present = set(source.collection(name).get(ids=outside, include=[])["ids"])
+            present = source.present_ids(name, outside)
             known = [c for c in outside if c in present]
             if known:
                 fetched = source.fetch(name, known, expected_dim=rep.dimension)
