@@ -277,3 +277,41 @@ def test_start_times_order_runs_within_a_second() -> None:
     assert not started_before("2026-11-30T08:09:12.100000+00:00", "2026-11-30T08:09:12+00:00")
     assert started_before("2026-11-30T08:09:11+00:00", "2026-11-30T08:09:12.000001+00:00")
     assert not started_before("", "2026-11-30T08:09:12+00:00") and not started_before("garbled", "also")
+
+
+def test_what_the_rollback_deletes_is_exported_and_checked_against_the_ledger_first(
+    small_source: dict[str, Any], runbook_env: dict[str, Path]
+) -> None:
+    import base64
+
+    from runbook_lib.config.settings import load_settings
+    from runbook_lib.core.layouts import Layout
+    from runbook_lib.qdrant.target import QdrantTarget
+    from runbook_lib.state.ledger import Ledger
+    from runbook_lib.steps.rollback.export import export_path, export_points
+
+    rid = migrate_ok()
+    run_dir = runbook_env["outputs"] / rid
+    settings = load_settings()
+    with QdrantTarget(settings.qdrant) as target, Ledger.for_run(run_dir / "state") as ledger:
+        path = export_path(run_dir, "gamma_docs")
+        assert export_points(target, "gamma_docs", path, ledger=ledger, collection="gamma_docs", layout=Layout()) == (
+            120,
+            0,
+        )
+        line = json.loads(path.read_text().splitlines()[0])
+        assert np.frombuffer(base64.b64decode(line["vector"]), "<f4").shape == (4,) and "chroma_id" in line["payload"]
+    qdrant_writes(runbook_env["qdrant"])  # after the "bring-back": one point changed, one deleted in gamma_docs
+    with QdrantTarget(settings.qdrant) as target, Ledger.for_run(run_dir / "state") as ledger:
+        again = export_path(run_dir, "gamma_docs")
+        assert again != path and path.is_file()  # an earlier export is never overwritten
+        found = export_points(target, "gamma_docs", again, ledger=ledger, collection="gamma_docs", layout=Layout())
+        assert found == (119, 2)
+        kept = export_points(
+            target, "gamma_docs", again, ledger=ledger, collection="gamma_docs", layout=Layout(), allowed={"g-0002"}
+        )
+        assert kept == (119, 1)
+    _, result = run_step_inprocess("rollback", rollback, run_id=rid, confirm=True)
+    assert result.ok, result.errors
+    lines = {name: len(Path(result.exports[name]).read_text().splitlines()) for name in result.exports}
+    assert lines == {"alpha_docs": 701, "beta_docs": 300, "gamma_docs": 119}

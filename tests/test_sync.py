@@ -265,7 +265,13 @@ def test_sync_both_ways_with_a_chroma_server_source(server_env: dict[str, Any]) 
         host=os.environ["CHROMA_HOST"], port=int(os.environ["CHROMA_PORT"]), database=server_env["database"]
     )
     col = client.get_collection("srv_cosine", embedding_function=None)  # type: ignore[arg-type]
-    col.add(ids=["s-new"], embeddings=[[0.25] * 12], documents=["added on the server"], metadatas=[{"n": -1}])
+    col.add(
+        ids=["s-new"],
+        embeddings=[[0.25] * 12],
+        documents=["added on the server"],
+        metadatas=[{"n": -1}],
+        uris=["s3://server/new"],
+    )
     col.update(ids=["s3"], metadatas=[{"n": 3.0, "ok": True}])
     col.delete(ids=["s4"])
     _, forward = run_step_inprocess("sync", sync, run_id=run_id)
@@ -282,11 +288,19 @@ def test_sync_both_ways_with_a_chroma_server_source(server_env: dict[str, Any]) 
             )
         ],
     )
+    cleared = q.retrieve("srv_cosine", [point_id("s-new")], with_payload=True, with_vectors=True)[0]
+    assert cleared.payload["uri"] == "s3://server/new"
+    q.upsert(  # the app clears the uri in Qdrant: the server's record loses it too
+        "srv_cosine",
+        [models.PointStruct(id=cleared.id, vector=cleared.vector, payload=build_payload("s-new", "d", {}, None))],
+    )
     q.close()
     _, reverse = run_step_inprocess("sync", sync, run_id=run_id, direction="reverse", confirm=True)
-    assert reverse.totals()["applied"] == 1 and reverse.previous_dir is None
+    assert reverse.totals()["applied"] == 2 and reverse.previous_dir is None
     got = client.get_collection("srv_l2", embedding_function=None).get(ids=["q-1"], include=["documents", "metadatas"])  # type: ignore[arg-type]
     assert got["documents"] == ["from qdrant"] and got["metadatas"] == [{"k": 1}]
+    new = col.get(ids=["s-new"], include=["documents", "metadatas", "uris"])
+    assert new["documents"] == ["d"] and new["metadatas"] == [None] and new["uris"] == [None], new
     _, again = run_step_inprocess("sync", sync, run_id=run_id)
     assert again.verdict.startswith("IN SYNC"), again.verdict
 
@@ -325,3 +339,24 @@ def test_sync_carries_awkward_records_both_ways(runbook_env: dict[str, Path]) ->
     assert_exact_copy(runbook_env["chroma"], runbook_env["qdrant"])
     _, again = run_step_inprocess("sync", sync, run_id=run_id)
     assert again.verdict.startswith("IN SYNC"), again.verdict
+
+
+def test_a_winner_the_direction_cannot_write_and_a_damaged_ledger_are_refused(
+    small_source: dict[str, Any], runbook_env: dict[str, Path]
+) -> None:
+    run_id = _migrate()
+    qdrant_app_writes(runbook_env["qdrant"])
+    for direction, winner in (("forward", "target"), ("reverse", "source")):
+        with pytest.raises(ConfigError, match=f"on_conflict={winner} keeps .* cannot carry") as info:
+            run_step_inprocess("sync", sync, run_id=run_id, direction=direction, on_conflict=winner, confirm=True)
+        assert info.value.exit_code == 2
+    ledger = runbook_env["outputs"] / run_id / "state" / "ledger.sqlite"
+    whole = ledger.read_bytes()
+    for damaged in (whole[: len(whole) // 2], b"not a database " * 64):
+        ledger.write_bytes(damaged)
+        with pytest.raises(ConfigError, match=f"ledger {ledger} cannot be read"):
+            run_step_inprocess("sync", sync, run_id=run_id)
+    ledger.unlink()
+    with pytest.raises(ConfigError, match=f"ledger {ledger} is missing"):
+        run_step_inprocess("sync", sync, run_id=run_id)
+    assert not ledger.exists()  # refused, not re-created empty

@@ -120,6 +120,69 @@ def test_a_directory_swapped_for_an_older_copy_is_read_whole(
     assert assert_exact_copy(live, runbook_env["qdrant"]) == 1120
 
 
+def _update(live: Path, writes: list[tuple[str, dict[str, Any]]]) -> None:
+    client = chromadb.PersistentClient(path=str(live))
+    alpha = client.get_collection("alpha_docs", embedding_function=None)
+    for cid, metadata in writes:
+        alpha.update(ids=[cid], metadatas=[metadata])
+    _close(client)
+
+
+def _same_numbers(live: Path, ledger_path: Path) -> None:
+    """The write numbers repeat exactly: every record's number and the collection's last one are the ledger's."""
+    with Catalog(live) as cat, Ledger(ledger_path) as ledger:
+        marker = ledger.marker("alpha_docs")
+        assert marker is not None and cat.sequence_marker("alpha_docs") == (marker.segment, marker.seq)
+        assert cat.sequences("alpha_docs") == ledger.sequences("alpha_docs")
+
+
+def test_a_directory_overwritten_by_the_backup_and_written_with_the_same_numbers_is_read_whole(
+    small_source: dict[str, Any], runbook_env: dict[str, Path]
+) -> None:
+    """The backup's files copied over the live ones (the same SQLite file), then written so that the numbers
+    repeat exactly: the record under the ledger's last number is another one, so every record is read."""
+    step, _ = run_step_inprocess("migrate", migrate)
+    live = runbook_env["chroma"]
+    checkpoint = json.loads((step.run.state_dir / "migrate_checkpoint.json").read_text())
+    backup = Path(checkpoint["backup_path"]) / "data"
+    _update(live, [("a-0001", {"v": 2})])
+    _, first = run_step_inprocess("sync", sync, run_id=step.run.run_id)
+    assert first.totals()["applied"] == 1
+    for src in backup.rglob("*"):  # in place: chroma.sqlite3 keeps its inode
+        if src.is_file():
+            shutil.copyfile(src, live / src.relative_to(backup))
+    _update(live, [("a-0001", {"v": 3})])
+    _same_numbers(live, step.run.state_dir / "ledger.sqlite")
+    _, second = run_step_inprocess("sync", sync, run_id=step.run.run_id)
+    by = {c["collection"]: c for c in second.collections}
+    assert by["alpha_docs"]["source_compared"] == "every record", by["alpha_docs"]
+    assert second.totals()["applied"] == 1 and by["alpha_docs"]["source_changes"]["changed"] == 1
+    assert assert_exact_copy(live, runbook_env["qdrant"]) == 1120
+
+
+def test_a_directory_swapped_for_a_copy_and_written_with_the_same_numbers_is_read_whole(
+    small_source: dict[str, Any], runbook_env: dict[str, Path]
+) -> None:
+    """A copy swapped in (another SQLite file) and written so that the numbers repeat exactly and the record under
+    the last number is even the same: the file tells, every record is read."""
+    step, _ = run_step_inprocess("migrate", migrate)
+    live = runbook_env["chroma"]
+    older = live.with_name("older_copy")
+    shutil.copytree(live, older)
+    _update(live, [("a-0002", {"x": 1}), ("a-0001", {"v": 2})])
+    _, first = run_step_inprocess("sync", sync, run_id=step.run.run_id)
+    assert first.totals()["applied"] == 2
+    live.rename(live.with_name("swapped_out"))
+    shutil.copytree(older, live)
+    _update(live, [("a-0002", {"x": 99}), ("a-0001", {"v": 2})])
+    _same_numbers(live, step.run.state_dir / "ledger.sqlite")
+    _, second = run_step_inprocess("sync", sync, run_id=step.run.run_id)
+    by = {c["collection"]: c for c in second.collections}
+    assert by["alpha_docs"]["source_compared"] == "every record", by["alpha_docs"]
+    assert second.totals()["applied"] == 1 and by["alpha_docs"]["source_changes"]["changed"] == 1
+    assert assert_exact_copy(live, runbook_env["qdrant"]) == 1120
+
+
 def test_a_ledger_from_before_write_sequences_reads_everything_once(
     small_source: dict[str, Any], runbook_env: dict[str, Path]
 ) -> None:

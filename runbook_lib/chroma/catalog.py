@@ -10,6 +10,8 @@ the caller falls back to a scratch copy.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sqlite3
 from pathlib import Path
 
@@ -56,6 +58,10 @@ class Catalog:
 
     def dimension(self, name: str) -> int | None:
         return self._collections[name][1]
+
+    def collection_id(self, name: str) -> str:
+        """The collection's UUID (chromadb's ``Collection.id``): a re-created collection has another."""
+        return str(self._collections[name][0])
 
     def snapshot_ids(self, name: str) -> list[str]:
         """Every id of the collection, sorted (the order the migration counts them in)."""
@@ -115,3 +121,26 @@ class Catalog:
         if any(not isinstance(s, int) for s in out.values()):
             raise CatalogUnavailable(f"collection {name!r} stores write sequence numbers in another form")
         return out
+
+    def row_digest(self, name: str, seq: int) -> str | None:
+        """sha256 of the record whose last write has number ``seq`` (its id, when its row was made, its document
+        and metadata), or None when no record has that number now. Within one timeline the record numbered ``seq``
+        can only be written again (renumbered) or deleted, never changed under that number: a record with the same
+        number and another digest means the directory is another timeline (an older copy written again)."""
+        segment = self._metadata_segment(name)
+        try:
+            row = self._db.execute(
+                "SELECT id, embedding_id, created_at FROM embeddings WHERE segment_id = ? AND seq_id = ?",
+                (segment, seq),
+            ).fetchone()
+            if row is None:
+                return None
+            values = self._db.execute(
+                "SELECT key, string_value, int_value, float_value, bool_value FROM embedding_metadata WHERE id = ? "
+                "ORDER BY key",
+                (row[0],),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise CatalogUnavailable(str(exc)) from exc
+        text = json.dumps([row[1], str(row[2]), [list(v) for v in values]], default=repr)
+        return hashlib.sha256(text.encode()).hexdigest()

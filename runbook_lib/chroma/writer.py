@@ -6,10 +6,16 @@ staging copy and read back to prove they landed, and only then does the staging 
 the previous directory is kept as ``<dir>.pre-sync-<time>``. A directory that another process holds open (a
 running app) is refused before anything is copied, and again just before the swap, and a live directory that
 changed while the staging copy was written is not replaced.
+
+The swap is two renames (:func:`replace_directory`, also the rollback's restore). An intent record
+``<dir>.swap.json`` is written before the first; a step that touches the directory calls :func:`recover_swap`
+first, which finishes a swap a crash interrupted between the renames (or undoes one interrupted before the first),
+so ``CHROMA_PERSIST_DIR`` is never found missing and the staged copy is never deleted once it may be live.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -21,10 +27,135 @@ import chromadb
 from chromadb.api import ClientAPI
 
 from runbook_lib.chroma import files as chroma_files
+from runbook_lib.config.faults import fault_point
 from runbook_lib.config.settings import ChromaSettings
-from runbook_lib.errors import ConfigError, RunbookError
+from runbook_lib.errors import ConfigError, RunbookError, SyncError
 
 log = logging.getLogger(__name__)
+
+
+# --- the directory swap ------------------------------------------------------------------------------
+def intent_path(live: Path) -> Path:
+    """The intent record of a swap of ``live`` in progress."""
+    return live.with_name(f"{live.name}.swap.json")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_intent(live: Path, staged: Path, previous: Path | None) -> None:
+    path = intent_path(live)
+    tmp = path.with_name(path.name + ".tmp")
+    record = {"live": str(live), "staged": str(staged), "previous": str(previous) if previous else None}
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps({**record, "started_at": datetime.now(UTC).isoformat()}, indent=2))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _read_intent(live: Path) -> dict[str, Any] | None:
+    path = intent_path(live)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or not data.get("staged"):
+            raise ValueError("no staged directory recorded")
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"The swap record {path} cannot be read ({exc}): a swap of {live} was interrupted; check which of "
+            f"{live} and its .sync-staging-*/.restore-* and .pre-sync-*/.old-* siblings holds the newest data, put "
+            "it at that path, delete the record, then run the step again."
+        ) from None
+    return data
+
+
+def is_swapping(live: Path, staged: Path) -> bool:
+    """Whether an intent record says ``staged`` is to become (or has become) ``live``."""
+    data = _read_intent(live)
+    return data is not None and Path(data["staged"]) == staged
+
+
+def replace_directory(live: Path, staged: Path, previous: Path | None) -> None:
+    """Make ``staged`` the live directory, the current one (if any: ``previous`` is not None) kept as ``previous``.
+
+    An intent record is on disk before the first rename. A rename that fails is undone (the live directory put
+    back as it was) and its ``OSError`` raised; when even that fails, the record stays for :func:`recover_swap`
+    and the :class:`RunbookError` says where each directory is."""
+    _write_intent(live, staged, previous)
+    try:
+        fault_point("swap:first-rename")
+        if previous is not None:
+            os.rename(live, previous)
+        fault_point("swap:second-rename")
+        os.rename(staged, live)
+    except OSError:
+        try:
+            if previous is not None and previous.exists() and not live.exists():
+                os.rename(previous, live)
+        except OSError as undo:
+            raise RunbookError(
+                f"Could not move {staged} into place at {live}, nor put {previous} back ({undo}): move {previous} "
+                f"back to {live} by hand (the staged copy {staged} is kept), then run the step again."
+            ) from undo
+        intent_path(live).unlink(missing_ok=True)
+        raise
+    _fsync_dir(live.parent)
+    fault_point("swap:after-renames")
+    intent_path(live).unlink(missing_ok=True)
+
+
+def recover_swap(live: Path) -> str | None:
+    """Finish or undo a swap of ``live`` that a crash interrupted (its intent record is there); what was done, for
+    the step's warnings (None: no swap was in progress). Between the renames the staged copy (complete and verified
+    before the record was written) is moved into place; before the first rename it never went live and is removed;
+    after both only the record is left."""
+    data = _read_intent(live)
+    if data is None:
+        return None
+    staged = Path(data["staged"])
+    previous = Path(data["previous"]) if data.get("previous") else None
+    if staged.exists() and not live.exists():
+        os.rename(staged, live)
+        done = f"finished: {staged} was moved into place at {live}"
+    elif staged.exists():
+        if previous is not None and previous.exists():
+            raise ConfigError(
+                f"The interrupted swap recorded in {intent_path(live)} left {live}, {staged} and {previous} all in "
+                "place: decide which holds the newest data, keep it at the first path, delete the record, then run "
+                "the step again."
+            )
+        shutil.rmtree(staged)
+        done = f"undone: {live} was never replaced and its staged copy {staged} was removed"
+    elif live.exists():
+        done = f"finished: {live} is the staged copy"
+    elif previous is not None and previous.exists():
+        os.rename(previous, live)
+        done = f"undone: {previous} was put back at {live}"
+    else:
+        raise ConfigError(
+            f"The interrupted swap recorded in {intent_path(live)} left neither {live} nor {staged}"
+            + (f" nor {previous}" if previous else "")
+            + ": restore the directory (e.g. from the run's backup), delete the record, then run the step again."
+        )
+    _fsync_dir(live.parent)
+    intent_path(live).unlink()
+    kept = f"; the directory it replaced is kept at {previous}" if previous is not None and previous.exists() else ""
+    message = f"An interrupted swap of the ChromaDB directory was {done}{kept}."
+    log.warning(message)
+    return message
+
+
+def honour_swap(settings: ChromaSettings) -> str | None:
+    """:func:`recover_swap` for the settings' persistent directory (a Chroma server has none)."""
+    return None if settings.is_server else recover_swap(settings.persist_dir)
 
 
 def processes_holding(directory: Path) -> list[str]:
@@ -52,6 +183,15 @@ def processes_holding(directory: Path) -> list[str]:
     return holders
 
 
+def _refuse_changed(live: Path, before: dict[str, tuple[int, int]], now: dict[str, tuple[int, int]], when: str) -> None:
+    changed = sorted(n for n in set(before) | set(now) if tuple(before.get(n) or ()) != tuple(now.get(n) or ()))
+    if changed:
+        raise ConfigError(
+            f"{live} changed {when} ({', '.join(changed[:5])}): an app is writing to it; stop the app, then run "
+            "this step again (nothing was replaced)."
+        )
+
+
 def refuse_if_open(directory: Path) -> None:
     holders = processes_holding(directory)
     if holders:
@@ -73,7 +213,16 @@ class ChromaWriter:
         self._before: dict[str, tuple[int, int]] = {}
 
     @classmethod
-    def open(cls, settings: ChromaSettings, *, server_client: ClientAPI | None = None) -> ChromaWriter:
+    def open(
+        cls,
+        settings: ChromaSettings,
+        *,
+        server_client: ClientAPI | None = None,
+        planned_from: dict[str, tuple[int, int]] | None = None,
+    ) -> ChromaWriter:
+        """A writer; for a persistent directory, over a staged copy of it. ``planned_from``: the live files' (size,
+        mtime) when the plan's snapshot was taken, so a write made since (before the copy, or during the staging)
+        stops the swap; without it the state at copy time is the reference."""
         if settings.is_server:
             if server_client is None:  # pragma: no cover - callers pass the source's client
                 raise RunbookError("A Chroma server writer needs the server's client.")
@@ -83,6 +232,9 @@ class ChromaWriter:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         staging = live.with_name(f"{live.name}.sync-staging-{stamp}")
         before = chroma_files.stat_tree(live)
+        if planned_from is not None:
+            _refuse_changed(live, planned_from, before, "since this step's plan read it")
+            before = planned_from
         chroma_files.ensure_free_space(live.parent, chroma_files.tree_size(live), "the staged copy of ChromaDB")
         chroma_files.copy_chroma_dir(live, staging)
         try:
@@ -116,9 +268,21 @@ class ChromaWriter:
             col.add(**kwargs)
             return
         # a server is written live: one upsert per batch, with None for every metadata key a record loses (the
-        # upsert then removes it); a document or uri set to None on the other side cannot be cleared this way
-        old = col.get(ids=ids, include=["metadatas"])
-        before = dict(zip(old["ids"], old["metadatas"] or [None] * len(old["ids"]), strict=True))
+        # upsert then removes it); a record whose document or uri is cleared, which an upsert cannot do, is deleted
+        # first, so the upsert adds it anew
+        old = col.get(ids=ids, include=["metadatas", "documents", "uris"])
+        none = [None] * len(old["ids"])
+        new_doc, new_uri = dict(zip(ids, documents, strict=True)), dict(zip(ids, uris, strict=True))
+        olds = zip(old["ids"], old["documents"] or none, old["uris"] or none, old["metadatas"] or none, strict=True)
+        before: dict[str, Any] = {}
+        cleared = []
+        for cid, doc, uri, meta in olds:
+            if (doc is not None and new_doc[cid] is None) or (uri is not None and new_uri[cid] is None):
+                cleared.append(cid)
+            else:
+                before[cid] = meta
+        if cleared:
+            col.delete(ids=cleared)
         kwargs["metadatas"] = [
             {**dict.fromkeys(set(before.get(i) or {}) - set(m or {})), **(m or {})} or None
             for i, m in zip(ids, metadatas, strict=True)
@@ -148,29 +312,38 @@ class ChromaWriter:
         if self.staging is None or self.live is None:
             return None
         self._close_client()
-        now = chroma_files.stat_tree(self.live)
-        changed = sorted(n for n in set(self._before) | set(now) if self._before.get(n) != now.get(n))
-        if changed:
-            self.discard()
-            raise ConfigError(
-                f"{self.live} changed while its staged copy was written ({', '.join(changed[:5])}): an app is "
-                "writing to it; stop the app, then run this step again (nothing was replaced)."
-            )
-        refuse_if_open(self.live)
+        # the slow check first, so that "did the live directory change" and "is it open" are asked right before
+        # the renames (a write during the integrity check is seen)
         integrity = chroma_files.sqlite_integrity(self.staging / chroma_files.SQLITE_NAME)
         if integrity != "ok":
             self.discard()
             raise RunbookError(f"The staged copy of {self.live} failed SQLite's integrity check ({integrity}).")
+        fault_point("swap:checks")
+        try:
+            _refuse_changed(
+                self.live, self._before, chroma_files.stat_tree(self.live), "while its staged copy was written"
+            )
+            refuse_if_open(self.live)
+        except ConfigError:
+            self.discard()
+            raise
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         previous = self.live.with_name(f"{self.live.name}.pre-sync-{stamp}")
-        os.rename(self.live, previous)
-        os.rename(self.staging, self.live)
+        try:
+            replace_directory(self.live, self.staging, previous)
+        except OSError as exc:
+            raise SyncError(
+                f"Could not swap the staged copy into {self.live} ({exc}): {self.live} was put back as it was "
+                "(nothing was replaced); run this step again."
+            ) from exc
         self.previous, self.staging = previous, None
         log.info("ChromaDB directory replaced by its verified staged copy; the previous one is kept at %s", previous)
         return previous
 
     def discard(self) -> None:
+        """Remove the staged copy, unless a swap record says it is (or is becoming) the live directory."""
         if self.staging is not None:
             self._close_client()
-            shutil.rmtree(self.staging, ignore_errors=True)
+            if self.live is None or not is_swapping(self.live, self.staging):
+                shutil.rmtree(self.staging, ignore_errors=True)
             self.staging = None

@@ -9,6 +9,7 @@ capability, never on the kind of target.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from importlib import metadata as importlib_metadata
@@ -494,7 +495,7 @@ def _connect(settings: QdrantSettings) -> QdrantClient:
                 url=settings.url,
                 api_key=settings.api_key.get_secret_value() if settings.api_key else None,
                 prefer_grpc=settings.prefer_grpc,
-                timeout=int(settings.timeout_s),
+                timeout=math.ceil(settings.timeout_s),  # whole seconds, rounded up: 0.5 s is 1 s, never 0
             )
             client.get_collections()
         except Exception as exc:

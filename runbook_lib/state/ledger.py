@@ -7,31 +7,68 @@ batch's rows are committed in one transaction after the batch is written, so a k
 a write that did not happen.
 
 For a persistent source, a record's row also keeps ChromaDB's write sequence number (``seq``) of the state its
-``source`` digest describes, and each collection a *marker*: the metadata segment and the last sequence number the
-ledger has seen. A record whose number has not moved since then was not written, so a sync need not read it
-(:mod:`runbook_lib.steps.sync.diff`). A row written from anything else (a sync's write, a reverse sync) has no
-number and is read again by the next sync, which stamps it.
+``source`` digest describes, and each collection a *marker* (:class:`Marker`): the metadata segment, the last
+sequence number the ledger has seen, which SQLite file it was seen in (device and inode of the live
+``chroma.sqlite3``) and the digest of the record numbered so. A record whose number has not moved since then was
+not written, so a sync need not read it (:mod:`runbook_lib.steps.sync.diff`). A row written from anything else (a
+sync's write, a reverse sync) has no number and is read again by the next sync, which stamps it.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from runbook_lib.core.fingerprint import Fingerprint
+from runbook_lib.errors import ConfigError
 
 LEDGER = "ledger.sqlite"
 _CHUNK = 500
 
 
+class Marker(NamedTuple):
+    """Where a collection's write sequence stood when the ledger last saw it."""
+
+    segment: str
+    seq: int
+    file_id: str | None = None  # "device:inode" of the live chroma.sqlite3 (None: not known)
+    row: str | None = None  # Catalog.row_digest of the record numbered ``seq`` (None: none had that number)
+
+
+def file_id(persist_dir: Path) -> str | None:
+    """``device:inode`` of a persistent directory's ``chroma.sqlite3``: a directory swapped for a copy has another."""
+    try:
+        st = os.stat(persist_dir / "chroma.sqlite3")
+    except OSError:
+        return None
+    return f"{st.st_dev}:{st.st_ino}"
+
+
 class Ledger:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = path
+        if not create and not path.is_file():
+            raise ConfigError(
+                f"The run's ledger {path} is missing: the run folder is damaged (the ledger holds what the run last "
+                "synchronised); restore the folder from a copy, or migrate again in a new run."
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise ConfigError(
+                f"The run's ledger {path} cannot be read ({exc}): the run folder is damaged; restore the folder from "
+                "a copy, or migrate again in a new run."
+            ) from None
+
+    def _open(self) -> None:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(
@@ -44,12 +81,20 @@ class Ledger:
             self._db.execute("ALTER TABLE records ADD COLUMN seq INTEGER")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS markers (collection TEXT PRIMARY KEY, segment TEXT NOT NULL, "
-            "seq INTEGER NOT NULL)"
+            "seq INTEGER NOT NULL, file_id TEXT, row TEXT)"
         )
+        marker_columns = {row[1] for row in self._db.execute("PRAGMA table_info(markers)")}
+        for column in ("file_id", "row"):  # a ledger written before these were kept: unknown, so not compared
+            if column not in marker_columns:
+                self._db.execute(f"ALTER TABLE markers ADD COLUMN {column} TEXT")
+        problems = [str(r[0]) for r in self._db.execute("PRAGMA quick_check").fetchall()]
+        if problems != ["ok"]:  # a truncated or damaged file is refused here, not by a later query
+            raise sqlite3.DatabaseError("; ".join(problems[:3]))
 
     @classmethod
-    def for_run(cls, state_dir: Path) -> Ledger:
-        return cls(state_dir / LEDGER)
+    def for_run(cls, state_dir: Path, *, create: bool = True) -> Ledger:
+        """The run's ledger; ``create=False`` (a migrated run): a missing ledger is refused, never re-created."""
+        return cls(state_dir / LEDGER, create=create)
 
     def close(self) -> None:
         with self._lock:
@@ -100,11 +145,18 @@ class Ledger:
             self._db.executemany("UPDATE records SET seq = ? WHERE collection = ? AND chroma_id = ?", data)
             self._db.execute("COMMIT")
 
-    def set_marker(self, collection: str, segment: str, seq: int) -> None:
+    def set_marker(self, collection: str, marker: Marker) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO markers (collection, segment, seq) VALUES (?, ?, ?)", (collection, segment, seq)
+                "INSERT OR REPLACE INTO markers (collection, segment, seq, file_id, row) VALUES (?, ?, ?, ?, ?)",
+                (collection, *marker),
             )
+
+    def set_file_id(self, file_id: str | None) -> None:
+        """Every marker now describes the SQLite file ``file_id`` (a directory replaced by its own staged copy,
+        which continues its timeline)."""
+        with self._lock:
+            self._db.execute("UPDATE markers SET file_id = ?", (file_id,))
 
     def forget_sequences(self, collection: str | None = None) -> None:
         """Trust no write sequence number any more (the directory was replaced by another): the next sync reads
@@ -147,10 +199,12 @@ class Ledger:
                 out.update({cid: Fingerprint(bytes(s), bytes(p), bytes(k)) for cid, s, p, k in rows})
         return out
 
-    def marker(self, collection: str) -> tuple[str, int] | None:
+    def marker(self, collection: str) -> Marker | None:
         with self._lock:
-            row = self._db.execute("SELECT segment, seq FROM markers WHERE collection = ?", (collection,)).fetchone()
-        return None if row is None else (str(row[0]), int(row[1]))
+            row = self._db.execute(
+                "SELECT segment, seq, file_id, row FROM markers WHERE collection = ?", (collection,)
+            ).fetchone()
+        return None if row is None else Marker(str(row[0]), int(row[1]), row[2], row[3])
 
     def sequences(self, collection: str) -> dict[str, int | None]:
         """Every recorded id of the collection with its write sequence number (``None``: read it again)."""

@@ -23,6 +23,7 @@ from runbook_lib.chroma.backup import Backup, create_backup, load_backup, verify
 from runbook_lib.chroma.base import ChromaReader
 from runbook_lib.chroma.catalog import Catalog, CatalogUnavailable
 from runbook_lib.chroma.connect import open_source
+from runbook_lib.chroma.writer import honour_swap
 from runbook_lib.core.layouts import Layout, get_layout
 from runbook_lib.core.payload_indexes import PayloadIndex
 from runbook_lib.core.plan import PlanEntry
@@ -39,7 +40,8 @@ from runbook_lib.kernel.step import Step
 from runbook_lib.qdrant.base import QdrantStore
 from runbook_lib.qdrant.connect import open_target
 from runbook_lib.state.checkpoint import CHECKPOINT, Checkpoint
-from runbook_lib.state.ledger import Ledger
+from runbook_lib.state.identity import check_stores, record_stores
+from runbook_lib.state.ledger import Ledger, Marker, file_id
 from runbook_lib.state.run import write_json
 from runbook_lib.steps.migrate.charts import migrate_charts
 from runbook_lib.steps.migrate.pipeline import copy_collection
@@ -127,8 +129,11 @@ def migrate(step: Step) -> MigrationResult:
     t0 = time.perf_counter()
     checkpoint = Checkpoint(step.run.state_dir / CHECKPOINT)
     checkpoint.data.setdefault("target", step.settings.qdrant.describe())
+    check_stores(step.run.run_id, checkpoint.data, step.settings, moved_target=False)  # a resume: the same stores
+    record_stores(checkpoint.data, step.settings)
     layout = _run_layout(checkpoint, p)
     chroma = step.settings.chroma
+    swap_note = honour_swap(chroma)  # a swap a crash interrupted is finished before the directory is backed up
     with open_target(step.settings.qdrant) as target:  # the target is reachable before anything changes
         check_capabilities(target, p)
         fresh_backup = not chroma.is_server and not checkpoint.data.get("backup_path")
@@ -146,6 +151,7 @@ def migrate(step: Step) -> MigrationResult:
                 raise
             _record_plan(checkpoint, planned)
             result = MigrationResult(ok=True, backup=backup.summary() if backup else None)
+            result.warnings += [swap_note] if swap_note else []
             if source.upgraded_on_open:
                 result.warnings.append(
                     "The source was written by an older chromadb: the scratch copy was upgraded to read it; the "
@@ -167,12 +173,13 @@ def migrate(step: Step) -> MigrationResult:
                     source_count=entry.count,
                     dimension=entry.dimension,
                     distance=entry.distance,
+                    source_uuid=str(source.collection(entry.source).id),
                 )
                 row = _migrate_one(source, target, entry, pl.ids, state, checkpoint, p, overall, result, ledger, layout)
                 result.rows.append(row)
                 result.total_records += row["records"] if row["status"] == "done" else 0
                 if backup is not None and row["status"] == "done":
-                    _record_sequences(ledger, backup.data_dir, entry.source, chroma)
+                    _record_sequences(ledger, backup.data_dir, entry.source, chroma, file_id(chroma.persist_dir))
                 source.release()  # memory follows the largest collection, not the database
             overall.close()
             ledger.close()
@@ -208,16 +215,19 @@ def _record_embedding_functions(
     write_json(path, {**previous, **recorded})
 
 
-def _record_sequences(ledger: Ledger, data_dir: Path, name: str, chroma: Any) -> None:
-    """Give the ledger ChromaDB's write sequence numbers of the state just copied (the backup's), so the first
-    sync reads only what the app wrote since. Without them (an unknown catalog layout) that sync reads everything."""
+def _record_sequences(ledger: Ledger, data_dir: Path, name: str, chroma: Any, live_file: str | None) -> None:
+    """Give the ledger ChromaDB's write sequence numbers of the state just copied (the backup's, taken from the
+    live SQLite file ``live_file``), so the first sync reads only what the app wrote since. Without them (an
+    unknown catalog layout) that sync reads everything."""
     try:
         with Catalog(data_dir, tenant=chroma.tenant, database=chroma.database) as catalog:
-            sequences, marker = catalog.sequences(name), catalog.sequence_marker(name)
+            sequences = catalog.sequences(name)
+            segment, last = catalog.sequence_marker(name)
+            marker = Marker(segment, last, live_file, catalog.row_digest(name, last))
     except CatalogUnavailable:
         return
     ledger.stamp_all(name, sequences)
-    ledger.set_marker(name, *marker)
+    ledger.set_marker(name, marker)
 
 
 def _run_layout(checkpoint: Checkpoint, p: Any) -> Layout:

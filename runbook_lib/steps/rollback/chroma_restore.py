@@ -16,7 +16,6 @@ its health.
 
 from __future__ import annotations
 
-import os
 import shutil
 import sqlite3
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ import numpy as np
 from runbook_lib.chroma import files as chroma_files
 from runbook_lib.chroma.backup import Backup, load_backup, verify_backup
 from runbook_lib.chroma.source import ChromaSource
+from runbook_lib.chroma.writer import replace_directory
 from runbook_lib.config.settings import ChromaSettings
 from runbook_lib.errors import BackupError, ConfigError
 from runbook_lib.kernel.step import Step
@@ -222,28 +222,22 @@ def stage_restore(backup: Backup, persist_dir: Path) -> Path:
 
 
 def swap_in(staging: Path, persist_dir: Path) -> Path | None:
-    """Rename the live directory to ``<dir>.old-<time>`` and the verified copy into its place.
+    """Rename the live directory to ``<dir>.old-<time>`` and the verified copy into its place (with an intent
+    record first: :func:`~runbook_lib.chroma.writer.replace_directory`, so a crash between the renames is finished
+    by the next step).
 
     Returns where the previous directory was kept (None when there was none)."""
     old: Path | None = None
     if persist_dir.exists() or persist_dir.is_symlink():
         old = _free_name(persist_dir.with_name(f"{persist_dir.name}.old-{_stamp()}"))
-        try:
-            os.rename(persist_dir, old)
-        except OSError as exc:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise BackupError(
-                f"Could not move {persist_dir} aside to {old} ({exc}): nothing was changed; stop whatever holds the "
-                "directory (or restore it by hand from the backup) and run the rollback again."
-            ) from exc
     try:
-        os.rename(staging, persist_dir)
+        replace_directory(persist_dir, staging, old)
     except OSError as exc:
-        if old is not None:
-            os.rename(old, persist_dir)
         shutil.rmtree(staging, ignore_errors=True)
         raise BackupError(
-            f"Could not move the restored copy into {persist_dir} ({exc}): the directory was put back as it was."
+            f"Could not swap the restored copy into {persist_dir} ({exc}): the directory was put back as it was "
+            "(nothing was changed); stop whatever holds it (or restore it by hand from the backup) and run the "
+            "rollback again."
         ) from exc
     return old
 

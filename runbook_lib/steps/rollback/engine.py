@@ -1,8 +1,11 @@
 """Undo a migration run without losing a write (``05_rollback.ipynb`` · ``runbook rollback --run-id ID``):
 ``rollback(step)``.
 
-The rollback reads what the migrate step recorded in ``outputs/<run_id>/state/migrate_checkpoint.json`` and first
-builds a plan, changing nothing (every refusal below is raised here, before anything changes):
+The rollback first finishes (or undoes) a directory swap a crash interrupted
+(:func:`~runbook_lib.chroma.writer.recover_swap`), then reads what the migrate step recorded in
+``outputs/<run_id>/state/migrate_checkpoint.json`` (a missing one, for a run that migrated, is refused) and builds a
+plan, changing nothing (every refusal below is raised here, before anything changes; so is a store that is not the
+run's: :mod:`runbook_lib.state.identity`):
 
 * **ChromaDB** (:mod:`~runbook_lib.steps.rollback.chroma_restore`): the run's backup is loaded and *every* checksum
   verified (a missing or corrupt backup stops the rollback). The live directory is **kept**: the app's writes made
@@ -20,7 +23,11 @@ builds a plan, changing nothing (every refusal below is raised here, before anyt
   restore from the backup the sync runs with ``on_conflict="target"`` (Qdrant holds the newest complete state).
   The sync writes through a staged, verified copy of the directory; the previous one is kept as
   ``<dir>.pre-sync-<time>``. The plan says how many records come back (added/changed/deleted).
-* **Only then is Qdrant cleaned up** (:mod:`~runbook_lib.steps.rollback.qdrant_cleanup`): collections the run
+* **Only then is Qdrant cleaned up** (:mod:`~runbook_lib.steps.rollback.qdrant_cleanup`), after the checkpoint
+  records (``rollback``) that the changes came back, and each collection's deletion as begun right before it (a
+  rerun never brings anything back from a collection whose removal began: a half-deleted one may be re-created
+  empty). Right before a deletion the collection is exported to the run folder and re-checked against the ledger
+  (:mod:`~runbook_lib.steps.rollback.export`: a point the app wrote since stops that deletion). Collections the run
   created (``created_by_run``) are deleted; an alias the run pointed at its own collection is put back on the
   collection it pointed at before (``alias_previous``), or deleted when it did not exist before. Anything the run
   did not create is left untouched, and so is an alias someone has since moved. A collection the run created that
@@ -39,19 +46,24 @@ reported without that claim (ChromaDB then holds writes made since the backup, b
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 from pathlib import Path
 from typing import Any
 
 from runbook_lib.chroma import files as chroma_files
-from runbook_lib.chroma.writer import processes_holding, refuse_if_open
+from runbook_lib.chroma.backup import backup_root
+from runbook_lib.chroma.writer import honour_swap, processes_holding, refuse_if_open
 from runbook_lib.config.params import RollbackParams
-from runbook_lib.errors import BackupError
+from runbook_lib.core.layouts import get_layout
+from runbook_lib.errors import BackupError, TargetError
 from runbook_lib.kernel.display import in_notebook, show
 from runbook_lib.kernel.step import Step
-from runbook_lib.state.ledger import Ledger
-from runbook_lib.state.run import write_text_scrubbed
+from runbook_lib.state.checkpoint import Checkpoint, checkpoint_path, run_layout_params
+from runbook_lib.state.identity import check_stores
+from runbook_lib.state.ledger import LEDGER, Ledger
+from runbook_lib.state.run import Run, utc_now, write_text_scrubbed
 from runbook_lib.steps.rollback import report
 from runbook_lib.steps.rollback.app_env import ENV_FILE, chroma_env, render_env
 from runbook_lib.steps.rollback.bring_back import bring_back, bring_back_action, plan_bring_back, sync_names
@@ -64,6 +76,7 @@ from runbook_lib.steps.rollback.chroma_restore import (
     stage_restore,
     swap_in,
 )
+from runbook_lib.steps.rollback.export import export_path, export_points
 from runbook_lib.steps.rollback.other_runs import refuse_if_taken_over
 from runbook_lib.steps.rollback.plan import BRING_BACK, DELETE_COLLECTION, SKIP, WRITE_ENV, Action, read_run_checkpoint
 from runbook_lib.steps.rollback.qdrant_cleanup import (
@@ -115,7 +128,10 @@ def rollback(step: Step) -> RollbackResult:
     p: RollbackParams = step.p
     run_id = step.run.run_id
     result = RollbackResult(ok=True, run_id=run_id, confirmed=bool(p.confirm))
-    checkpoint = read_run_checkpoint(step.run)
+    chroma = step.settings.chroma
+    if swap_note := honour_swap(chroma):  # a swap a crash interrupted is finished (or undone) before planning
+        result.warnings.append(swap_note)
+    checkpoint = read_run_checkpoint(step.run, None if chroma.is_server else backup_root(chroma.persist_dir) / run_id)
     if not checkpoint.get("collections") and not checkpoint.get("backup_path"):
         result.warnings.append(f"Run {run_id} recorded no migration work (it stopped before the backup).")
 
@@ -123,6 +139,7 @@ def rollback(step: Step) -> RollbackResult:
     #    another run took over or a conflict stops the rollback now.
     chroma_in_scope = bool(p.restore_chroma)
     if p.remove_qdrant or chroma_in_scope:
+        check_stores(run_id, checkpoint, step.settings, source=chroma_in_scope, moved_target=False)
         check_same_target(step, checkpoint, result.warnings)
     chroma_plan = plan_chroma(step, checkpoint, result.warnings)
     result.chroma = chroma_plan.to_dict()
@@ -135,7 +152,7 @@ def rollback(step: Step) -> RollbackResult:
     restore = chroma_plan.mode == "restore"
     names: list[str] = []
     if chroma_in_scope and existing is not None and (chroma_plan.mode != "skipped" or step.settings.chroma.is_server):
-        names = sync_names(checkpoint, existing, result.warnings)
+        names = _not_being_removed(checkpoint, sync_names(checkpoint, existing, result.warnings), result.warnings)
     where = str(chroma_plan.persist_dir or step.settings.chroma.describe())
     back: Action | None = None
     if names:
@@ -165,8 +182,10 @@ def rollback(step: Step) -> RollbackResult:
         _restore(chroma_plan, result)
         with Ledger.for_run(step.run.state_dir) as ledger:  # another directory: its write sequence is not trusted
             ledger.forget_sequences()
+    kept: dict[str, list[str]] = {}
     if names and back is not None:
         done = bring_back(step, names, restore=restore, on_conflict=p.on_conflict)
+        kept = done.kept_conflicts
         result.reverse_sync = done.to_dict()
         if done.blocked:  # a conflict that appeared since the plan (keep mode only: nothing was changed yet)
             result.blocked = list(done.blocked)
@@ -182,10 +201,15 @@ def rollback(step: Step) -> RollbackResult:
         if restore and done.previous_dir:
             _drop_intermediate(chroma_plan, Path(done.previous_dir), result)
     if p.remove_qdrant and existing is not None:
+        _record_progress(step.run, brought_back=names)  # before the first deletion: a rerun knows where it stands
         target = open_target(step)
         if target is not None:
-            with target:
-                apply_qdrant(target, result.actions, result.errors)
+            has_ledger = (step.run.state_dir / LEDGER).is_file()
+            ledger = Ledger.for_run(step.run.state_dir, create=False) if has_ledger else None
+            with target, ledger or contextlib.nullcontext():
+                guard = _DeletionGuard(step, checkpoint, target, ledger, names, kept)
+                apply_qdrant(target, result.actions, result.errors, guard.before_delete)
+                result.exports = guard.exports
                 result.qdrant_after = qdrant_state(target)
 
     # 3. Point the app back at ChromaDB, then prove ChromaDB is healthy (and, when that means something, complete).
@@ -209,6 +233,85 @@ def rollback(step: Step) -> RollbackResult:
                 )
     result.ok = not result.errors
     return result
+
+
+class _DeletionGuard:
+    """Right before a collection is deleted: export its points (:mod:`~runbook_lib.steps.rollback.export`) and, when
+    its changes were just brought back, re-check it against the ledger (a point the app wrote since stops the
+    deletion); then record the deletion as begun."""
+
+    def __init__(
+        self,
+        step: Step,
+        checkpoint: dict[str, Any],
+        target: Any,
+        ledger: Ledger | None,
+        brought_back: list[str],
+        kept: dict[str, list[str]],
+    ) -> None:
+        self.step, self.target, self.ledger, self.kept = step, target, ledger, kept
+        states = checkpoint.get("collections", {})
+        self.source_of = {st["target"]: name for name, st in states.items() if st.get("target")}
+        self.checked = {states[name]["target"] for name in brought_back}
+        self.layout = get_layout(*run_layout_params(checkpoint))  # type: ignore[arg-type]
+        self.exports: dict[str, str] = {}
+
+    def before_delete(self, collection: str) -> None:
+        source = self.source_of.get(collection)
+        path = export_path(self.step.run.dir, collection)
+        check = self.ledger is not None and collection in self.checked and source is not None
+        written, differ = export_points(
+            self.target,
+            collection,
+            path,
+            ledger=self.ledger if check else None,
+            collection=source,
+            layout=self.layout,
+            allowed=set(self.kept.get(source or "", [])),
+        )
+        self.exports[collection] = str(path)
+        if differ:
+            raise TargetError(
+                f"Qdrant collection {collection!r} was not deleted: {differ} of its {written} point(s) changed after "
+                "its changes were brought back into ChromaDB (the app is still writing to Qdrant); stop the app and "
+                f"run the rollback again (its points are exported to {path})."
+            )
+        _record_progress(self.step.run, collection)
+        log.info("Qdrant: %s exported to %s (%d points) before its deletion", collection, path, written)
+
+
+def _not_being_removed(checkpoint: dict[str, Any], names: list[str], warnings: list[str]) -> list[str]:
+    """``names`` without the collections whose Qdrant removal an earlier attempt of this rollback began (after
+    bringing their changes back): what is left of them (a half-deleted collection may be re-created empty) is
+    never read as Qdrant's changes."""
+    record = checkpoint.get("rollback") or {}
+    begun = set(record.get("cleanup_started") or [])
+    keep = []
+    for name in names:
+        target = checkpoint["collections"][name]["target"]
+        if target in begun:
+            warnings.append(
+                f"The removal of Qdrant collection {target!r} began in an earlier attempt of this rollback, after "
+                f"its changes were brought back into ChromaDB ({record.get('brought_back_at', 'time not recorded')}): "
+                "nothing is brought back from it again; its removal is finished."
+            )
+        else:
+            keep.append(name)
+    return keep
+
+
+def _record_progress(run: Run, deleting: str | None = None, *, brought_back: list[str] | None = None) -> None:
+    """Record in the run's checkpoint (``rollback``) how far the rollback got, before its next change: Qdrant's
+    changes brought back (``brought_back``), or the removal of the collection ``deleting`` about to begin."""
+    if not checkpoint_path(run).is_file():  # a run whose migration recorded nothing: nothing to resume
+        return
+    checkpoint = Checkpoint(checkpoint_path(run))
+    record = checkpoint.data.setdefault("rollback", {"cleanup_started": []})
+    if brought_back is not None:
+        record.update(brought_back_at=utc_now(), brought_back=brought_back)
+    if deleting is not None and deleting not in record["cleanup_started"]:
+        record["cleanup_started"].append(deleting)
+    checkpoint.save()
 
 
 def _show(result: RollbackResult) -> None:

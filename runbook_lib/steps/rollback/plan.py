@@ -8,10 +8,12 @@ The ChromaDB and Qdrant lines of the plan are built in :mod:`runbook_lib.steps.r
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from runbook_lib.errors import ConfigError
-from runbook_lib.state.checkpoint import read_checkpoint
+from runbook_lib.state.checkpoint import checkpoint_path, read_checkpoint
+from runbook_lib.state.ledger import LEDGER
 from runbook_lib.state.run import Run
 
 # ``Action.op`` values.
@@ -46,14 +48,32 @@ class Action:
         return asdict(self)
 
 
-def read_run_checkpoint(run: Run) -> dict[str, Any]:
-    """The migrate step's checkpoint of ``run``; :class:`ConfigError` when the run has no migration."""
+def read_run_checkpoint(run: Run, backup_dir: Path | None = None) -> dict[str, Any]:
+    """The migrate step's checkpoint of ``run``; :class:`ConfigError` when the run has no migration, or when the
+    checkpoint is missing although the run migrated (its ledger, its backup ``backup_dir`` or a finished migrate
+    step is there): a rollback without it would bring nothing back and still point the app at ChromaDB."""
     data = read_checkpoint(run)
     if data is not None:
         return data
-    if "migrate" not in run.manifest().get("steps", {}):
+    migrate = run.manifest().get("steps", {}).get("migrate")
+    if migrate is None:
         raise ConfigError(
             f"Run {run.run_id} has no migrate step, so there is nothing to roll back: pass the run id of the "
             "migration to undo (`runbook runs` lists the runs)."
+        )
+    evidence = [
+        what
+        for what, present in (
+            (f"its ledger {run.dir / 'state' / LEDGER}", (run.dir / "state" / LEDGER).is_file()),
+            (f"its backup {backup_dir}", backup_dir is not None and backup_dir.is_dir()),
+            ("a finished migrate step", migrate.get("status") == "ok"),
+        )
+        if present
+    ]
+    if evidence:
+        raise ConfigError(
+            f"The migration checkpoint {checkpoint_path(run)} of run {run.run_id} is missing although the run "
+            f"migrated ({', '.join(evidence)}): without it the rollback cannot tell what to bring back from Qdrant "
+            "or remove; restore the run folder from a copy, then run the rollback again (nothing was changed)."
         )
     return {"collections": {}}

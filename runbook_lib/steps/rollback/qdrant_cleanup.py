@@ -11,8 +11,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
+from runbook_lib.config.faults import fault_point
 from runbook_lib.core.plan import target_names
 from runbook_lib.errors import ConfigError, RunbookError
 from runbook_lib.kernel.step import Step
@@ -134,8 +136,11 @@ def plan_qdrant(checkpoint: dict[str, Any], run_id: str, state: dict[str, Any]) 
     return alias_ops + coll_ops, warnings
 
 
-def apply_qdrant(target: QdrantStore, actions: list[Action], errors: list[str]) -> None:
-    """Carry out the planned Qdrant actions; a failure is recorded and the others still run."""
+def apply_qdrant(
+    target: QdrantStore, actions: list[Action], errors: list[str], before_delete: Callable[[str], None]
+) -> None:
+    """Carry out the planned Qdrant actions; a failure is recorded and the others still run. ``before_delete``
+    exports and re-checks a collection, and records its deletion as begun, right before it is deleted."""
     for action in actions:
         if action.status != "planned":
             continue
@@ -146,7 +151,9 @@ def apply_qdrant(target: QdrantStore, actions: list[Action], errors: list[str]) 
             elif action.op == DELETE_ALIAS:
                 target.delete_alias(action.name)
             elif action.op == DELETE_COLLECTION:
+                before_delete(action.name)
                 target.delete_collection(action.name)
+                fault_point("rollback:collection-deleted")
             else:  # pragma: no cover - only the three changes above are ever "planned"
                 continue
         except RunbookError as exc:

@@ -36,6 +36,8 @@ class RollbackResult:
     counts_compared: bool = False  # counts were checked against the backup (restored, nothing came back)
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    #: Qdrant collection -> the file its points were exported to before it was deleted
+    exports: dict[str, str] = field(default_factory=dict)
 
     def _n(self, op: str, status: str = "done") -> int:
         return sum(1 for a in self.actions if a.op == op and a.status == status)
@@ -118,6 +120,7 @@ class RollbackResult:
             "counts_compared": self.counts_compared,
             "qdrant_before": self.qdrant_before,
             "qdrant_after": self.qdrant_after,
+            "exports": self.exports,
             "health": self.health,
             "counts": self.counts,
             "env_file": self.env_file,

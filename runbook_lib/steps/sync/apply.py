@@ -13,7 +13,7 @@ import numpy as np
 
 from runbook_lib.chroma.source import RecordBatch
 from runbook_lib.chroma.writer import ChromaWriter
-from runbook_lib.core.fingerprint import Fingerprint, fingerprints
+from runbook_lib.core.fingerprint import Fingerprint, fingerprints, payload_digest
 from runbook_lib.core.mapping import normalise_rows, point_id
 from runbook_lib.errors import SyncError
 from runbook_lib.qdrant.base import QdrantStore
@@ -121,7 +121,7 @@ def to_chroma(
         uris = [r[4] for r in records]
         writer.upsert(diff.collection, ids, vectors, documents, metadatas, uris)
         back = writer.read(diff.collection, ids)
-        stored = _check_read_back(diff.collection, ids, vectors, documents, back)
+        stored = _check_read_back(diff.collection, ids, vectors, documents, metadatas, uris, back)
         # the source digest of what ChromaDB now holds (it may re-normalise a cosine vector by an ulp), the sketch
         # of what Qdrant holds: the next sync then finds this record unchanged on both sides
         fps = fingerprints(stored, documents, metadatas, uris, cosine=diff.cosine, target_vectors=vectors)
@@ -137,15 +137,31 @@ def to_chroma(
     return rows, list(deletes)
 
 
-def _check_read_back(name: str, ids: list[str], vectors: np.ndarray, documents: list[Any], back: Any) -> np.ndarray:
-    """The vectors ChromaDB read back, in ``ids`` order, after checking they are what was written."""
+def _check_read_back(
+    name: str,
+    ids: list[str],
+    vectors: np.ndarray,
+    documents: list[Any],
+    metadatas: list[Any],
+    uris: list[Any],
+    back: Any,
+) -> np.ndarray:
+    """The vectors ChromaDB read back, in ``ids`` order, after checking they are what was written (vector,
+    document, metadata with its types, uri)."""
     position = {cid: k for k, cid in enumerate(back["ids"])}
     if set(position) != set(ids):
         raise SyncError(f"ChromaDB did not keep every record written to {name!r}; nothing was replaced.")
     got = np.asarray([back["embeddings"][position[i]] for i in ids], dtype=np.float32)
-    docs = [back["documents"][position[i]] for i in ids]
+    back_uris = back.get("uris") or [None] * len(back["ids"])
+    wrong = [
+        cid
+        for cid, d, m, u in zip(ids, documents, metadatas, uris, strict=True)
+        if payload_digest(d, m, u)
+        != payload_digest(back["documents"][position[cid]], back["metadatas"][position[cid]], back_uris[position[cid]])
+    ]
     # within 1e-6 (the SPEC's vector tolerance): chromadb may hand a cosine collection's vector back re-normalised,
     # one float32 ulp away from what was written
-    if got.shape != vectors.shape or not np.allclose(got, vectors, rtol=0, atol=1e-6) or docs != documents:
-        raise SyncError(f"ChromaDB read back other values than were written to {name!r}; nothing was replaced.")
+    if got.shape != vectors.shape or not np.allclose(got, vectors, rtol=0, atol=1e-6) or wrong:
+        first = f" (first: {wrong[0]!r}: document, metadata or uri)" if wrong else ""
+        raise SyncError(f"ChromaDB read back other values than were written to {name!r}{first}; nothing was replaced.")
     return got

@@ -21,7 +21,7 @@ from runbook_lib.chroma.catalog import Catalog, CatalogUnavailable
 from runbook_lib.core.fingerprint import Fingerprint, fingerprints, sketches_agree, target_fingerprints
 from runbook_lib.core.layouts import Layout
 from runbook_lib.qdrant.base import QdrantStore
-from runbook_lib.state.ledger import Ledger
+from runbook_lib.state.ledger import Ledger, Marker
 
 #: Conflicts listed by id in the plan (the count is always complete).
 MAX_LISTED = 20
@@ -114,19 +114,37 @@ class SourceScan:
     ids: set[str]
     to_read: list[str]
     sequences: dict[str, int] | None = None  # id -> write sequence number, when known
-    marker: tuple[str, int] | None = None  # the collection's (segment, last sequence number) now
+    marker: Marker | None = None  # where the collection's write sequence stands now
     how: str = "every record"
 
 
+def _same_timeline(catalog: Catalog, name: str, seen: Marker, now: tuple[str, int], live_file: str | None) -> bool:
+    """Whether the snapshot continues the timeline the ledger's marker describes: the same metadata segment and
+    SQLite file, a last number that never went back, and the record numbered as the marker says unchanged."""
+    if seen.segment != now[0] or now[1] < seen.seq:
+        return False
+    if seen.file_id is not None and live_file is not None and seen.file_id != live_file:
+        return False
+    row = catalog.row_digest(name, seen.seq)
+    return row is None or row == seen.row
+
+
 def scan_source(
-    source: Any, catalog: Catalog | None, ledger: Ledger, known: dict[str, int | None], name: str, *, full: bool
+    source: Any,
+    catalog: Catalog | None,
+    ledger: Ledger,
+    known: dict[str, int | None],
+    name: str,
+    *,
+    full: bool,
+    live_file: str | None = None,
 ) -> SourceScan:
     """The source's ids, and which of them to read. With a catalog (a persistent directory's snapshot) the
     ledger's write sequence numbers skip every record nobody wrote since the last sync. They are trusted only
-    while the collection's timeline is the one the ledger saw: the same metadata segment, a last sequence number
-    that never went back, and no record renumbered below the ledger's marker (a directory swapped for an older
-    copy and written again); otherwise, or with ``full``, every record is read. ``known``: the ledger's ids with
-    their numbers."""
+    while the collection's timeline is the one the ledger saw (:func:`_same_timeline`; ``live_file``: the live
+    SQLite file's identity when the snapshot was taken) and no record was renumbered below the ledger's marker (a
+    directory swapped for an older copy and written again); otherwise, or with ``full``, every record is read.
+    ``known``: the ledger's ids with their numbers."""
     if catalog is None:
         present = name in source.collection_names()
         ids = set(source.snapshot_ids(name)) if present else set()
@@ -135,20 +153,22 @@ def scan_source(
         return SourceScan(set(), [])
     try:
         now = catalog.sequences(name)
-        marker = catalog.sequence_marker(name)
+        segment, last = catalog.sequence_marker(name)
+        marker = Marker(segment, last, live_file, catalog.row_digest(name, last))
+        seen = ledger.marker(name)
+        trusted = not full and seen is not None and _same_timeline(catalog, name, seen, (segment, last), live_file)
     except CatalogUnavailable:  # a layout this reader does not know: ids from chromadb, every record read
         ids = set(source.snapshot_ids(name))
         return SourceScan(ids, sorted(ids))
     ids = set(now)
-    seen = ledger.marker(name)
-    if full or seen is None or seen[0] != marker[0] or marker[1] < seen[1]:
+    if not trusted or seen is None:
         return SourceScan(ids, sorted(ids), now, marker)
     to_read = []
     for cid, seq in now.items():
         was = known.get(cid)
         if was == seq:
             continue
-        if was is not None and seq <= seen[1]:  # renumbered into the past: not the timeline the ledger saw
+        if was is not None and seq <= seen.seq:  # renumbered into the past: not the timeline the ledger saw
             return SourceScan(ids, sorted(ids), now, marker)
         to_read.append(cid)
     return SourceScan(ids, sorted(to_read), now, marker, how="records written since the last sync")
@@ -187,7 +207,7 @@ def _target_scan(
             led = ledger.get(diff.collection, [r[0] for r in rows])
             for (cid, *_), fp in zip(rows, fps, strict=True):
                 was = led.get(cid)
-                if was is None or not _same_target_state(fp, was):
+                if was is None or not same_target_state(fp, was):
                     changed[cid] = fp
         if on_batch is not None:
             on_batch(len(points))
@@ -209,6 +229,7 @@ def diff_collection(
     layout: Layout | None = None,
     catalog: Catalog | None = None,
     full: bool = False,
+    live_file: str | None = None,
 ) -> CollectionDiff:
     """Compare the live source, the target and the ledger for one collection (nothing is written but the
     ledger's write sequence numbers of the records read).
@@ -219,7 +240,7 @@ def diff_collection(
     diff = CollectionDiff(name, target_name, cosine, dimension, layout=layout or Layout())
     known = ledger.sequences(name)  # the ledger's ids (and write sequence numbers), read once
     ledger_ids = set(known)
-    scan = scan_source(source, catalog, ledger, known, name, full=full)
+    scan = scan_source(source, catalog, ledger, known, name, full=full, live_file=live_file)
     diff.source_compared = scan.how
     diff.source_read = len(scan.to_read)
     # local mode (not the engine) walks every id of the collection per page: few large pages (4,096 points: ~200 MB
@@ -263,11 +284,11 @@ def diff_collection(
             _classify(diff, cid, was if cid in scan.ids else None, target_state(cid, was), was)
     diff.unchanged += len(ledger_ids) - len(read & ledger_ids) - len(set(rest) & ledger_ids)
     if scan.marker is not None:
-        ledger.set_marker(name, *scan.marker)
+        ledger.set_marker(name, scan.marker)
     return diff
 
 
-def _same_target_state(a: Fingerprint, b: Fingerprint) -> bool:
+def same_target_state(a: Fingerprint, b: Fingerprint) -> bool:
     return a.payload == b.payload and sketches_agree(a.sketch, b.sketch)
 
 
@@ -276,9 +297,9 @@ def _classify(
 ) -> None:
     src_changed = (src is None) != (led is None) or (src is not None and led is not None and src.source != led.source)
     tgt_changed = (tgt is None) != (led is None) or (
-        tgt is not None and led is not None and not _same_target_state(tgt, led)
+        tgt is not None and led is not None and not same_target_state(tgt, led)
     )
-    same_now = (src is None and tgt is None) or (src is not None and tgt is not None and _same_target_state(src, tgt))
+    same_now = (src is None and tgt is None) or (src is not None and tgt is not None and same_target_state(src, tgt))
     if not src_changed and not tgt_changed:
         diff.unchanged += 1
         return

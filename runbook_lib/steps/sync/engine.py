@@ -1,5 +1,8 @@
 """The sync step (``06_sync.ipynb``): bring a migrated run up to date with a live app (SPEC "Live data").
 
+0. Refuse what this run does not know (:mod:`runbook_lib.state.identity`: settings that name another store, a
+   collection deleted or re-created on either side, a damaged or missing ledger, an ``on_conflict`` winner this
+   direction cannot write), after finishing a directory swap a crash interrupted.
 1. Read the live source as it is now: a Chroma server directly; a persistent directory through a snapshot kept in
    the run's ``state/sync_snapshot`` (so a verify after the sync checks the target against the source as of
    this sync) and read from a scratch copy of it.
@@ -8,7 +11,8 @@
    made on the side being written) unless ``on_conflict`` picks a side; a reverse sync without ``confirm`` only
    shows its plan.
 4. Apply (:mod:`~runbook_lib.steps.sync.apply`): forward into Qdrant; reverse into ChromaDB (a staged copy of a
-   persistent directory, verified, then swapped in). The ledger follows each written batch.
+   persistent directory, verified, then swapped in; a write into the live directory since the plan's snapshot
+   stops the swap). The ledger follows each written batch.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from typing import Any
 from runbook_lib.app.dual import journal_path_from_env
 from runbook_lib.app.journal import Journal, JournalEntry
 from runbook_lib.chroma import files as chroma_files
-from runbook_lib.chroma.writer import ChromaWriter
+from runbook_lib.chroma.writer import ChromaWriter, honour_swap
+from runbook_lib.config.faults import fault_point
 from runbook_lib.core.layouts import get_layout
 from runbook_lib.errors import ConfigError
 from runbook_lib.kernel.display import progress
@@ -32,7 +37,8 @@ from runbook_lib.kernel.step import Step
 from runbook_lib.qdrant.base import QdrantStore
 from runbook_lib.qdrant.connect import open_target
 from runbook_lib.state.checkpoint import CHECKPOINT, Checkpoint, run_layout_params
-from runbook_lib.state.ledger import Ledger
+from runbook_lib.state.identity import check_source_collections, check_stores, check_target_collections
+from runbook_lib.state.ledger import Ledger, file_id
 from runbook_lib.state.run import utc_now
 from runbook_lib.steps.sync import apply
 from runbook_lib.steps.sync.diff import CollectionDiff, diff_collection
@@ -44,21 +50,23 @@ log = logging.getLogger(__name__)
 SNAPSHOT = "sync_snapshot"
 
 
-def _snapshot(step: Step, name: str = SNAPSHOT) -> tuple[Path, dict[str, list[int]]]:
+def _snapshot(step: Step, name: str = SNAPSHOT) -> tuple[Path, dict[str, list[int]], str | None]:
     """A consistent copy of the live directory in the run's state folder (``name``, replacing the previous sync's),
-    and the live files' (size, mtime) when it was taken, so a verify can tell whether the app wrote after this sync."""
+    the live files' (size, mtime) when it was taken, so a verify can tell whether the app wrote after this sync,
+    and which SQLite file it was copied from (:func:`~runbook_lib.state.ledger.file_id`)."""
     live = step.settings.chroma.require_persist_dir()
     final = step.run.state_dir / name
     partial = final.with_name(name + ".partial")
     for _attempt in range(3):
         shutil.rmtree(partial, ignore_errors=True)
         chroma_files.ensure_free_space(partial.parent, chroma_files.tree_size(live), "the sync snapshot")
+        live_file = file_id(live)
         before = chroma_files.stat_tree(live)
         chroma_files.copy_chroma_dir(live, partial)
-        if chroma_files.stat_tree(live) == before:
+        if chroma_files.stat_tree(live) == before and file_id(live) == live_file:
             shutil.rmtree(final, ignore_errors=True)
             partial.rename(final)
-            return final, {name: list(v) for name, v in before.items()}
+            return final, {name: list(v) for name, v in before.items()}, live_file
         log.info("%s changed while it was copied; copying it again", live)
     shutil.rmtree(partial, ignore_errors=True)
     raise ConfigError(
@@ -182,9 +190,31 @@ def _work(
     return sorted(upserts), sorted(deletes)
 
 
+#: direction -> (the ``on_conflict`` that keeps the store this direction does not write, that store, the store it
+#: writes, the other direction and how to run it, the ``on_conflict`` that fits this direction)
+_MISMATCHED = {
+    "forward": ("target", "Qdrant", "ChromaDB", "reverse sync (-p direction reverse -p confirm true)", "source"),
+    "reverse": ("source", "ChromaDB", "Qdrant", "forward sync (-p direction forward)", "target"),
+}
+
+
+def _refuse_mismatched_winner(direction: str, on_conflict: str) -> None:
+    """A sync writes one store only: a winner whose version it cannot carry over is refused before anything."""
+    wins, kept, other, run_other, fits = _MISMATCHED[direction]
+    if on_conflict != wins:
+        return
+    written = "ChromaDB" if direction == "reverse" else "Qdrant"
+    raise ConfigError(
+        f"on_conflict={on_conflict} keeps {kept}'s version, which a {direction} sync cannot carry into {other} (it "
+        f"writes only into {written}): run the {run_other} with -p on_conflict {on_conflict}, or pass -p on_conflict "
+        f"{fits} to write {other}'s version into {written} (nothing was written)."
+    )
+
+
 def sync(step: Step) -> SyncResult:
     """The sync step (``06_sync.ipynb``)."""
     sp = step.params
+    _refuse_mismatched_winner(sp.direction, sp.on_conflict)
     opts = SyncOptions(
         direction=sp.direction,
         on_conflict=sp.on_conflict,
@@ -201,8 +231,13 @@ def run_sync(step: Step, p: SyncOptions) -> SyncResult:
     t0 = time.perf_counter()
     checkpoint = Checkpoint(step.run.state_dir / CHECKPOINT)
     todo = _collections(step, checkpoint, p.collections)
+    run_id = step.run.run_id
+    store_note = check_stores(run_id, checkpoint.data, step.settings)  # before either store is opened
     layout = get_layout(*run_layout_params(checkpoint.data))  # type: ignore[arg-type]
     result = SyncResult(ok=True, direction=p.direction, on_conflict=p.on_conflict)
+    result.warnings += [store_note] if store_note else []
+    if swap_note := honour_swap(step.settings.chroma):  # a swap a crash interrupted, finished or undone first
+        result.warnings.append(swap_note)
     journal = _journal(step)
     pending = journal.pending() if journal is not None else []
     if pending:
@@ -211,12 +246,16 @@ def run_sync(step: Step, p: SyncOptions) -> SyncResult:
             "store missed; this sync's full comparison carries them over and then clears them from the journal."
         )
     chroma = step.settings.chroma
-    with open_target(step.settings.qdrant) as target, Ledger.for_run(step.run.state_dir) as ledger:
+    with open_target(step.settings.qdrant) as target, Ledger.for_run(step.run.state_dir, create=False) as ledger:
         # read into a candidate: it becomes the run's "source as of the last sync" only if this sync completes
-        snapshot, live_stats = (None, None) if chroma.is_server else _snapshot(step, f"{p.snapshot}.candidate")
+        snapshot, live_stats, live_file = (
+            (None, None, None) if chroma.is_server else _snapshot(step, f"{p.snapshot}.candidate")
+        )
         result.snapshot = str(snapshot) if snapshot else None
         source = SyncSource(chroma, snapshot)
         try:
+            check_source_collections(run_id, todo, source.collection_id)
+            check_target_collections(run_id, target, ledger, todo)
             diffs = []
             for name, state in todo:
                 bar = progress(desc=f"plan {name}", unit="rec", leave=False)
@@ -234,6 +273,7 @@ def run_sync(step: Step, p: SyncOptions) -> SyncResult:
                         layout=layout,
                         catalog=source.catalog,
                         full=p.full_compare,
+                        live_file=live_file,
                     )
                 )
                 bar.close()
@@ -245,7 +285,7 @@ def run_sync(step: Step, p: SyncOptions) -> SyncResult:
             elif p.direction == "reverse" and not p.confirm:
                 result.plan_only = True
             else:
-                _apply(step, p, source, target, ledger, diffs, result)
+                _apply(step, p, source, target, ledger, diffs, result, live_stats)
         finally:
             source.close()
             _settle_snapshot(step, p, snapshot, result)
@@ -286,7 +326,10 @@ def _apply(
     ledger: Ledger,
     diffs: list[CollectionDiff],
     result: SyncResult,
+    planned_from: dict[str, list[int]] | None,
 ) -> None:
+    """Write the plan into the side it is for; ``planned_from``: the live files when the plan's snapshot was taken
+    (a write into a persistent directory since then stops the swap)."""
     work = {d.collection: _work(d, p.direction, p.on_conflict, p.keep_other_side) for d in diffs}
     total = sum(len(u) + len(d) for u, d in work.values())
     bar = progress(total=total, desc=f"sync {p.direction}", unit="rec")
@@ -311,8 +354,11 @@ def _apply(
             apply.refresh_ledger(ledger, diff)
             summary["applied"] = 0
     else:
+        fault_point("sync:planned")
         writer = ChromaWriter.open(
-            step.settings.chroma, server_client=source.client if step.settings.chroma.is_server else None
+            step.settings.chroma,
+            server_client=source.client if step.settings.chroma.is_server else None,
+            planned_from={k: (v[0], v[1]) for k, v in planned_from.items()} if planned_from else None,
         )
         pending: list[tuple[CollectionDiff, Any, list[str]]] = []
         try:
@@ -339,7 +385,10 @@ def _apply(
             ledger.put(diff.collection, rows)
             ledger.delete(diff.collection, deleted)
         if previous is not None:  # ChromaDB changed: the source as of this sync is the new directory
-            snap, result.live_stats = _snapshot(step, p.snapshot)
+            snap, result.live_stats, live_file = _snapshot(step, p.snapshot)
+            ledger.set_file_id(live_file)  # its own staged copy: the same timeline, in another SQLite file
             result.snapshot = str(snap)
     bar.close()
     result.applied = True
+    overwrites = p.on_conflict == ("source" if p.direction == "forward" else "target")
+    result.kept_conflicts = {d.collection: list(d.conflicts) for d in diffs if d.conflicts and not overwrites}

@@ -47,6 +47,13 @@ class SyncSource:
     def collection_names(self) -> list[str]:
         return self._open().collection_names()
 
+    def collection_id(self, name: str) -> str | None:
+        """The collection's UUID (None: there is no such collection), from the catalog when there is one."""
+        if self.catalog is not None and self._source is None:
+            return self.catalog.collection_id(name) if name in self.catalog.collection_names() else None
+        source = self._open()
+        return str(source.collection(name).id) if name in source.collection_names() else None
+
     def snapshot_ids(self, name: str) -> list[str]:
         if self.catalog is not None and self._source is None:
             try:

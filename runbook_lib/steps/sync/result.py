@@ -21,6 +21,9 @@ class SyncResult:
     previous_dir: str | None = None
     journal_replayed: int = 0
     live_stats: dict[str, list[int]] | None = None  # the live files when the source as of this sync was taken
+    #: collection -> ids of the conflicts an applied sync left as they are in the store it did not write (that
+    #: store's version lost); not filed (the rollback reads it to know which points may differ from the ledger)
+    kept_conflicts: dict[str, list[str]] = field(default_factory=dict)
 
     def totals(self) -> dict[str, int]:
         out = {"source": 0, "qdrant": 0, "conflicts": 0, "applied": 0, "in_step": 0}

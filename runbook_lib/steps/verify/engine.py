@@ -26,6 +26,7 @@ from runbook_lib.chroma import files as chroma_files
 from runbook_lib.chroma.backup import Backup, load_backup, source_unchanged, verify_backup
 from runbook_lib.chroma.base import ChromaReader
 from runbook_lib.chroma.connect import open_source
+from runbook_lib.chroma.writer import honour_swap
 from runbook_lib.config.params import VerifyParams
 from runbook_lib.core.compare import SCORE_RTOL
 from runbook_lib.core.layouts import get_layout
@@ -35,6 +36,7 @@ from runbook_lib.kernel.display import progress
 from runbook_lib.kernel.step import Step
 from runbook_lib.qdrant.connect import open_target
 from runbook_lib.state.checkpoint import read_checkpoint, run_layout_params
+from runbook_lib.state.identity import check_stores
 from runbook_lib.steps.verify.charts import verify_charts
 from runbook_lib.steps.verify.checks import Histogram, Planned, verify_collection
 from runbook_lib.steps.verify.queries import PERTURBATION, QUERY_SEED
@@ -193,6 +195,10 @@ def verify(step: Step) -> VerifyResult:
     p: VerifyParams = step.params  # type: ignore[assignment]
     t0 = time.perf_counter()
     checkpoint = read_checkpoint(step.run)
+    store_note = None
+    if checkpoint is not None:  # the run's stores, before either is opened
+        store_note = check_stores(step.run.run_id, checkpoint, step.settings)
+    swap_note = honour_swap(step.settings.chroma)
     layout = get_layout(*run_layout_params(checkpoint))  # type: ignore[arg-type]
     source, backup, source_read = _open_source(step, checkpoint)
     result = VerifyResult(
@@ -215,8 +221,9 @@ def verify(step: Step) -> VerifyResult:
             "query_seed": QUERY_SEED,
         },
     )
+    result.warnings += [note for note in (swap_note, store_note) if note]
     migrated_to = (checkpoint or {}).get("target")
-    if migrated_to and migrated_to != step.settings.qdrant.describe():
+    if migrated_to and store_note is None and migrated_to != step.settings.qdrant.describe():
         result.warnings.append(
             f"Run {step.run.run_id} migrated to {migrated_to}, but this verification reads "
             f"{step.settings.qdrant.describe()}: check QDRANT_URL / QDRANT_PATH."
