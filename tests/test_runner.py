@@ -120,7 +120,8 @@ def test_relative_paths_resolve_against_the_project_root(monkeypatch: pytest.Mon
     monkeypatch.chdir(tmp_path)
     s = load_settings({"CHROMA_PERSIST_DIR": "data/chroma_db", "RUNBOOK_OUTPUTS": "outputs"})
     assert s.chroma.persist_dir == ROOT / "data" / "chroma_db"
-    assert s.outputs == ROOT / "outputs" and s.qdrant.path == ROOT / "data" / "qdrant"
+    assert s.outputs == ROOT / "outputs" and s.qdrant.edge_path == ROOT / "data" / "qdrant_edge"
+    assert s.qdrant.kind == "edge" and s.qdrant.path is None
 
 
 def _assert_clean_failure(done: subprocess.CompletedProcess[str], code: int, *phrases: str) -> None:
