@@ -1,8 +1,8 @@
 """Chroma-shaped writes and reads on a Qdrant collection, writing exactly the points the migration writes.
 
-A record becomes the point the migration (``steps/migrate/engine.py`` ``to_points``) would write for it, through
-the same :mod:`runbook_lib.core.mapping` functions: point id :func:`point_id`, payload :func:`build_payload`,
-float32 vector unit-normalised with :func:`normalise_rows` in a Cosine collection. Chroma's rules for existing
+A record becomes the point the migration would write for it, through the one point builder
+(:func:`runbook_lib.core.points.build_points`: the SPEC point id, the layout's payload, a float32 vector
+unit-normalised in a Cosine collection). Chroma's rules for existing
 and missing ids (see :mod:`runbook_lib.app.records`) are applied by reading the points first: ``add`` writes only
 the ids not yet there, ``update`` only those that are, and ``update``/``upsert`` merge the stored record with the
 fields given. An update without embeddings rewrites the payload only: a server keeps the stored vector bit for bit
@@ -14,10 +14,9 @@ transient errors; a call that fails on a collection that does not exist raises :
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 from qdrant_client import models
 
 from runbook_lib.app.errors import UnknownCollectionError
@@ -26,9 +25,9 @@ from runbook_lib.core.layouts import Layout
 from runbook_lib.core.mapping import (
     PAYLOAD_ID_KEY,
     id_collisions,
-    normalise_rows,
     point_id,
 )
+from runbook_lib.core.points import build_points
 from runbook_lib.errors import TargetError
 from runbook_lib.qdrant.base import QdrantStore
 
@@ -53,26 +52,6 @@ def is_missing(target: QdrantStore, collection: str) -> bool:
         return not target.exists(collection)
     except TargetError:
         return False
-
-
-def migration_points(
-    space: str,
-    chroma_ids: Sequence[str],
-    vectors: np.ndarray,
-    documents: Sequence[str | None],
-    metadatas: Sequence[Mapping[str, Any] | None],
-    uris: Sequence[str | None],
-    layout: Layout | None = None,
-) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:
-    """The points the migration writes for these records (its ``to_points``): point ids, float32 vectors and
-    payloads in the run's payload ``layout`` (default: the SPEC layout)."""
-    layout = layout or Layout()
-    rows = normalise_rows(vectors) if space == "cosine" else np.asarray(vectors, dtype=np.float32)
-    payloads = [
-        layout.to_payload(i, d, dict(m) if m else None, u)
-        for i, d, m, u in zip(chroma_ids, documents, metadatas, uris, strict=True)
-    ]
-    return [point_id(i) for i in chroma_ids], rows, payloads
 
 
 # --- writes ----------------------------------------------------------------------------------------
@@ -109,8 +88,8 @@ def write(
             metadatas.append(merge_metadata(old_metadata, field_or(recs.metadatas, i, None)))
             uris.append(field_or(recs.uris, i, old_uri))
     if recs.embeddings is not None:
-        point_ids, vectors, payloads = migration_points(
-            space, ids, recs.embeddings[rows], documents, metadatas, uris, layout
+        point_ids, vectors, payloads = build_points(
+            ids, recs.embeddings[rows], documents, metadatas, uris, cosine=space == "cosine", layout=layout
         )
         call(target, collection, target.upsert, collection, point_ids, vectors, payloads, batch_label="an app write")
         return

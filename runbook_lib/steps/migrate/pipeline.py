@@ -16,8 +16,8 @@ import numpy as np
 from runbook_lib.chroma.base import ChromaReader, RecordBatch
 from runbook_lib.core.fingerprint import Fingerprint, fingerprints
 from runbook_lib.core.layouts import Layout
-from runbook_lib.core.mapping import normalise_rows, point_id
 from runbook_lib.core.plan import PlanEntry
+from runbook_lib.core.points import build_points
 from runbook_lib.qdrant.base import QdrantStore
 from runbook_lib.state.ledger import Ledger
 
@@ -42,13 +42,14 @@ def to_points(index: int, batch: RecordBatch, *, normalise: bool = False, layout
     shapes the payloads; a record it cannot carry raises :class:`~runbook_lib.core.layouts.LayoutError` before
     the batch is written."""
     layout = layout or Layout()
-    vectors = normalise_rows(batch.embeddings) if normalise else batch.embeddings
-    rows = list(zip(batch.ids, batch.documents, batch.metadatas, batch.uris, strict=True))
+    ids, vectors, payloads = build_points(
+        batch.ids, batch.embeddings, batch.documents, batch.metadatas, batch.uris, cosine=normalise, layout=layout
+    )
     return Points(
         index=index,
-        ids=[point_id(i) for i in batch.ids],
+        ids=ids,
         vectors=vectors,
-        payloads=[layout.to_payload(i, d, m, u) for i, d, m, u in rows],
+        payloads=payloads,
         chroma_ids=list(batch.ids),
         fingerprints=fingerprints(
             batch.embeddings,
@@ -58,7 +59,7 @@ def to_points(index: int, batch: RecordBatch, *, normalise: bool = False, layout
             cosine=normalise,
             target_vectors=vectors,
         ),
-        substituted=sum(layout.substitutes(d, m) for _, d, m, _ in rows),
+        substituted=sum(layout.substitutes(d, m) for d, m in zip(batch.documents, batch.metadatas, strict=True)),
     )
 
 

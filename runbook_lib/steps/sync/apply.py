@@ -14,7 +14,8 @@ import numpy as np
 from runbook_lib.chroma.source import RecordBatch
 from runbook_lib.chroma.writer import ChromaWriter
 from runbook_lib.core.fingerprint import Fingerprint, fingerprints, payload_digest
-from runbook_lib.core.mapping import normalise_rows, point_id
+from runbook_lib.core.mapping import point_id
+from runbook_lib.core.points import build_points
 from runbook_lib.errors import SyncError
 from runbook_lib.qdrant.base import QdrantStore
 from runbook_lib.state.ledger import Ledger
@@ -53,12 +54,16 @@ def to_qdrant(
     with target.bulk_writes(diff.target) as flush:
         for chunk in _batches(upserts, batch_size):
             batch = _from_plan(diff, chunk) or source.fetch(diff.collection, list(chunk), expected_dim=diff.dimension)
-            vectors = normalise_rows(batch.embeddings) if diff.cosine else batch.embeddings
-            payloads = [
-                diff.layout.to_payload(i, d, m, u)
-                for i, d, m, u in zip(batch.ids, batch.documents, batch.metadatas, batch.uris, strict=True)
-            ]
-            target.upsert(diff.target, [point_id(i) for i in batch.ids], vectors, payloads, batch_label="a sync batch")
+            point_ids, vectors, payloads = build_points(
+                batch.ids,
+                batch.embeddings,
+                batch.documents,
+                batch.metadatas,
+                batch.uris,
+                cosine=diff.cosine,
+                layout=diff.layout,
+            )
+            target.upsert(diff.target, point_ids, vectors, payloads, batch_label="a sync batch")
             fps = fingerprints(
                 batch.embeddings,
                 diff.layout.written_documents(batch.documents, batch.metadatas),
