@@ -178,3 +178,18 @@ def test_text_matching_differs_between_chroma_the_engine_and_local_mode(
         assert substring == chroma  # MatchSubstring is Chroma's $contains
     else:
         assert word == [0, 3]  # local mode: case-insensitive, whole words, and it ignores the index
+
+
+def test_an_integral_float_beyond_64_bits_in_contains_is_answered(qdrant_store: Any) -> None:
+    """A float list element like -1.66e222 is integral, but no Chroma integer can equal it (Chroma's are 64-bit):
+    the filter has no integer twin for it, and the engine answers instead of refusing the operand."""
+    qdrant_store.create_collection("big_floats", size=2, distance="Euclid")
+    qdrant_store.upsert(
+        "big_floats",
+        ["00000000-0000-0000-0000-000000000001"],
+        [[0.0, 1.0]],
+        [{"chroma_id": "a", "document": None, "metadata": {"l": [-1.66e222, 2.5]}}],
+    )
+    for value, expected in ((-1.66e222, 1), (1e300, 0)):
+        where = to_qdrant_filter({"l": {"$contains": value}})
+        assert qdrant_store.count("big_floats", where) == expected

@@ -239,7 +239,7 @@ def _contains(path: str, value: Scalar) -> models.Filter:
     # A float element: the range also matches integer elements of the same value, which Chroma does
     # not count; an integer list holding that value is excluded by exact (type-strict) integer match.
     must_not: list[models.Condition] = []
-    if value.is_integer():
+    if value.is_integer() and _INT64[0] <= int(value) <= _INT64[1]:  # Chroma's integers are 64-bit
         must_not.append(models.FieldCondition(key=elements, match=models.MatchValue(value=int(value))))
     return models.Filter(
         must=[models.FieldCondition(key=elements, range=models.Range(gte=value, lte=value))],
