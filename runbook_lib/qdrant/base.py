@@ -21,6 +21,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 from qdrant_client import models
 
+from runbook_lib.core.mapping import PAYLOAD_ID_KEY as _ID_KEY
+
 #: What kind of Qdrant a target is: a server (also Cloud, a cluster), Qdrant Edge, or qdrant-client's local mode.
 TargetKind = Literal["server", "edge", "local"]
 
@@ -190,3 +192,15 @@ class QdrantStore(Protocol):
         """Nearest neighbours; ``exact`` is a full scan (the HNSW index otherwise, where there is one);
         ``retry=False`` for measurements that count an error instead of hiding it."""
         ...
+
+
+def scroll_chroma_ids(store: QdrantStore, name: str, *, page: int) -> Iterator[tuple[str, Any]]:
+    """:meth:`QdrantStore.iter_chroma_ids` over :meth:`QdrantStore.scroll`, for every implementation: the
+    ``chroma_id`` payload key only, no vectors, ``page`` points per request."""
+    offset: Any = None
+    while True:
+        records, offset = store.scroll(name, limit=page, offset=offset, with_vectors=False, with_payload=[_ID_KEY])
+        for r in records:
+            yield str(r.id), (r.payload or {}).get(_ID_KEY)
+        if offset is None:
+            return

@@ -29,9 +29,8 @@ import qdrant_edge as qe
 from qdrant_client import models
 
 from runbook_lib.config.settings import QdrantSettings
-from runbook_lib.core.mapping import PAYLOAD_ID_KEY
 from runbook_lib.errors import ConfigError, RunbookError, TargetError
-from runbook_lib.qdrant.base import Capabilities, IndexType, TargetCollection
+from runbook_lib.qdrant.base import Capabilities, IndexType, TargetCollection, scroll_chroma_ids
 from runbook_lib.qdrant.edge_filters import to_edge_filter
 from runbook_lib.qdrant.edge_folders import (
     CONFIG_FILE,
@@ -363,15 +362,7 @@ class EdgeTarget:
         return [_record(r) for r in found]
 
     def iter_chroma_ids(self, name: str, *, page: int) -> Iterator[tuple[str, Any]]:
-        offset: Any = None
-        while True:
-            records, offset = self.scroll(
-                name, limit=page, offset=offset, with_vectors=False, with_payload=[PAYLOAD_ID_KEY]
-            )
-            for r in records:
-                yield str(r.id), (r.payload or {}).get(PAYLOAD_ID_KEY)
-            if offset is None:
-                return
+        return scroll_chroma_ids(self, name, page=page)
 
     def query(
         self,

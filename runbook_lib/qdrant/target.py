@@ -21,9 +21,8 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from runbook_lib.config.settings import QdrantSettings
-from runbook_lib.core.mapping import PAYLOAD_ID_KEY
 from runbook_lib.errors import ConfigError, TargetError
-from runbook_lib.qdrant.base import Capabilities, IndexType, TargetCollection
+from runbook_lib.qdrant.base import Capabilities, IndexType, TargetCollection, scroll_chroma_ids
 from runbook_lib.qdrant.retries import retry_briefly, retry_transient
 
 __all__ = ["QdrantTarget", "TargetCollection", "indexing_to_restore"]
@@ -389,17 +388,7 @@ class QdrantTarget:
         )
 
     def iter_chroma_ids(self, name: str, *, page: int) -> Iterator[tuple[str, Any]]:
-        """(point id, payload ``chroma_id`` or None) for every point, ``page`` points per request; reads only the
-        ``chroma_id`` payload key and no vectors."""
-        offset: Any = None
-        while True:
-            points, offset = self.scroll(
-                name, limit=page, offset=offset, with_vectors=False, with_payload=[PAYLOAD_ID_KEY]
-            )
-            for p in points:
-                yield str(p.id), (p.payload or {}).get(PAYLOAD_ID_KEY)
-            if offset is None:
-                return
+        return scroll_chroma_ids(self, name, page=page)
 
     def query(
         self,
