@@ -2,10 +2,10 @@
 its health.
 
 * :func:`plan_chroma` (reads only): loads the run's backup and verifies *every* checksum, then decides whether the
-  live directory is kept (:class:`ChromaPlan` ``mode="keep"``: the app's writes made to it during the migration
-  stay), restored from the backup (``"restore"``: only when it is missing, or damaged (SQLite's integrity check
-  fails, or chromadb cannot open a scratch copy of it), or ``restore_from_backup=True``), or not touched at all
-  (``"skipped"``);
+  live directory is kept (:class:`~runbook_lib.steps.rollback.plan.ChromaPlan` ``mode="keep"``: the app's writes
+  made to it during the migration stay), restored from the backup (``"restore"``: only when it is missing, or
+  damaged (SQLite's integrity check fails, or chromadb cannot open a scratch copy of it), or
+  ``restore_from_backup=True``), or not touched at all (``"skipped"``);
 * :func:`stage_restore` and :func:`swap_in` (the change, restore only): the backup's data is copied to a temporary
   sibling and verified, then the live directory (if any) is renamed to ``<dir>.old-<time>`` (kept, never deleted)
   and the copy renamed into place;
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,39 +26,15 @@ import numpy as np
 
 from runbook_lib.chroma import files as chroma_files
 from runbook_lib.chroma.backup import Backup, load_backup, verify_backup
-from runbook_lib.chroma.source import ChromaSource
+from runbook_lib.chroma.connect import open_source
 from runbook_lib.chroma.writer import replace_directory
 from runbook_lib.config.settings import ChromaSettings
 from runbook_lib.errors import BackupError, ConfigError
 from runbook_lib.kernel.step import Step
-from runbook_lib.steps.rollback.plan import KEEP_DIR, RESTORE_DIR, SKIP, Action
+from runbook_lib.steps.rollback.plan import ChromaPlan
 
 
 # --- the plan --------------------------------------------------------------------------------------
-@dataclass
-class ChromaPlan:
-    """The ChromaDB side of the plan."""
-
-    mode: str  # "keep" (the live directory stays) | "restore" (swap in the backup) | "skipped"
-    note: str
-    persist_dir: Path | None = None
-    backup: Backup | None = None
-    live_differences: list[str] = field(default_factory=list)
-    backup_counts: dict[str, int] = field(default_factory=dict)
-    damage: str | None = None  # why the live directory cannot be kept (restore because damaged)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "mode": self.mode,
-            "note": self.note,
-            "persist_dir": str(self.persist_dir) if self.persist_dir else None,
-            "backup": self.backup.summary() if self.backup else None,
-            "live_differences": self.live_differences[:50],
-            "backup_counts": self.backup_counts,
-            "damage": self.damage,
-        }
-
-
 def _lower_first(text: str) -> str:
     return text[:1].lower() + text[1:] if text else text
 
@@ -92,7 +67,7 @@ def live_damage(settings: ChromaSettings, persist_dir: Path) -> str | None:
     if integrity != "ok":
         return f"SQLite's integrity check of {db.name} fails ({integrity[:200]})"
     try:
-        with ChromaSource.open(settings) as source:
+        with open_source(settings) as source:
             source.collection_names()
     except Exception as exc:  # any failure to open it is damage, whatever chromadb raises
         return f"chromadb cannot open a scratch copy of it ({type(exc).__name__}: {str(exc)[:200]})"
@@ -101,7 +76,7 @@ def live_damage(settings: ChromaSettings, persist_dir: Path) -> str | None:
 
 def collection_counts(settings: ChromaSettings, *, copy_from: Path | None = None) -> dict[str, int]:
     """Records per collection, read from a scratch copy (of ``copy_from`` or the live directory)."""
-    with ChromaSource.open(settings, copy_from=copy_from) as source:
+    with open_source(settings, copy_from=copy_from) as source:
         return {name: source.count(name) for name in source.collection_names()}
 
 
@@ -178,15 +153,6 @@ def plan_chroma(step: Step, checkpoint: dict[str, Any], warnings: list[str]) -> 
     return plan
 
 
-def chroma_actions(plan: ChromaPlan) -> list[Action]:
-    if plan.mode == "restore":
-        assert plan.backup is not None and plan.persist_dir is not None
-        return [Action("ChromaDB", RESTORE_DIR, str(plan.persist_dir), f"from {plan.backup.path}: {plan.note}")]
-    if plan.mode == "keep":
-        return [Action("ChromaDB", KEEP_DIR, str(plan.persist_dir), plan.note, status="kept")]
-    return [Action("ChromaDB", SKIP, "ChromaDB", plan.note, status="skipped")]
-
-
 # --- the restore -----------------------------------------------------------------------------------
 def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -248,20 +214,14 @@ def chroma_health(settings: ChromaSettings) -> dict[str, Any]:
     where = settings.describe()
     report: dict[str, Any] = {"checked": where, "ok": False, "collections": {}, "error": None}
     try:
-        with ChromaSource.open(settings) as source:
+        with open_source(settings) as source:
             for name in source.collection_names():
-                col = source.collection(name)
-                count = int(col.count())
+                count = source.count(name)
                 query_ok: bool | None = None
                 if count:
-                    first = col.get(limit=1, include=["embeddings"])
-                    emb = first.get("embeddings")
-                    if emb is not None and len(emb):
-                        query = np.asarray([emb[0]], dtype=np.float32)
-                        answer = col.query(query_embeddings=query, n_results=1, include=[])
-                        query_ok = bool(answer["ids"] and answer["ids"][0])
-                    else:
-                        query_ok = False
+                    dimension = source.dimension(name)  # read from the first record: None when it has no vector
+                    probe = np.ones(dimension or 1, dtype=np.float32)
+                    query_ok = dimension is not None and bool(source.search(name, probe, 1, None))
                 report["collections"][name] = {"count": count, "query_ok": query_ok}
     except Exception as exc:
         report["error"] = f"ChromaDB at {where} failed its health check: {type(exc).__name__}: {exc}"

@@ -9,7 +9,8 @@ migration checkpoint (``state/migrate_checkpoint.json``) is looked at; such a ru
    collection and built its own), or ``created_by_run`` true (it created a collection of that name anew), or
    ``created_by_run`` false with a status of ``copying``/``done``/``failed`` (``on_existing=resume``: it wrote
    points into it), and
-3. it migrated into the same Qdrant (its checkpoint's ``target`` description; a run that recorded none counts), and
+3. it migrated into the same Qdrant (its checkpoint's record of it,
+   :func:`~runbook_lib.steps.rollback.qdrant_cleanup.recorded_target`; a run that recorded none counts), and
 4. its migration started at or after this run's (:func:`migration_started`: the run's backup ``created_at``,
    which a resumed migration keeps, else its manifest's ``steps.migrate.started_at``, else the run's
    ``created_at``; backups record microseconds, so two migrations started within the same second are still
@@ -32,6 +33,7 @@ from typing import Any
 from runbook_lib.errors import ConfigError
 from runbook_lib.state.checkpoint import CHECKPOINT
 from runbook_lib.state.run import Run
+from runbook_lib.steps.rollback.qdrant_cleanup import recorded_target
 
 _WROTE_STATUSES = ("copying", "done", "failed")
 
@@ -86,11 +88,10 @@ def _rolled_back(run_dir: Path) -> bool:
     return bool(data.get("confirmed")) and bool(data.get("ok"))
 
 
-def _same_target(mine: Any, theirs: Any) -> bool:
-    if not isinstance(mine, str) or not isinstance(theirs, str):
-        return True
-    key = lambda s: s.replace(" (API key set)", "").strip()  # noqa: E731
-    return key(mine) == key(theirs)
+def _same_target(mine: dict[str, Any], theirs: dict[str, Any]) -> bool:
+    """Whether two runs' checkpoints name the same Qdrant (a run that recorded none counts as the same)."""
+    a, b = recorded_target(mine), recorded_target(theirs)
+    return a is None or b is None or a == b
 
 
 def takeovers(run: Run, outputs: Path, checkpoint: dict[str, Any], collections: list[str]) -> list[str]:
@@ -104,7 +105,7 @@ def takeovers(run: Run, outputs: Path, checkpoint: dict[str, Any], collections: 
         if other.name == run.run_id or not (other / "state" / CHECKPOINT).is_file():
             continue
         theirs = _read_json(other / "state" / CHECKPOINT)
-        if theirs is None or not _same_target(checkpoint.get("target"), theirs.get("target")):
+        if theirs is None or not _same_target(checkpoint, theirs):
             continue
         entries = theirs.get("collections")
         if not isinstance(entries, dict) or _rolled_back(other):

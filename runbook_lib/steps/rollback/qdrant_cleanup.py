@@ -1,43 +1,93 @@
 """The Qdrant part of the rollback: remove what the run created, put back the aliases it moved.
 
-* :func:`check_same_target`: refuse to clean up a Qdrant other than the one the run wrote to;
+* :class:`TargetIdentity` and :func:`check_same_target`: refuse to clean up a Qdrant other than the one the run wrote
+  to (compared as kind and URL or folder, :func:`runbook_lib.state.identity.target_store`, never as display text);
 * :func:`plan_qdrant` (reads only, from :func:`qdrant_state`): collections the run created (``created_by_run``) are
   deleted; an alias the run pointed at its own collection is put back on the collection it pointed at before
   (``alias_previous``) in one atomic request, or deleted when it did not exist before. Anything the run did not
   create is left untouched, and so is an alias someone has since moved elsewhere;
-* :func:`apply_qdrant` (the change): carries the planned actions out, alias changes first.
+* :func:`apply_action` (the change): carries one planned action out (the executor runs them in the plan's order,
+  alias changes first).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from runbook_lib.config.faults import fault_point
+from runbook_lib.config.settings import QdrantSettings
 from runbook_lib.core.plan import target_names
-from runbook_lib.errors import ConfigError, RunbookError
+from runbook_lib.errors import ConfigError
 from runbook_lib.kernel.step import Step
 from runbook_lib.qdrant import connect as qdrant_connect
 from runbook_lib.qdrant.base import QdrantStore
+from runbook_lib.state.identity import target_store
 from runbook_lib.steps.rollback.plan import DELETE_ALIAS, DELETE_COLLECTION, LEAVE, PUT_BACK_ALIAS, SKIP, Action
 
 log = logging.getLogger(__name__)
 
 
-def _target_key(described: str) -> str:
-    return described.replace(" (API key set)", "").strip()
+@dataclass(frozen=True)
+class TargetIdentity:
+    """Which Qdrant: its kind (``server``, ``edge``, ``local``) and its URL or resolved folder, as a run's checkpoint
+    records it (``stores.target``, :func:`runbook_lib.state.identity.target_store`); never a secret."""
+
+    kind: str
+    location: str
+
+    @classmethod
+    def of_settings(cls, qdrant: QdrantSettings) -> TargetIdentity:
+        return cls(**target_store(qdrant))
+
+    @classmethod
+    def recorded(cls, record: Any) -> TargetIdentity | None:
+        """From a checkpoint's ``stores.target`` (None when it is not a record)."""
+        if isinstance(record, dict) and isinstance(record.get("kind"), str) and "location" in record:
+            return cls(record["kind"], str(record["location"]))
+        return None
+
+    @classmethod
+    def described(cls, text: str) -> TargetIdentity:
+        """From what a run migrated before ``stores`` were recorded filed instead (the checkpoint's or a step
+        result's ``target``: :meth:`QdrantSettings.describe` text); text of no known form is an identity of its
+        own kind, equal to no settings."""
+        text = text.replace(" (API key set)", "").strip()
+        for prefix, kind in _DESCRIBED:
+            if text.startswith(prefix):
+                where = text.removeprefix(prefix).strip()
+                location = where.rstrip("/") if kind == "server" else str(Path(where).resolve())
+                return cls(kind, location)
+        return cls("described", text)
+
+    def __str__(self) -> str:
+        return f"Qdrant {self.kind} {self.location}"
+
+
+#: The forms of :meth:`QdrantSettings.describe` (the only identity runs recorded before ``stores``).
+_DESCRIBED = (("Qdrant server ", "server"), ("Qdrant Edge at ", "edge"), ("Qdrant embedded local mode at ", "local"))
+
+
+def recorded_target(checkpoint: dict[str, Any]) -> TargetIdentity | None:
+    """The Qdrant a run's checkpoint says it migrated into: ``stores.target``, else its ``target`` text."""
+    stores = checkpoint.get("stores")
+    if found := TargetIdentity.recorded(stores.get("target") if isinstance(stores, dict) else None):
+        return found
+    text = checkpoint.get("target")
+    return TargetIdentity.described(text) if isinstance(text, str) else None
 
 
 def check_same_target(step: Step, checkpoint: dict[str, Any], warnings: list[str]) -> None:
-    """Refuse to clean up a Qdrant other than the one the run wrote to (from the checkpoint's ``target``
-    when migrate records it, else from the run's step results)."""
-    recorded = checkpoint.get("target") if isinstance(checkpoint.get("target"), str) else None
-    steps = ("migrate", "verify", "monitor", "dry-run") if recorded is None else ()
-    for name in steps:
+    """Refuse to clean up a Qdrant other than the one the run wrote to (from the checkpoint's record when migrate
+    made one, else from the ``target`` of the run's step results)."""
+    recorded = recorded_target(checkpoint)
+    for name in ("migrate", "verify", "monitor", "dry-run") if recorded is None else ():
         data = step.run.read_result(name)
         if data and data.get("target"):
-            recorded = str(data["target"])
+            recorded = TargetIdentity.described(str(data["target"]))
             break
     now = step.settings.qdrant.describe()
     if recorded is None:
@@ -46,7 +96,7 @@ def check_same_target(step: Step, checkpoint: dict[str, Any], warnings: list[str
             f"{now} is the Qdrant the run wrote to."
         )
         return
-    if _target_key(recorded) != _target_key(now):
+    if recorded != TargetIdentity.of_settings(step.settings.qdrant):
         raise ConfigError(
             f"Run {step.run.run_id} migrated into {recorded} but the settings now point at {now}: set QDRANT_URL "
             "or QDRANT_PATH as they were for that run (the rollback reads its changes back, then cleans it up)."
@@ -136,32 +186,19 @@ def plan_qdrant(checkpoint: dict[str, Any], run_id: str, state: dict[str, Any]) 
     return alias_ops + coll_ops, warnings
 
 
-def apply_qdrant(
-    target: QdrantStore, actions: list[Action], errors: list[str], before_delete: Callable[[str], None]
-) -> None:
-    """Carry out the planned Qdrant actions; a failure is recorded and the others still run. ``before_delete``
-    exports and re-checks a collection, and records its deletion as begun, right before it is deleted."""
-    for action in actions:
-        if action.status != "planned":
-            continue
-        try:
-            if action.op == PUT_BACK_ALIAS:
-                assert action.to is not None
-                target.set_alias(action.name, action.to)
-            elif action.op == DELETE_ALIAS:
-                target.delete_alias(action.name)
-            elif action.op == DELETE_COLLECTION:
-                before_delete(action.name)
-                target.delete_collection(action.name)
-                fault_point("rollback:collection-deleted")
-            else:  # pragma: no cover - only the three changes above are ever "planned"
-                continue
-        except RunbookError as exc:
-            action.status = "failed"
-            errors.append(str(exc))
-            continue
-        action.status = "done"
-        log.info("Qdrant: %s %s: done", action.op, action.name)
+def apply_action(target: QdrantStore, action: Action, before_delete: Callable[[str], None]) -> None:
+    """Carry out one planned Qdrant action; ``before_delete`` exports and re-checks a collection, and records its
+    deletion as begun, right before it is deleted."""
+    if action.op == PUT_BACK_ALIAS:
+        assert action.to is not None
+        target.set_alias(action.name, action.to)
+    elif action.op == DELETE_ALIAS:
+        target.delete_alias(action.name)
+    elif action.op == DELETE_COLLECTION:
+        before_delete(action.name)
+        target.delete_collection(action.name)
+        fault_point("rollback:collection-deleted")
+    log.info("Qdrant: %s %s: done", action.op, action.name)
 
 
 def open_target(step: Step) -> QdrantStore | None:

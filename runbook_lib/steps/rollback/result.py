@@ -9,7 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from runbook_lib.steps.rollback.plan import BRING_BACK, DELETE_ALIAS, DELETE_COLLECTION, PUT_BACK_ALIAS, Action
+from runbook_lib.steps.rollback.plan import (
+    BRING_BACK,
+    DELETE_ALIAS,
+    DELETE_COLLECTION,
+    PUT_BACK_ALIAS,
+    Action,
+    RollbackPlan,
+)
 
 
 @dataclass
@@ -38,6 +45,23 @@ class RollbackResult:
     errors: list[str] = field(default_factory=list)
     #: Qdrant collection -> the file its points were exported to before it was deleted
     exports: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of_plan(cls, plan: RollbackPlan, *, confirmed: bool, notes: list[str]) -> RollbackResult:
+        """The result as planned (its actions are the plan's own lines: the executor marks them done);
+        ``notes`` come before the plan's warnings."""
+        return cls(
+            ok=not plan.blocked,
+            run_id=plan.run_id,
+            confirmed=confirmed,
+            actions=plan.actions,
+            chroma=plan.chroma.to_dict(),
+            qdrant_before=plan.qdrant.state_before if plan.qdrant else None,
+            reverse_sync=plan.bring_back.planned.to_dict() if plan.bring_back else None,
+            blocked=plan.blocked,
+            env=dict(plan.app.env),
+            warnings=[*notes, *plan.warnings],
+        )
 
     def _n(self, op: str, status: str = "done") -> int:
         return sum(1 for a in self.actions if a.op == op and a.status == status)
