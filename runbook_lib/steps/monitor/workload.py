@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 from qdrant_client import models
 
-from runbook_lib.chroma.source import ChromaSource
+from runbook_lib.chroma.base import ChromaReader
 from runbook_lib.core.filters import to_qdrant_filter
 from runbook_lib.errors import TargetError
 from runbook_lib.qdrant.base import QdrantStore
@@ -54,7 +54,7 @@ class MonitoredCollection:
 
 
 def monitored_collections(
-    source: ChromaSource,
+    source: ChromaReader,
     target: QdrantStore,
     checkpoint: Mapping[str, Mapping[str, Any]] | None,
     requested: Sequence[str],
@@ -70,9 +70,8 @@ def monitored_collections(
     if checkpoint is not None:
         names = list(checkpoint)
         if requested:
-            for name in requested:
-                if name not in checkpoint and name not in known:
-                    source.collection(name)  # raises SourceError listing what exists
+            if unknown := [n for n in requested if n not in checkpoint and n not in known]:
+                source.resolve_collections(unknown)  # a ConfigError listing what exists
             names = list(dict.fromkeys(requested))
     else:
         names = source.resolve_collections(list(requested))
@@ -134,7 +133,7 @@ def collection_seed(seed: int, name: str) -> np.random.SeedSequence:
 
 
 def build_queries(
-    source: ChromaSource,
+    source: ChromaReader,
     row: MonitoredCollection,
     *,
     queries: int,
