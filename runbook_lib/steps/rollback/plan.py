@@ -138,6 +138,18 @@ class QdrantCleanup:
         """The collections the cleanup deletes, in order."""
         return [a.name for a in self.actions if a.op == DELETE_COLLECTION]
 
+    def plan_deletions(self, checkpoint: dict[str, Any], brought_back: list[str]) -> None:
+        """Each collection the cleanup deletes, with the Chroma collection it holds (from the run's
+        ``checkpoint``); one whose changes are brought back (``brought_back``: source names) is compared with the
+        ledger right before its deletion."""
+        states = checkpoint.get("collections", {})
+        source_of = {st["target"]: name for name, st in states.items() if st.get("target")}
+        checked = {states[name]["target"] for name in brought_back}
+        self.deletions = {
+            name: Deletion(name, source_of.get(name), ledger_checked=name in checked and name in source_of)
+            for name in self.doomed
+        }
+
 
 @dataclass
 class AppSettings:

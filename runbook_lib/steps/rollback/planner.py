@@ -28,7 +28,6 @@ from runbook_lib.steps.rollback.plan import (
     AppSettings,
     BringBack,
     ChromaPlan,
-    Deletion,
     QdrantCleanup,
     RollbackPlan,
     read_run_checkpoint,
@@ -54,24 +53,18 @@ def build_plan(step: Step) -> RollbackPlan:
     qdrant = _plan_qdrant(step, checkpoint, warnings) if (p.remove_qdrant or chroma_in_scope) else None
     if qdrant is not None and p.remove_qdrant:
         refuse_if_taken_over(step.run, step.settings.outputs, checkpoint, qdrant.doomed)
-    bring_back = None
-    if (
-        chroma_in_scope
-        and qdrant is not None
-        and qdrant.state_before is not None
-        and (chroma_plan.touched or chroma.is_server)
-    ):
-        existing = set(qdrant.state_before["collections"])
-        names = _not_being_removed(checkpoint, sync_names(checkpoint, existing, warnings), warnings)
-        bring_back = _plan_bring_back(step, names, chroma_plan) if names else None
+    bring_back = _plan_bring_back(step, checkpoint, chroma_plan, qdrant, warnings) if chroma_in_scope else None
     if qdrant is not None:
-        qdrant.deletions = _deletions(qdrant, checkpoint, bring_back.collections if bring_back else [])
-    env = chroma_env(step.settings)
-    env_path = step.run.dir / ENV_FILE
-    app = AppSettings(
-        env, env_path, Action("app", WRITE_ENV, str(env_path), ", ".join(f"{k}={v}" for k, v in env.items()))
+        qdrant.plan_deletions(checkpoint, bring_back.collections if bring_back else [])
+    return RollbackPlan(
+        run_id, checkpoint, chroma_plan, chroma_plan.action(), bring_back, qdrant, _app_settings(step), warnings
     )
-    return RollbackPlan(run_id, checkpoint, chroma_plan, chroma_plan.action(), bring_back, qdrant, app, warnings)
+
+
+def _app_settings(step: Step) -> AppSettings:
+    env = chroma_env(step.settings)
+    path = step.run.dir / ENV_FILE
+    return AppSettings(env, path, Action("app", WRITE_ENV, str(path), ", ".join(f"{k}={v}" for k, v in env.items())))
 
 
 def _check_not_open(plan: ChromaPlan, confirm: bool, warnings: list[str]) -> None:
@@ -103,19 +96,17 @@ def _plan_qdrant(step: Step, checkpoint: dict[str, Any], warnings: list[str]) ->
     return QdrantCleanup(actions, state, carried_out=True)
 
 
-def _deletions(qdrant: QdrantCleanup, checkpoint: dict[str, Any], brought_back: list[str]) -> dict[str, Deletion]:
-    """Each collection the cleanup deletes, with the Chroma collection it holds; one whose changes are brought
-    back is compared with the ledger right before its deletion."""
-    states = checkpoint.get("collections", {})
-    source_of = {st["target"]: name for name, st in states.items() if st.get("target")}
-    checked = {states[name]["target"] for name in brought_back}
-    return {
-        name: Deletion(name, source_of.get(name), ledger_checked=name in checked and name in source_of)
-        for name in qdrant.doomed
-    }
-
-
-def _plan_bring_back(step: Step, names: list[str], chroma_plan: ChromaPlan) -> BringBack:
+def _plan_bring_back(
+    step: Step, checkpoint: dict[str, Any], chroma_plan: ChromaPlan, qdrant: QdrantCleanup | None, warnings: list[str]
+) -> BringBack | None:
+    """The reverse sync of every collection whose migration finished and whose Qdrant collection still exists
+    (and whose removal no earlier attempt began); None when there is none, or ChromaDB or Qdrant is out of it."""
+    if qdrant is None or qdrant.state_before is None or not (chroma_plan.touched or step.settings.chroma.is_server):
+        return None
+    existing = set(qdrant.state_before["collections"])
+    names = _not_being_removed(checkpoint, sync_names(checkpoint, existing, warnings), warnings)
+    if not names:
+        return None
     on_conflict = step.p.on_conflict
     planned = plan_bring_back(
         step, names, restore=chroma_plan.restore, backup=chroma_plan.backup, on_conflict=on_conflict
