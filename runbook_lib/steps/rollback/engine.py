@@ -72,9 +72,7 @@ def rollback(step: Step) -> RollbackResult:
     for a in result.actions:
         log.info("  %s: %s %s - %s", a.system, a.op, a.name, a.detail)
     if result.blocked or not confirmed:
-        for a in result.actions:
-            if a.status == "planned":
-                a.status = "not done (stopped: conflict)" if result.blocked else "not done (confirm=False)"
+        result.mark_not_done("stopped: conflict" if result.blocked else "confirm=False")
         _show(result)
         return result
     _show(result)

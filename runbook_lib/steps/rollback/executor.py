@@ -66,25 +66,25 @@ class Execution:
 
 def carry_out(step: Step, plan: RollbackPlan, result: RollbackResult) -> None:
     """Carry the plan out, move by move in its order, then check ChromaDB; ``result`` records what happened."""
-    run = Execution(step, plan, result)
+    execution = Execution(step, plan, result)
     for move in plan.moves:
-        if not _MOVES[type(move)](run, move):
+        if not _MOVES[type(move)](execution, move):
             return
-    _check_chroma(run)
+    _check_chroma(execution)
     result.ok = not result.errors
 
 
-def _restore(run: Execution, plan: ChromaPlan) -> bool:
+def _restore(execution: Execution, plan: ChromaPlan) -> bool:
     """Stage the backup (copy + verify) beside the live directory, then swap it in; the old one is kept."""
     if not plan.restore:
         return True
     assert plan.backup is not None and plan.persist_dir is not None
-    result = run.result
+    result = execution.result
     staging = stage_restore(plan.backup, plan.persist_dir)
     old = swap_in(staging, plan.persist_dir)
     result.restored_from = str(plan.backup.path)
     result.kept_old_dir = str(old) if old else None
-    run.plan.chroma_action.status = "done"
+    execution.plan.chroma_action.status = "done"
     after = chroma_files.compare_checksums(plan.backup.manifest["files"], plan.persist_dir)
     if after:
         raise BackupError(
@@ -92,30 +92,28 @@ def _restore(run: Execution, plan: ChromaPlan) -> bool:
             f"was not touched and the previous directory is kept at {old}; check the disk and run the rollback again."
         )
     log.info("ChromaDB: restored %s from %s (previous kept as %s)", plan.persist_dir, result.restored_from, old)
-    with Ledger.for_run(run.step.run.state_dir) as ledger:  # another directory: its write sequence is not trusted
+    with Ledger.for_run(execution.step.run.state_dir) as ledger:  # another directory: its write sequence is not trusted
         ledger.forget_sequences()
     return True
 
 
-def _bring_back(run: Execution, move: BringBack) -> bool:
+def _bring_back(execution: Execution, move: BringBack) -> bool:
     """The reverse sync; False (the rollback stops, nothing changed) on a conflict that appeared since the plan."""
-    result = run.result
-    done = bring_back(run.step, move.collections, restore=move.restore, on_conflict=move.on_conflict)
-    run.kept_conflicts = done.kept_conflicts
+    result = execution.result
+    done = bring_back(execution.step, move.collections, restore=move.restore, on_conflict=move.on_conflict)
+    execution.kept_conflicts = done.kept_conflicts
     result.reverse_sync = done.to_dict()
     if done.blocked:  # keep mode only: nothing was changed yet
         result.blocked = list(done.blocked)
         result.ok = False
-        for a in result.actions:
-            if a.status == "planned":
-                a.status = "not done (stopped: conflict)"
+        result.mark_not_done("stopped: conflict")
         return False
     result.brought_back = done.totals()["applied"]
     result.previous_dir = done.previous_dir
     if move.action.op == BRING_BACK or result.brought_back:
         move.action.status = "done"
     if move.restore and done.previous_dir:
-        _drop_intermediate(run.plan.chroma, Path(done.previous_dir), result)
+        _drop_intermediate(execution.plan.chroma, Path(done.previous_dir), result)
     return True
 
 
@@ -128,21 +126,23 @@ def _drop_intermediate(plan: ChromaPlan, previous: Path, result: RollbackResult)
         result.previous_dir = None
 
 
-def _clean_up_qdrant(run: Execution, cleanup: QdrantCleanup) -> bool:
+def _clean_up_qdrant(execution: Execution, cleanup: QdrantCleanup) -> bool:
     """Record that the changes came back, then run each planned Qdrant action in order (a failure is recorded and
     the others still run)."""
     if not cleanup.carried_out:
         return True
-    state_dir = run.step.run.state_dir
-    _record_progress(run.step.run, brought_back=run.plan.bring_back.collections if run.plan.bring_back else [])
-    target = open_target(run.step)
+    state_dir = execution.step.run.state_dir
+    _record_progress(
+        execution.step.run, brought_back=execution.plan.bring_back.collections if execution.plan.bring_back else []
+    )
+    target = open_target(execution.step)
     if target is None:
         return True
     ledger = Ledger.for_run(state_dir, create=False) if (state_dir / LEDGER).is_file() else None
-    layout = get_layout(*run_layout_params(run.plan.checkpoint))  # type: ignore[arg-type]
+    layout = get_layout(*run_layout_params(execution.plan.checkpoint))  # type: ignore[arg-type]
 
     def before_delete(name: str) -> None:
-        _export_and_check(run, target, ledger, layout, cleanup.deletions[name])
+        _export_and_check(execution, target, ledger, layout, cleanup.deletions[name])
 
     with target, ledger or contextlib.nullcontext():
         for action in cleanup.actions:
@@ -152,21 +152,21 @@ def _clean_up_qdrant(run: Execution, cleanup: QdrantCleanup) -> bool:
                 apply_action(target, action, before_delete)
             except RunbookError as exc:
                 action.status = "failed"
-                run.result.errors.append(str(exc))
+                execution.result.errors.append(str(exc))
                 continue
             action.status = "done"
-        run.result.qdrant_after = qdrant_state(target)
+        execution.result.qdrant_after = qdrant_state(target)
     return True
 
 
 def _export_and_check(
-    run: Execution, target: QdrantStore, ledger: Ledger | None, layout: Layout, deletion: Deletion
+    execution: Execution, target: QdrantStore, ledger: Ledger | None, layout: Layout, deletion: Deletion
 ) -> None:
     """Export the collection (:mod:`~runbook_lib.steps.rollback.export`) and, when its changes were just brought
     back, re-check it against the ledger (a point the app wrote since stops the deletion); then record its deletion
     as begun."""
     collection, source = deletion.collection, deletion.source
-    path = export_path(run.step.run.dir, collection)
+    path = export_path(execution.step.run.dir, collection)
     check = ledger is not None and deletion.ledger_checked
     written, differ = export_points(
         target,
@@ -175,16 +175,16 @@ def _export_and_check(
         ledger=ledger if check else None,
         collection=source,
         layout=layout,
-        allowed=set(run.kept_conflicts.get(source or "", [])),
+        allowed=set(execution.kept_conflicts.get(source or "", [])),
     )
-    run.result.exports[collection] = str(path)
+    execution.result.exports[collection] = str(path)
     if differ:
         raise TargetError(
             f"Qdrant collection {collection!r} was not deleted: {differ} of its {written} point(s) changed after "
             "its changes were brought back into ChromaDB (the app is still writing to Qdrant); stop the app and "
             f"run the rollback again (its points are exported to {path})."
         )
-    _record_progress(run.step.run, collection)
+    _record_progress(execution.step.run, collection)
     log.info("Qdrant: %s exported to %s (%d points) before its deletion", collection, path, written)
 
 
@@ -202,20 +202,20 @@ def _record_progress(run: Run, deleting: str | None = None, *, brought_back: lis
     checkpoint.save()
 
 
-def _write_env(run: Execution, app: AppSettings) -> bool:
+def _write_env(execution: Execution, app: AppSettings) -> bool:
     """Point the app back at ChromaDB: ``rollback.env``."""
-    result = run.result
-    result.env_written = render_env(app.env, run.plan.run_id)
+    result = execution.result
+    result.env_written = render_env(app.env, execution.plan.run_id)
     write_text_scrubbed(app.path, result.env_written)
     result.env_file = str(app.path)
     app.action.status = "done"
     return True
 
 
-def _check_chroma(run: Execution) -> None:
+def _check_chroma(execution: Execution) -> None:
     """Prove ChromaDB is healthy and, when that means something (restored, nothing came back), complete."""
-    chroma, result = run.plan.chroma, run.result
-    settings = run.step.settings.chroma
+    chroma, result = execution.plan.chroma, execution.result
+    settings = execution.step.settings.chroma
     if not chroma.touched and not settings.is_server:
         return
     result.health = chroma_health(settings)

@@ -63,6 +63,12 @@ class RollbackResult:
             warnings=[*notes, *plan.warnings],
         )
 
+    def mark_not_done(self, why: str) -> None:
+        """Every action still planned did not happen: ``not done (<why>)``."""
+        for a in self.actions:
+            if a.status == "planned":
+                a.status = f"not done ({why})"
+
     def _n(self, op: str, status: str = "done") -> int:
         return sum(1 for a in self.actions if a.op == op and a.status == status)
 
