@@ -1,8 +1,11 @@
 """Shared fixtures: real ChromaDB (persistent directory and a `chroma run` server), real Qdrant (Qdrant Edge, the
 engine in-process, and qdrant-client's local mode).
 
-Every test gets its own CHROMA_PERSIST_DIR / QDRANT_PATH / RUNBOOK_OUTPUTS under tmp_path through the
-``runbook_env`` fixture; nothing touches the project's data/ or outputs/.
+Every test gets its own CHROMA_PERSIST_DIR / Qdrant target / RUNBOOK_OUTPUTS under tmp_path through the
+``runbook_env`` fixture; nothing touches the project's data/ or outputs/. The target is the engine, Qdrant Edge
+(``QDRANT_EDGE_PATH``), unless a test asks for ``qdrant_kind``: tests marked ``@on_both_targets`` (the congruence
+subset: exact copy, forward sync, the app layer's search and filters, rollback) run once on Edge and once on
+qdrant-client's local mode (``QDRANT_PATH``), and where the two differ the assertion is the engine's (= Chroma's).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +72,26 @@ def _close(client: Any) -> None:
     SharedSystemClient.clear_system_cache()
 
 
+#: The embedded targets a congruence test runs on: the engine (Qdrant Edge) and qdrant-client's local mode.
+TARGET_KINDS = ("edge", "local")
+#: The variable that names each embedded target's folder.
+TARGET_VARIABLE = {"edge": "QDRANT_EDGE_PATH", "local": "QDRANT_PATH"}
+#: Run a test on Edge and on local mode (it must use ``runbook_env`` or ``qdrant_kind``); the congruence subset.
+on_both_targets = pytest.mark.parametrize("qdrant_kind", TARGET_KINDS)
+#: Run a test on local mode only: for what Qdrant Edge lacks (aliases), where local mode stands in for a server.
+on_local_mode = pytest.mark.parametrize("qdrant_kind", ["local"])
+
+
 @pytest.fixture
-def runbook_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
-    """Environment for one test: its own source dir, Qdrant path and outputs; no secrets, no server."""
+def qdrant_kind() -> str:
+    """Which embedded target ``runbook_env`` sets: Qdrant Edge unless the test is marked ``@on_both_targets``."""
+    return "edge"
+
+
+@pytest.fixture
+def runbook_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, qdrant_kind: str) -> dict[str, Path]:
+    """Environment for one test: its own source dir, Qdrant target folder (Edge's ``QDRANT_EDGE_PATH``, or local
+    mode's ``QDRANT_PATH`` for ``qdrant_kind == "local"``) and outputs; no secrets, no server."""
     for var in (
         "CHROMA_HOST",
         "CHROMA_PORT",
@@ -81,6 +102,7 @@ def runbook_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Pa
         "QDRANT_URL",
         "QDRANT_API_KEY",
         "QDRANT_EDGE_PATH",
+        "QDRANT_PATH",
         "VECTOR_DB",
         "RUNBOOK_HEADLESS",
     ):
@@ -91,7 +113,7 @@ def runbook_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Pa
         "outputs": tmp_path / "outputs",
     }
     monkeypatch.setenv("CHROMA_PERSIST_DIR", str(paths["chroma"]))
-    monkeypatch.setenv("QDRANT_PATH", str(paths["qdrant"]))
+    monkeypatch.setenv(TARGET_VARIABLE[qdrant_kind], str(paths["qdrant"]))
     monkeypatch.setenv("RUNBOOK_OUTPUTS", str(paths["outputs"]))
     monkeypatch.setenv("RUNBOOK_PROGRESS", "off")
     monkeypatch.setenv("MPLBACKEND", "Agg")
@@ -219,15 +241,38 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -
     )
 
 
-def read_qdrant(path: Path, name: str) -> dict[str, Any]:
-    """Every point of a collection in an embedded target (Qdrant Edge when ``path`` holds Edge shards, else
-    local mode): point id -> (vector, payload), its size and distance. Closes the target."""
+def target_kind(path: Path) -> str:
+    """Which embedded target the folder is: local mode once it holds local mode's ``meta.json`` or when
+    ``QDRANT_PATH`` names it, else Qdrant Edge (the engine, the default)."""
+    if (path / "meta.json").is_file() or os.environ.get("QDRANT_PATH") == str(path):
+        return "local"
+    return "edge"
+
+
+def open_qdrant(path: Path) -> Any:
+    """The embedded target at ``path`` (Edge or local mode, :func:`target_kind`) through the runbook's own
+    ``open_target``: a ``QdrantStore`` to use as a context manager (it holds the folder's lock until closed)."""
     from runbook_lib.config.settings import QdrantSettings
     from runbook_lib.qdrant.connect import open_target
 
-    edge = (path / name / "edge_config.json").is_file()
-    settings = QdrantSettings(edge_path=path) if edge else QdrantSettings(path=path)
-    with open_target(settings) as target:
+    kind = target_kind(path)
+    return open_target(QdrantSettings(edge_path=path) if kind == "edge" else QdrantSettings(path=path))
+
+
+@contextmanager
+def holding_qdrant(path: Path) -> Iterator[Any]:
+    """Hold the embedded target at ``path`` as another process would (local mode's folder lock, Edge's lock on
+    every shard there): the runbook's own opener is refused until the block ends. Yields the open store."""
+    with open_qdrant(path) as store:
+        for name in store.collection_names():
+            store.count(name)  # Edge opens (and locks) a shard on first use
+        yield store
+
+
+def read_qdrant(path: Path, name: str) -> dict[str, Any]:
+    """Every point of a collection in an embedded target (:func:`open_qdrant`): point id -> (vector, payload),
+    its size and distance. Closes the target."""
+    with open_qdrant(path) as target:
         points: dict[str, Any] = {}
         offset = None
         while True:

@@ -2,10 +2,10 @@
 
 A fresh virtual environment gets the project installed without extras (``pip install <project>``), then
 its own interpreter imports :mod:`runbook_lib.app` and searches, through :class:`VectorDBClient`, both a
-Qdrant local-mode folder the small sample collections were copied into (``VECTOR_DB=qdrant``) and the
+Qdrant Edge folder (the engine) the small sample collections were copied into (``VECTOR_DB=qdrant``) and the
 ChromaDB directory they came from (``VECTOR_DB=chroma``). The data and the expected answers are built here,
 in the test environment: Chroma's own answer to each query, and the exact nearest neighbours for Qdrant
-(local mode searches exhaustively).
+(the shards are never optimized, so Edge searches its plain segment exhaustively).
 
 The project is copied to a temporary folder and installed from there: building in the working tree would
 leave ``build/`` and ``*.egg-info`` in it, and a stale ``build/lib`` can put deleted modules in the wheel.
@@ -26,11 +26,10 @@ from typing import Any
 import chromadb
 import numpy as np
 import pytest
-from qdrant_client import QdrantClient, models
 
 from runbook_lib.core.mapping import build_payload, chroma_distances, point_id, qdrant_distance
 
-from conftest import make_small_db
+from conftest import make_small_db, open_qdrant
 
 pytestmark = pytest.mark.slow
 
@@ -71,6 +70,8 @@ _SCRUBBED = (
     "CHROMA_AUTH_TOKEN",
     "QDRANT_URL",
     "QDRANT_API_KEY",
+    "QDRANT_EDGE_PATH",
+    "QDRANT_PATH",
     "VECTOR_DB",
 )
 #: Not copied: at the top of the project, what is not source; anywhere, caches and build leftovers.
@@ -196,29 +197,19 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     finally:
         _close_chroma(client)
 
-    qdrant = QdrantClient(path=str(qdrant_dir))
-    try:
+    with open_qdrant(qdrant_dir) as qdrant:  # Qdrant Edge, the engine
         for name in MIGRATED:
             rec, space = records[name], spec[name]["space"]
-            qdrant.create_collection(
-                name,
-                vectors_config=models.VectorParams(
-                    size=rec["vectors"].shape[1], distance=models.Distance(qdrant_distance(space))
-                ),
-            )
+            qdrant.create_collection(name, size=rec["vectors"].shape[1], distance=qdrant_distance(space))
             qdrant.upsert(
                 name,
-                points=[
-                    models.PointStruct(
-                        id=point_id(cid),
-                        vector=rec["vectors"][k].tolist(),
-                        payload=build_payload(cid, rec["documents"][k], rec["metadatas"][k], rec["uris"][k]),
-                    )
+                [point_id(cid) for cid in rec["ids"]],
+                rec["vectors"],
+                [
+                    build_payload(cid, rec["documents"][k], rec["metadatas"][k], rec["uris"][k])
                     for k, cid in enumerate(rec["ids"])
                 ],
             )
-    finally:
-        qdrant.close()
 
     rng = np.random.default_rng(11)
     queries: list[dict[str, Any]] = []
@@ -292,7 +283,7 @@ def _search_in_app_env(python: Path, stores: dict[str, Any], backend: str, work:
     env = _clean_env(
         VECTOR_DB=backend,
         CHROMA_PERSIST_DIR=str(stores["chroma"]),
-        QDRANT_PATH=str(stores["qdrant"]),
+        QDRANT_EDGE_PATH=str(stores["qdrant"]),
         RUNBOOK_OUTPUTS=str(stores["outputs"]),
     )
     proc = _run([str(python), str(script), str(spec_file), str(out_file)], cwd=work, timeout=300, env=env)

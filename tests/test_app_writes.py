@@ -1,6 +1,7 @@
 """VectorDBClient's writes (add, upsert, update, delete) and reads by id (get, count), on real chromadb and real
-qdrant-client local mode: the same writes through ``VECTOR_DB=chroma`` and ``VECTOR_DB=qdrant`` leave both stores
-answering alike, and every Qdrant point the wrapper writes is the point the migration writes for that record.
+Qdrant Edge (the engine; the same-writes test on qdrant-client's local mode too, ``@on_both_targets``): the same
+writes through ``VECTOR_DB=chroma`` and ``VECTOR_DB=qdrant`` leave both stores answering alike, and every Qdrant
+point the wrapper writes is the point the migration writes for that record.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from runbook_lib.app.records import GetResult
 from runbook_lib.config.settings import QdrantSettings
 from runbook_lib.core.mapping import build_payload, normalise_rows, point_id, qdrant_distance
 from runbook_lib.errors import DimensionMismatchError
-from runbook_lib.qdrant.target import QdrantTarget
+from runbook_lib.qdrant.connect import open_target
 
-from conftest import assert_exact_copy, read_qdrant
+from conftest import TARGET_VARIABLE, assert_exact_copy, on_both_targets, read_qdrant
 
 DIM = 6
 SPACES = ("cosine", "l2", "ip")
@@ -35,34 +36,38 @@ class Dirs:
     chroma: Path
     qdrant: Path
     outputs: Path
+    kind: str = "edge"  # the embedded Qdrant target: "edge" (QDRANT_EDGE_PATH) or "local" (QDRANT_PATH)
 
     def env(self, backend: str, **extra: str) -> dict[str, str]:
         return {
             "VECTOR_DB": backend,
             "CHROMA_PERSIST_DIR": str(self.chroma),
-            "QDRANT_PATH": str(self.qdrant),
+            TARGET_VARIABLE[self.kind]: str(self.qdrant),
             "RUNBOOK_OUTPUTS": str(self.outputs),
             **extra,
         }
 
+    def settings(self) -> QdrantSettings:
+        return QdrantSettings(edge_path=self.qdrant) if self.kind == "edge" else QdrantSettings(path=self.qdrant)
 
-def make_stores(root: Path, collections: dict[str, str], dim: int = DIM) -> Dirs:
-    """Empty collections of the same names and spaces in a ChromaDB directory and a Qdrant local folder, as the
-    migration creates them."""
-    dirs = Dirs(root / "chroma", root / "qdrant", root / "outputs")
+
+def make_stores(root: Path, collections: dict[str, str], dim: int = DIM, kind: str = "edge") -> Dirs:
+    """Empty collections of the same names and spaces in a ChromaDB directory and an embedded Qdrant folder (Edge,
+    or local mode), as the migration creates them."""
+    dirs = Dirs(root / "chroma", root / "qdrant", root / "outputs", kind)
     client = chromadb.PersistentClient(path=str(dirs.chroma))
     for name, space in collections.items():
         client.create_collection(name, metadata={"hnsw:space": space}, embedding_function=None)
     client.close()
-    with QdrantTarget(QdrantSettings(path=dirs.qdrant)) as target:  # as the migration creates them
+    with open_target(dirs.settings()) as target:  # as the migration creates them
         for name, space in collections.items():
             target.create_collection(name, size=dim, distance=qdrant_distance(space))
     return dirs
 
 
 @pytest.fixture
-def dirs(tmp_path: Path) -> Dirs:
-    return make_stores(tmp_path, {f"docs_{s}": s for s in SPACES})
+def dirs(tmp_path: Path, qdrant_kind: str) -> Dirs:
+    return make_stores(tmp_path, {f"docs_{s}": s for s in SPACES}, kind=qdrant_kind)
 
 
 def vec(seed: int) -> list[float]:
@@ -127,6 +132,7 @@ def read_all(env: dict[str, str], name: str) -> dict[str, Any]:
         }
 
 
+@on_both_targets
 @pytest.mark.parametrize("space", SPACES)
 def test_same_writes_leave_both_stores_answering_alike(dirs: Dirs, space: str) -> None:
     name = f"docs_{space}"
@@ -188,7 +194,7 @@ def test_a_written_point_is_byte_for_byte_the_migrated_point(dirs: Dirs, space: 
         db.update(name, ["p-4"], documents=["four"])  # a payload-only rewrite keeps the vector bit for bit
     migrated = to_points(0, RecordBatch(ids, vectors, documents, metadatas, uris), normalise=space == "cosine")
     # the migration's own write path (QdrantTarget.upsert of to_points) into a twin collection of the same folder
-    with QdrantTarget(QdrantSettings(path=dirs.qdrant)) as target:
+    with open_target(dirs.settings()) as target:
         target.create_collection("migrated", size=DIM, distance=qdrant_distance(space))
         target.upsert("migrated", migrated.ids, migrated.vectors, migrated.payloads)
     written = read_qdrant(dirs.qdrant, name)["points"]

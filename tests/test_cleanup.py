@@ -1,7 +1,7 @@
 """`runbook cleanup` never deletes, without --force, a backup that a rollback may still need: the backup of the
 newest run of a collection still live in Qdrant, or of a run that has not finished; and it says what deleting a
-backup means for a rollback. Real run folders (state.run.Run + the checkpoint), real backups, real Qdrant local mode,
-and once a real migration."""
+backup means for a rollback. Real run folders (state.run.Run + the checkpoint), real backups, real Qdrant Edge
+(local mode where aliases are needed), and once a real migration."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from qdrant_client import QdrantClient, models
 
 from runbook_lib.chroma.backup import backup_root, create_backup
 from runbook_lib.runner import cleanup
@@ -21,7 +20,7 @@ from runbook_lib.state.checkpoint import CHECKPOINT, Checkpoint
 from runbook_lib.state.run import Run
 from runbook_lib.steps.migrate.engine import migrate
 
-from conftest import run_step_inprocess
+from conftest import holding_qdrant, on_local_mode, open_qdrant, run_step_inprocess
 
 NOW = datetime.now(UTC)
 
@@ -58,18 +57,11 @@ def _run(
 
 
 def _live(env: dict[str, Path], collections: list[str], aliases: dict[str, str] | None = None) -> None:
-    client = QdrantClient(path=str(env["qdrant"]))
-    try:
+    with open_qdrant(env["qdrant"]) as store:
         for name in collections:
-            client.create_collection(name, vectors_config=models.VectorParams(size=4, distance=models.Distance.COSINE))
-        ops = [
-            models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=c, alias_name=a))
-            for a, c in (aliases or {}).items()
-        ]
-        if ops:
-            client.update_collection_aliases(change_aliases_operations=ops)
-    finally:
-        client.close()
+            store.create_collection(name, size=4, distance="Cosine")
+        for alias, collection in (aliases or {}).items():
+            store.set_alias(alias, collection)
 
 
 def _actions(env: dict[str, Path], **kwargs: Any) -> dict[str, str]:
@@ -81,6 +73,7 @@ def _actions(env: dict[str, Path], **kwargs: Any) -> dict[str, str]:
     return {b.name: b.action for b in plan}
 
 
+@on_local_mode  # aliases (Edge has none)
 def test_the_newest_run_of_a_live_collection_keeps_its_backup(
     small_source: dict[str, Any], runbook_env: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -152,6 +145,7 @@ def test_unfinished_runs_keep_their_backup(
     assert not partial.exists()
 
 
+@on_local_mode  # a held folder: local mode cannot be read at all; Edge lists its shards while another holds them
 def test_when_qdrant_cannot_be_read_every_migrating_run_keeps_its_backup(
     small_source: dict[str, Any], runbook_env: dict[str, Path]
 ) -> None:
@@ -160,11 +154,8 @@ def test_when_qdrant_cannot_be_read_every_migrating_run_keeps_its_backup(
     second = _run(env, 15, migrated={"alpha_docs": ("alpha_docs", None)})
     nothing = _run(env, 12)
     _live(env, ["alpha_docs"])
-    holder = QdrantClient(path=str(env["qdrant"]))  # another process would hold local mode's lock just the same
-    try:
+    with holding_qdrant(env["qdrant"]):  # another process holding the target's lock, just the same
         actions = _actions(env)
-    finally:
-        holder.close()
     for run in (first, second):
         assert actions[run.run_id].startswith("keep: Qdrant could not be read"), actions
     assert actions[nothing.run_id].startswith("keep: newest verified backup")

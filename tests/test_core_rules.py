@@ -1,13 +1,12 @@
 """Pure rules of ``runbook_lib.core`` that a verdict depends on: the absent-value sentinel and integer equality in
-the where translation, checked against qdrant-client's embedded local mode."""
+the where translation, checked on Qdrant Edge (the engine) and on qdrant-client's local mode (``qdrant_store``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+import uuid
+from typing import Any
 
 import pytest
-from qdrant_client import QdrantClient, models
 
 from runbook_lib.core.compare import ABSENT, payload_differences, strict_equal, value_differences
 from runbook_lib.core.filters import to_qdrant_filter
@@ -26,24 +25,21 @@ def test_absent_is_not_any_stored_value() -> None:
 
 
 @pytest.fixture
-def big_ints(tmp_path: Path) -> Iterator[QdrantClient]:
-    client = QdrantClient(path=str(tmp_path / "q"))
-    client.create_collection("c", vectors_config=models.VectorParams(size=2, distance=models.Distance.DOT))
+def big_ints(qdrant_store: Any) -> Any:
+    """Edge and local mode (``qdrant_store``): point ``UUID(int=i)`` holds value ``i``'s number."""
+    qdrant_store.create_collection("c", size=2, distance="Dot")
     values = {1: 2**53, 2: 2**53 + 1, 3: 2**53 + 2, 4: -(2**60) - 1, 5: -(2**60), 6: 3, 7: 3.0}
-    client.upsert(
-        "c",
-        [models.PointStruct(id=i, vector=[1.0, 0.0], payload={"metadata": {"n": v}}) for i, v in values.items()],
-    )
-    yield client
-    client.close()
+    ids = [str(uuid.UUID(int=i)) for i in values]
+    qdrant_store.upsert("c", ids, [[1.0, 0.0]] * len(ids), [{"metadata": {"n": v}} for v in values.values()])
+    return qdrant_store
 
 
-def _ids(client: QdrantClient, where: dict[str, object]) -> list[int]:
-    points, _ = client.scroll("c", scroll_filter=to_qdrant_filter(where), limit=100)
-    return sorted(int(p.id) for p in points)
+def _ids(store: Any, where: dict[str, object]) -> list[int]:
+    points, _ = store.scroll("c", query_filter=to_qdrant_filter(where), limit=100, with_vectors=False)
+    return sorted(uuid.UUID(str(p.id)).int for p in points)
 
 
-def test_integer_equality_is_exact_above_2_53(big_ints: QdrantClient) -> None:
+def test_integer_equality_is_exact_above_2_53(big_ints: Any) -> None:
     assert _ids(big_ints, {"n": 2**53 + 1}) == [2]
     assert _ids(big_ints, {"n": -(2**60) - 1}) == [4]
     assert _ids(big_ints, {"n": {"$in": [2**53, 2**53 + 2]}}) == [1, 3]

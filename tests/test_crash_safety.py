@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from qdrant_client import QdrantClient, models
 from test_rollback_live import (
     assert_every_write_is_in_chroma,
     chroma_get,
@@ -29,7 +28,7 @@ from runbook_lib.state.checkpoint import CHECKPOINT
 from runbook_lib.steps.rollback.engine import rollback
 from runbook_lib.steps.sync.engine import sync
 
-from conftest import assert_exact_copy, run_step_inprocess
+from conftest import assert_exact_copy, open_qdrant, run_step_inprocess
 from test_rollback import qdrant_state, siblings, tree_digest
 
 TESTS = Path(__file__).parent
@@ -130,11 +129,10 @@ def test_a_rollback_rerun_after_a_crash_in_its_cleanup_deletes_no_chroma_record(
     assert len(gone) == 1
     checkpoint = json.loads((runbook_env["outputs"] / rid / "state" / CHECKPOINT).read_text())
     assert checkpoint["rollback"]["cleanup_started"] == gone and checkpoint["rollback"]["brought_back_at"]
-    # what a crash inside local mode's delete leaves: the collection re-created empty
-    client = QdrantClient(path=str(qdrant))
+    # what a crash inside a target's delete can leave: the collection re-created empty
     size, distance = {"alpha_docs": (16, "Cosine"), "beta_docs": (8, "Euclid"), "gamma_docs": (4, "Dot")}[gone[0]]
-    client.create_collection(gone[0], vectors_config=models.VectorParams(size=size, distance=models.Distance(distance)))
-    client.close()
+    with open_qdrant(qdrant) as store:
+        store.create_collection(gone[0], size=size, distance=distance)
     _, result = run_step_inprocess("rollback", rollback, run_id=rid, confirm=True)
     assert result.ok, result.errors
     assert any("began in an earlier attempt" in w for w in result.warnings), result.warnings

@@ -2,7 +2,8 @@
 
 Each migration writes ``<name>__<run_id>`` and points the alias ``<name>`` (what the app queries) at it;
 rolling a run back points the alias at the collection it pointed at before. Real ChromaDB directories
-and real qdrant-client local mode; every client is closed before a step runs (one per path).
+and real qdrant-client local mode, standing in for a server (Qdrant Edge has no aliases and refuses
+``cutover="alias"``, ``tests/test_edge_steps.py``); every client is closed before a step runs (one per path).
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ from runbook_lib.steps.rollback.engine import rollback
 from conftest import run_step_inprocess
 
 MIGRATED = ("alpha_docs", "beta_docs", "gamma_docs")  # empty_docs has no dimension and is skipped
+
+
+@pytest.fixture
+def qdrant_kind() -> str:
+    """Aliases: local mode (a server's API) for every test here; Edge has none."""
+    return "local"
 
 
 def qdrant_view(path: Path) -> tuple[list[str], dict[str, str]]:

@@ -1,4 +1,4 @@
-"""VECTOR_DB=dual on real chromadb and real qdrant-client local mode: writes reach both stores, reads come from
+"""VECTOR_DB=dual on real chromadb and real Qdrant Edge (the engine): writes reach both stores, reads come from
 VECTOR_DB_READ, and a write the secondary store really misses (a Qdrant server that is not there, a Qdrant folder
 another client holds, a Chroma collection deleted) is journaled durably, listed by ``Journal.pending()`` and
 replayed."""
@@ -14,12 +14,12 @@ from pathlib import Path
 
 import chromadb
 import pytest
-from qdrant_client import QdrantClient
 
 from runbook_lib.app import UnknownCollectionError, VectorDBClient
 from runbook_lib.app.journal import Journal, JournalError
 from runbook_lib.errors import ConfigError, RunbookError
 
+from conftest import holding_qdrant
 from test_app_writes import ALL, Dirs, canonical, make_stores, vec
 
 NAME = "docs"
@@ -95,13 +95,10 @@ def test_unreachable_qdrant_server_is_journaled_durably(dirs: Dirs) -> None:
 
 
 def test_locked_qdrant_folder_is_journaled_then_replayed(dirs: Dirs) -> None:
-    holder = QdrantClient(path=str(dirs.qdrant))  # local mode: one client per folder, so the app's cannot open it
-    try:
-        with VectorDBClient(dirs.env("dual")) as db:
-            writes(db)
-            assert db.journal_backlog() == 4
-    finally:
-        holder.close()
+    # an embedded target has one user at a time (Edge locks each shard), so the app's cannot open it
+    with holding_qdrant(dirs.qdrant), VectorDBClient(dirs.env("dual")) as db:
+        writes(db)
+        assert db.journal_backlog() == 4
     with VectorDBClient(dirs.env("dual")) as db:
         assert db.replay_journal() == 4
         assert db.journal_backlog() == 0
@@ -205,13 +202,9 @@ def test_concurrent_appends_get_distinct_sequence_numbers(tmp_path: Path) -> Non
 
 def test_get_include_all_from_both_after_replay_matches(dirs: Dirs) -> None:
     """Replay copies whole records: documents, metadata (types kept) and uris equal in both stores."""
-    holder = QdrantClient(path=str(dirs.qdrant))
-    try:
-        with VectorDBClient(dirs.env("dual")) as db:
-            db.add(NAME, ["a", "b"], [vec(1), vec(2)], documents=["A", None], metadatas=[{"i": 1, "f": 1.0}, None])
-            db.update(NAME, ["b"], uris=["s3://b"])
-    finally:
-        holder.close()
+    with holding_qdrant(dirs.qdrant), VectorDBClient(dirs.env("dual")) as db:
+        db.add(NAME, ["a", "b"], [vec(1), vec(2)], documents=["A", None], metadatas=[{"i": 1, "f": 1.0}, None])
+        db.update(NAME, ["b"], uris=["s3://b"])
     with VectorDBClient(dirs.env("dual")) as db:
         assert db.replay_journal() == 2
     with VectorDBClient(dirs.env("chroma")) as chroma, VectorDBClient(dirs.env("qdrant")) as qdrant:

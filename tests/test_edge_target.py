@@ -16,9 +16,10 @@ import qdrant_edge as qe
 from qdrant_client import models
 
 from runbook_lib.config.settings import QdrantSettings, load_settings
+from runbook_lib.core.filters import payload_path
 from runbook_lib.core.mapping import build_payload, point_id
 from runbook_lib.errors import ConfigError, TargetError
-from runbook_lib.qdrant.base import QdrantStore, TargetCollection
+from runbook_lib.qdrant.base import QdrantStore, TargetCollection, runbook_path
 from runbook_lib.qdrant.connect import open_target
 from runbook_lib.qdrant.edge import ALIAS_REFUSAL, EdgeTarget
 
@@ -147,6 +148,25 @@ def test_payload_indexes_are_reported_by_the_engine_only(qdrant_store: QdrantSto
         "document": "text",
     }
     assert store.payload_indexes("books") == (expected if store.capabilities.payload_indexes else None)
+
+
+def test_an_index_on_a_non_ascii_key_is_reported_under_the_path_it_was_created_with(qdrant_store: QdrantStore) -> None:
+    """The engine reports ``metadata."clé"`` as ``metadata.clé`` (a key it reads bare loses its quotes); the
+    interface gives it back in the runbook's spelling, so verify finds the planned index (found on Edge: the awkward
+    database's verification failed with "no payload index on 'metadata."clé"'")."""
+    store = qdrant_store
+    store.create_collection("keys", size=2, distance="Dot")
+    fields = [payload_path(k) for k in ("clé", "言語", "with space", "dotted.key", "plain")]
+    for field in fields:
+        store.create_payload_index("keys", field, "keyword")
+    expected = dict.fromkeys(fields, "keyword")
+    assert store.payload_indexes("keys") == (expected if store.capabilities.payload_indexes else None)
+    assert [runbook_path(p) for p in ("metadata.clé", 'metadata."a b"[]', "tags[].x", "document")] == [
+        'metadata."clé"',
+        'metadata."a b"[]',
+        "tags[].x",
+        "document",
+    ]
 
 
 # --- Edge itself ----------------------------------------------------------------------------------------------------

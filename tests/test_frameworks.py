@@ -3,7 +3,9 @@
 Each framework writes a ChromaDB store through its own Chroma integration (precomputed embeddings, no model
 downloads), the runbook migrates it with that framework's payload layout, and the framework's own Qdrant store
 then returns the same documents, metadata and neighbour order for the same query vectors (with and without a
-metadata filter) as its Chroma store did; verify and sync agree under the layout.
+metadata filter) as its Chroma store did; verify and sync agree under the layout. The frameworks' Qdrant stores
+take a ``QdrantClient``, which cannot open a Qdrant Edge shard: these tests migrate into qdrant-client's local mode,
+the client's own embedded store (a server is what such an app uses in production).
 """
 
 from __future__ import annotations
@@ -31,6 +33,14 @@ from conftest import _close, run_step_inprocess
 
 DIM = 16
 N = 24
+
+
+@pytest.fixture
+def qdrant_kind() -> str:
+    """The frameworks read through a ``QdrantClient``: local mode (see the module's docstring)."""
+    return "local"
+
+
 TOPICS = ("alpha", "beta", "gamma")
 
 

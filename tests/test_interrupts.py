@@ -88,7 +88,7 @@ def _assert_interrupted(proc: subprocess.Popen[str], run: Path, step: str, stem:
 
 def _assert_kernels_gone() -> None:
     """The kernel the runner started does not outlive the interrupted step (found by its environment)."""
-    mine = f"QDRANT_PATH={os.environ['QDRANT_PATH']}".encode()
+    mine = f"QDRANT_EDGE_PATH={os.environ['QDRANT_EDGE_PATH']}".encode()
     deadline = time.monotonic() + 20
     alive: list[int] = []
     while time.monotonic() < deadline:

@@ -243,7 +243,11 @@ def test_dry_run_notebook_runs_in_jupyterlab(tmp_path: Path, runbook_env: dict[s
     exe = _browser_or_skip()
     make_small_db(runbook_env["chroma"])
     paths = {k: str(v) for k, v in runbook_env.items()}
-    env = {"CHROMA_PERSIST_DIR": paths["chroma"], "QDRANT_PATH": paths["qdrant"], "RUNBOOK_OUTPUTS": paths["outputs"]}
+    env = {
+        "CHROMA_PERSIST_DIR": paths["chroma"],
+        "QDRANT_EDGE_PATH": paths["qdrant"],
+        "RUNBOOK_OUTPUTS": paths["outputs"],
+    }
     shot = tmp_path / "jupyterlab_dry_run.png"
     with jupyter_lab(tmp_path, env) as url:
         seen = run_all_cells(exe, url, tmp_path, shot)
@@ -281,7 +285,7 @@ def test_bad_setting_shows_one_sentence_in_jupyterlab(tmp_path: Path, runbook_en
     missing = tmp_path / "no_such_chroma_dir"
     env = {
         "CHROMA_PERSIST_DIR": str(missing),
-        "QDRANT_PATH": str(runbook_env["qdrant"]),
+        "QDRANT_EDGE_PATH": str(runbook_env["qdrant"]),
         "RUNBOOK_OUTPUTS": str(runbook_env["outputs"]),
     }
     shot = tmp_path / "jupyterlab_dry_run_bad_setting.png"

@@ -1,6 +1,6 @@
 """The app wrapper's Prometheus metrics (runbook_lib.app.metrics) on real searches of both backends.
 
-Real chromadb persistent directory and qdrant-client local mode (the small database, migrated by the runbook's
+Real chromadb persistent directory and Qdrant Edge (the small database, migrated by the runbook's
 own migrate step), each test with its own registry; the exposure paths (a port from ``VECTOR_DB_METRICS_PORT``,
 the ASGI app) served for real on loopback; and the app layer without prometheus-client, where every metric is a
 no-op.
@@ -38,10 +38,11 @@ def _migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The small database migrated once per module by the runbook's migrate step."""
     root = tmp_path_factory.mktemp("metrics_template")
     with pytest.MonkeyPatch.context() as mp:
-        for var in ("CHROMA_HOST", "CHROMA_PORT", "CHROMA_DATABASE", "QDRANT_URL", "QDRANT_API_KEY", "VECTOR_DB"):
+        for var in ("CHROMA_HOST", "CHROMA_PORT", "CHROMA_DATABASE", "QDRANT_URL", "QDRANT_API_KEY", "QDRANT_PATH"):
             mp.delenv(var, raising=False)
+        mp.delenv("VECTOR_DB", raising=False)
         mp.setenv("CHROMA_PERSIST_DIR", str(root / "chroma_db"))
-        mp.setenv("QDRANT_PATH", str(root / "qdrant"))
+        mp.setenv("QDRANT_EDGE_PATH", str(root / "qdrant"))
         mp.setenv("RUNBOOK_OUTPUTS", str(root / "outputs"))
         mp.setenv("RUNBOOK_PROGRESS", "off")
         make_small_db(root / "chroma_db")
@@ -55,7 +56,7 @@ def migrated_env(_migrated_template: Path, runbook_env: dict[str, Path]) -> dict
     """``runbook_env`` holding the small database and its migrated copy; the variables the app reads."""
     for name, key in (("chroma_db", "chroma"), ("qdrant", "qdrant")):
         shutil.copytree(_migrated_template / name, runbook_env[key])
-    return {k: v for k, v in os.environ.items() if k in ("CHROMA_PERSIST_DIR", "QDRANT_PATH", "RUNBOOK_OUTPUTS")}
+    return {k: v for k, v in os.environ.items() if k in ("CHROMA_PERSIST_DIR", "QDRANT_EDGE_PATH", "RUNBOOK_OUTPUTS")}
 
 
 def _value(registry: CollectorRegistry, name: str, **labels: str) -> float:

@@ -1,4 +1,4 @@
-"""Migration on real ChromaDB and real Qdrant local mode: exact content, idempotence, resume, conflicts."""
+"""Migration on real ChromaDB and real Qdrant (Edge, the engine): exact content, idempotence, resume, conflicts."""
 
 from __future__ import annotations
 
@@ -7,20 +7,20 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import chromadb
 import numpy as np
 import pytest
-from qdrant_client import QdrantClient, models
 
 from runbook_lib.chroma.files import checksum_tree, compare_checksums
 from runbook_lib.errors import DimensionMismatchError, ExistingCollectionError
 from runbook_lib.state.checkpoint import CHECKPOINT
 from runbook_lib.steps.migrate.engine import migrate
 
-from conftest import BIN, assert_exact_copy, read_qdrant, run_step_inprocess
+from conftest import BIN, assert_exact_copy, open_qdrant, read_qdrant, run_step_inprocess
 from data_builders import create_awkward_db
 
 
@@ -80,10 +80,9 @@ def test_rerun_changes_nothing(small_source: dict[str, Any], runbook_env: dict[s
 
 
 def test_recreate_replaces_foreign_collection(small_source: dict[str, Any], runbook_env: dict[str, Path]) -> None:
-    client = QdrantClient(path=str(runbook_env["qdrant"]))
-    client.create_collection("beta_docs", vectors_config=models.VectorParams(size=8, distance=models.Distance.DOT))
-    client.upsert("beta_docs", points=[models.PointStruct(id=1, vector=[0.0] * 8, payload={"stale": True})])
-    client.close()
+    with open_qdrant(runbook_env["qdrant"]) as target:
+        target.create_collection("beta_docs", size=8, distance="Dot")
+        target.upsert("beta_docs", [str(uuid.UUID(int=1))], [[0.0] * 8], [{"stale": True}])
     _, result = run_step_inprocess("migrate", migrate, on_existing="recreate")
     assert result.ok
     assert_exact_copy(runbook_env["chroma"], runbook_env["qdrant"], ["beta_docs"])
@@ -92,9 +91,8 @@ def test_recreate_replaces_foreign_collection(small_source: dict[str, Any], runb
 def test_resume_into_wrong_dimension_names_collection(
     small_source: dict[str, Any], runbook_env: dict[str, Path]
 ) -> None:
-    client = QdrantClient(path=str(runbook_env["qdrant"]))
-    client.create_collection("gamma_docs", vectors_config=models.VectorParams(size=5, distance=models.Distance.DOT))
-    client.close()
+    with open_qdrant(runbook_env["qdrant"]) as target:
+        target.create_collection("gamma_docs", size=5, distance="Dot")
     with pytest.raises(Exception) as info:
         run_step_inprocess("migrate", migrate, on_existing="resume", collections="gamma_docs")
     assert isinstance(info.value, DimensionMismatchError) or "dimension" in str(info.value)

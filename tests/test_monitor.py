@@ -1,6 +1,7 @@
 """The monitor step (runbook_lib.steps.monitor.engine, notebooks/04_monitor.ipynb) on small real data.
 
-Real chromadb (persistent directory and `chroma run` server), real qdrant-client local mode, real papermill.
+Real chromadb (persistent directory and `chroma run` server), real Qdrant Edge (the engine; the filter translation
+on local mode too, and local mode's disclaimer on local mode), real papermill.
 Query counts and sweep levels are tiny so the file stays quick; nothing asserts on timings beyond "it finished".
 """
 
@@ -11,6 +12,7 @@ import os
 import shutil
 import signal
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,6 @@ import nbformat
 import numpy as np
 import pytest
 from pydantic import ValidationError
-from qdrant_client import QdrantClient, models
 
 from runbook_fixtures.sample_data import create_sample_db
 from runbook_lib.config.params import MonitorParams
@@ -32,7 +33,7 @@ from runbook_lib.steps.monitor.result import MonitorResult
 from runbook_lib.steps.monitor.stores import LOCAL_MODE_DISCLAIMER
 from runbook_lib.steps.monitor.workload import equality_filter
 
-from conftest import make_small_db, run_cli, run_step_inprocess
+from conftest import make_small_db, on_local_mode, open_qdrant, run_cli, run_step_inprocess
 
 pytestmark = pytest.mark.filterwarnings("ignore:legacy embedding function config:DeprecationWarning")
 
@@ -53,10 +54,10 @@ def _migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tup
     """The small database migrated once per module; ``migrated`` copies it into each test's environment."""
     root = tmp_path_factory.mktemp("monitor_template")
     with pytest.MonkeyPatch.context() as mp:
-        for var in ("CHROMA_HOST", "CHROMA_PORT", "CHROMA_DATABASE", "QDRANT_URL", "QDRANT_API_KEY"):
+        for var in ("CHROMA_HOST", "CHROMA_PORT", "CHROMA_DATABASE", "QDRANT_URL", "QDRANT_API_KEY", "QDRANT_PATH"):
             mp.delenv(var, raising=False)
         mp.setenv("CHROMA_PERSIST_DIR", str(root / "chroma_db"))
-        mp.setenv("QDRANT_PATH", str(root / "qdrant"))
+        mp.setenv("QDRANT_EDGE_PATH", str(root / "qdrant"))
         mp.setenv("RUNBOOK_OUTPUTS", str(root / "outputs"))
         mp.setenv("RUNBOOK_PROGRESS", "off")
         mp.setenv("MPLBACKEND", "Agg")
@@ -124,36 +125,33 @@ def test_bad_parameter_is_one_config_error(runbook_env: dict[str, Path]) -> None
 
 
 # --- the filter translation ----------------------------------------------------------------------
-def test_equality_filter_selects_what_chroma_where_selects(tmp_path: Path) -> None:
-    """Numbers by value (3 == 3.0), booleans apart from numbers, strings apart from numbers, lists ignored."""
+def test_equality_filter_selects_what_chroma_where_selects(tmp_path: Path, qdrant_store: Any) -> None:
+    """Numbers by value (3 == 3.0), booleans apart from numbers, strings apart from numbers, lists ignored; on Edge
+    and on local mode (``qdrant_store``)."""
     values: list[Any] = [3, 3.0, 1, True, False, 0, "3", "a", ["a", "b"], [3, 4], 2.5, None]
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(len(values), 4)).astype(np.float32)
     ids = [f"r{i}" for i in range(len(values))]
     metas = [{"v": v, "n": i} if v is not None else {"n": i} for i, v in enumerate(values)]
     chroma = chromadb.PersistentClient(path=str(tmp_path / "c"))
-    col = chroma.create_collection("filters", embedding_function=None)
-    col.add(ids=ids, embeddings=vectors.tolist(), metadatas=metas)  # type: ignore[arg-type]
-    qdrant = QdrantClient(path=str(tmp_path / "q"))
     try:
-        qdrant.create_collection("filters", vectors_config=models.VectorParams(size=4, distance=models.Distance.EUCLID))
-        qdrant.upsert(
+        col = chroma.create_collection("filters", embedding_function=None)
+        col.add(ids=ids, embeddings=vectors.tolist(), metadatas=metas)  # type: ignore[arg-type]
+        qdrant_store.create_collection("filters", size=4, distance="Euclid")
+        qdrant_store.upsert(
             "filters",
-            points=models.Batch(
-                ids=list(range(len(ids))),
-                vectors=vectors.tolist(),
-                payloads=[{"chroma_id": i, "metadata": m} for i, m in zip(ids, metas, strict=True)],
-            ),
+            [str(uuid.UUID(int=k + 1)) for k in range(len(ids))],
+            vectors,
+            [{"chroma_id": i, "metadata": m} for i, m in zip(ids, metas, strict=True)],
         )
         for value in (3, 3.0, 1, True, False, 0, "3", "a", 2.5, 4):
             expected = set(col.get(where={"v": value}, include=[])["ids"])
-            points, _ = qdrant.scroll(
-                "filters", scroll_filter=equality_filter("v", value), limit=100, with_payload=True
+            points, _ = qdrant_store.scroll(
+                "filters", query_filter=equality_filter("v", value), limit=100, with_payload=True, with_vectors=False
             )
             got = {p.payload["chroma_id"] for p in points if p.payload}
             assert got == expected, (value, got, expected)
     finally:
-        qdrant.close()
         from chromadb.api.shared_system_client import SharedSystemClient
 
         SharedSystemClient.clear_system_cache()
@@ -199,11 +197,11 @@ def test_monitor_through_the_runner(runbook_env: dict[str, Path]) -> None:
     assert 0.0 <= data["agreement"]["overall"]["share_same_ids"] <= 1.0
     metrics = [row["metric"] for row in data["comparison"]]
     assert any("p50" in m for m in metrics) and any("concurrency" in m for m in metrics)
-    # which engine was measured, said plainly
-    assert data["local_mode"] is True and data["disclaimer"] == LOCAL_MODE_DISCLAIMER
-    assert data["engines"]["qdrant"]["kind"] == "embedded local mode"
-    assert "not a Qdrant server" in data["verdict"]
-    assert any(LOCAL_MODE_DISCLAIMER in para for para in data["reading"])
+    # which engine was measured, said plainly: the engine (Qdrant Edge), so no local-mode disclaimer
+    assert data["local_mode"] is False and data["disclaimer"] is None
+    assert data["engines"]["qdrant"]["kind"] == "embedded engine (Qdrant Edge)"
+    assert "not a Qdrant server" not in data["verdict"]
+    assert not any(LOCAL_MODE_DISCLAIMER in para for para in data["reading"])
     # charts: named in the result, present, non-empty PNGs
     assert set(data["figures"]) == {
         "figures/monitor_latency_cdf.png",
@@ -218,20 +216,29 @@ def test_monitor_through_the_runner(runbook_env: dict[str, Path]) -> None:
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert sum(1 for o in outputs if "image/png" in o.get("data", {})) >= 3
     html = (run / "04_monitor.html").read_text()
-    assert "not the Qdrant server" in html and "Max concurrency held" in html
+    assert "Max concurrency held" in html
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["steps"]["monitor"]["status"] == "ok"
+
+
+@on_local_mode
+def test_local_mode_is_measured_with_its_disclaimer(small_source: dict[str, Any], runbook_env: dict[str, Path]) -> None:
+    """Measured on qdrant-client's local mode, the result says plainly that it is not the Qdrant engine."""
+    run_id = _migrate(collections="gamma_docs")
+    _, result = _monitor(run_id, concurrency="")
+    data = _result_json(runbook_env["outputs"], run_id)
+    assert data["local_mode"] is True and data["disclaimer"] == LOCAL_MODE_DISCLAIMER
+    assert data["engines"]["qdrant"]["kind"] == "embedded local mode"
+    assert "not a Qdrant server" in data["verdict"]
+    assert any(LOCAL_MODE_DISCLAIMER in para for para in data["reading"])
 
 
 # --- errors are counted, not fatal ----------------------------------------------------------------
 def test_collection_deleted_before_the_run_shows_errors(migrated: str, runbook_env: dict[str, Path]) -> None:
     """The checkpoint still lists gamma_docs as done, but Qdrant lost it: 100 % errors there, the rest measured."""
     run_id = migrated
-    client = QdrantClient(path=str(runbook_env["qdrant"]))
-    try:
-        client.delete_collection("gamma_docs")
-    finally:
-        client.close()
+    with open_qdrant(runbook_env["qdrant"]) as target:
+        target.delete_collection("gamma_docs")
     _, result = _monitor(run_id)
     assert result.ok
     data = _result_json(runbook_env["outputs"], run_id)
@@ -383,6 +390,7 @@ def test_without_a_checkpoint_all_source_collections_are_used(migrated: str, run
     assert result.agreement["overall"]["compared"] == 3 * 8
 
 
+@on_local_mode  # cutover=alias: Edge has no aliases
 def test_alias_cutover_is_queried_by_alias(
     small_source: dict[str, dict[str, Any]], runbook_env: dict[str, Path]
 ) -> None:

@@ -10,7 +10,6 @@ from typing import Any
 import chromadb
 import numpy as np
 import pytest
-from qdrant_client import QdrantClient, models
 
 from runbook_lib.chroma.backup import backup_root
 from runbook_lib.errors import ConfigError, RunbookError
@@ -19,7 +18,7 @@ from runbook_lib.steps.dry_run.engine import dry_run
 from runbook_lib.steps.migrate import engine as migrate_engine
 from runbook_lib.steps.migrate.engine import migrate
 
-from conftest import _close, run_step_inprocess
+from conftest import _close, open_qdrant, run_step_inprocess
 
 URL = "https://x/doc1"
 HASHED = str(uuid.uuid5(uuid.NAMESPACE_URL, URL))
@@ -39,15 +38,12 @@ def _qdrant_state(path: Path) -> dict[str, Any]:
     """Every collection with its point count and payloads (what "nothing changed" compares)."""
     if not path.exists():
         return {}
-    client = QdrantClient(path=str(path))
-    try:
+    with open_qdrant(path) as store:
         state: dict[str, Any] = {}
-        for c in client.get_collections().collections:
-            records, _ = client.scroll(c.name, limit=1000, with_payload=True)
-            state[c.name] = sorted((str(r.id), json.dumps(r.payload, sort_keys=True)) for r in records)
+        for name in store.collection_names():
+            records, _ = store.scroll(name, limit=1000, with_payload=True, with_vectors=False)
+            state[name] = sorted((str(r.id), json.dumps(r.payload, sort_keys=True)) for r in records)
         return state
-    finally:
-        client.close()
 
 
 def _no_backup(runbook_env: dict[str, Path]) -> bool:
@@ -87,10 +83,9 @@ def test_unknown_collection_changes_nothing(small_source: dict[str, Any], runboo
 def test_foreign_collection_at_second_collection_changes_nothing(
     small_source: dict[str, Any], runbook_env: dict[str, Path]
 ) -> None:
-    client = QdrantClient(path=str(runbook_env["qdrant"]))
-    client.create_collection("beta_docs", vectors_config=models.VectorParams(size=8, distance=models.Distance.DOT))
-    client.upsert("beta_docs", points=[models.PointStruct(id=1, vector=[0.0] * 8, payload={"stale": True})])
-    client.close()
+    with open_qdrant(runbook_env["qdrant"]) as store:
+        store.create_collection("beta_docs", size=8, distance="Dot")
+        store.upsert("beta_docs", [str(uuid.UUID(int=1))], [[0.0] * 8], [{"stale": True}])
     before = _qdrant_state(runbook_env["qdrant"])
     with pytest.raises(ConfigError, match=r"beta_docs.*on_existing=resume") as info:
         run_step_inprocess("migrate", migrate, collections="alpha_docs,beta_docs")
@@ -156,9 +151,8 @@ def test_a_problem_found_on_the_backup_removes_the_backup(
 ) -> None:
     """on_existing=resume onto a Qdrant collection of another distance is only seen once the distance is read (from
     the backup): the run stops with exit 2 and leaves no backup behind."""
-    q = QdrantClient(path=str(runbook_env["qdrant"]))
-    q.create_collection("beta_docs", vectors_config=models.VectorParams(size=8, distance=models.Distance.DOT))
-    q.close()
+    with open_qdrant(runbook_env["qdrant"]) as store:
+        store.create_collection("beta_docs", size=8, distance="Dot")
     with pytest.raises(RunbookError) as info:
         run_step_inprocess("migrate", migrate, on_existing="resume")
     assert "distance" in str(info.value)

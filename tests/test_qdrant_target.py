@@ -498,7 +498,7 @@ def test_readers_of_an_edge_target_with_no_storage_yet(
     from conftest import run_step_inprocess
 
     edge = runbook_env["qdrant"].parent / "qdrant_edge"
-    monkeypatch.delenv("QDRANT_PATH")
+    monkeypatch.delenv("QDRANT_PATH", raising=False)
     monkeypatch.setenv("QDRANT_EDGE_PATH", str(edge))
     _, result = run_step_inprocess("dry-run", dry_run)
     assert result.ok and result.existing_targets == [] and not edge.exists()

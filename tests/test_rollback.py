@@ -1,8 +1,8 @@
 """Rollback (``05_rollback.ipynb``) and backup cleanup on real components.
 
-Real persistent ChromaDB directories, real qdrant-client local mode, real papermill through the
-``runbook`` command. Local-mode Qdrant allows one client per path, so every helper closes its client
-before a step runs.
+Real persistent ChromaDB directories, real Qdrant Edge (the engine; the full cycle on local mode too, and the
+alias cutover on local mode only: Edge has no aliases), real papermill through the ``runbook`` command. An
+embedded target has one user at a time, so every helper closes its store before a step runs.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import chromadb
 import numpy as np
 import pytest
-from qdrant_client import QdrantClient, models
+from qdrant_client import models
 
 from runbook_lib.chroma.backup import backup_root, create_backup, load_backup
 from runbook_lib.errors import BackupError, ConfigError, ExistingCollectionError
@@ -31,7 +32,7 @@ from runbook_lib.steps.rollback import report
 from runbook_lib.steps.rollback.engine import rollback
 
 from conftest import _close as close_chroma
-from conftest import run_cli, run_step_inprocess
+from conftest import on_local_mode, open_qdrant, run_cli, run_step_inprocess
 
 MIGRATED = ("alpha_docs", "beta_docs", "gamma_docs")  # empty_docs is skipped (no dimension)
 
@@ -52,36 +53,19 @@ def siblings(path: Path) -> list[str]:
 
 
 def qdrant_state(path: Path) -> dict[str, Any]:
-    client = QdrantClient(path=str(path))
-    try:
-        return {
-            "collections": sorted(c.name for c in client.get_collections().collections),
-            "aliases": {a.alias_name: a.collection_name for a in client.get_aliases().aliases},
-            "counts": {c.name: client.count(c.name, exact=True).count for c in client.get_collections().collections},
-        }
-    finally:
-        client.close()
+    with open_qdrant(path) as store:
+        names = store.collection_names()
+        return {"collections": names, "aliases": store.aliases(), "counts": {n: store.count(n) for n in names}}
 
 
 def seed_qdrant(path: Path, *, aliases: dict[str, str]) -> None:
     """A collection the migration has nothing to do with, and aliases that exist before the run."""
-    client = QdrantClient(path=str(path))
-    try:
-        client.create_collection(
-            "legacy_notes", vectors_config=models.VectorParams(size=3, distance=models.Distance.DOT)
-        )
-        client.upsert(
-            "legacy_notes",
-            points=models.Batch(ids=[1, 2], vectors=[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], payloads=[{"n": 1}, {"n": 2}]),
-        )
-        ops = [
-            models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=c, alias_name=a))
-            for a, c in aliases.items()
-        ]
-        if ops:
-            client.update_collection_aliases(change_aliases_operations=ops)
-    finally:
-        client.close()
+    with open_qdrant(path) as store:
+        store.create_collection("legacy_notes", size=3, distance="Dot")
+        ids = [str(uuid.UUID(int=1)), str(uuid.UUID(int=2))]
+        store.upsert("legacy_notes", ids, [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], [{"n": 1}, {"n": 2}])
+        for alias, collection in aliases.items():
+            store.set_alias(alias, collection)
 
 
 def add_chroma_record(persist_dir: Path, collection: str = "alpha_docs", dim: int = 16) -> None:
@@ -119,13 +103,15 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 
 # --- the full cycle ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("cutover", ["plain", "alias"])
+@pytest.mark.parametrize(  # on both targets (aliases: local mode, standing in for a server; Edge has none)
+    ("cutover", "qdrant_kind"), [("plain", "edge"), ("plain", "local"), ("alias", "local")]
+)
 def test_full_cycle_restores_everything_as_it_was(
-    small_source: dict[str, Any], runbook_env: dict[str, Path], cutover: str
+    small_source: dict[str, Any], runbook_env: dict[str, Path], cutover: str, qdrant_kind: str
 ) -> None:
     chroma_dir, qdrant = runbook_env["chroma"], runbook_env["qdrant"]
     # before the run: an unrelated collection, an unrelated alias, and (alias cutover) the alias the app queries
-    pre_aliases = {"notes_live": "legacy_notes"}
+    pre_aliases = {"notes_live": "legacy_notes"} if qdrant_kind == "local" else {}
     if cutover == "alias":
         pre_aliases["alpha_docs"] = "legacy_notes"
     seed_qdrant(qdrant, aliases=pre_aliases)
@@ -162,6 +148,7 @@ def test_full_cycle_restores_everything_as_it_was(
 
 
 @pytest.mark.slow
+@on_local_mode  # cutover=alias: Edge has no aliases
 def test_full_cycle_through_the_runner(small_source: dict[str, Any], runbook_env: dict[str, Path]) -> None:
     chroma_dir, qdrant = runbook_env["chroma"], runbook_env["qdrant"]
     seed_qdrant(qdrant, aliases={"notes_live": "legacy_notes"})
@@ -245,6 +232,7 @@ def test_restore_recreates_a_deleted_directory(small_source: dict[str, Any], run
 
 
 # --- without confirm -------------------------------------------------------------------------------------
+@on_local_mode  # cutover=alias: Edge has no aliases
 def test_without_confirm_nothing_changes(small_source: dict[str, Any], runbook_env: dict[str, Path]) -> None:
     chroma_dir, qdrant = runbook_env["chroma"], runbook_env["qdrant"]
     rid = migrate_ok(cutover="alias")
@@ -272,10 +260,9 @@ def test_without_confirm_nothing_changes(small_source: dict[str, Any], runbook_e
 def test_rollback_of_a_run_that_failed_halfway(small_source: dict[str, Any], runbook_env: dict[str, Path]) -> None:
     chroma_dir, qdrant = runbook_env["chroma"], runbook_env["qdrant"]
     # gamma_docs already exists in Qdrant (another app's)
-    client = QdrantClient(path=str(qdrant))
-    client.create_collection("gamma_docs", vectors_config=models.VectorParams(size=4, distance=models.Distance.DOT))
-    client.upsert("gamma_docs", points=models.Batch(ids=[7], vectors=[[0.1, 0.2, 0.3, 0.4]], payloads=[{"own": 1}]))
-    client.close()
+    with open_qdrant(qdrant) as store:
+        store.create_collection("gamma_docs", size=4, distance="Dot")
+        store.upsert("gamma_docs", [str(uuid.UUID(int=7))], [[0.1, 0.2, 0.3, 0.4]], [{"own": 1}])
     chroma_before = tree_digest(chroma_dir)
     qdrant_before = qdrant_state(qdrant)
 
@@ -294,15 +281,12 @@ def test_rollback_of_a_run_that_failed_halfway(small_source: dict[str, Any], run
     state["planned"] = ["alpha_docs", "beta_docs", "gamma_docs"]
     state["collections"]["beta_docs"].update(status="copying", records_done=128)
     path.write_text(json.dumps(state))
-    client = QdrantClient(path=str(qdrant))
-    client.delete(
-        "beta_docs",
-        points_selector=models.FilterSelector(
-            filter=models.Filter(must=[models.FieldCondition(key="metadata.i", range=models.Range(gte=128))])
-        ),
-    )
-    assert client.count("beta_docs", exact=True).count < 300
-    client.close()
+    with open_qdrant(qdrant) as store:
+        store.delete_points(
+            "beta_docs",
+            query_filter=models.Filter(must=[models.FieldCondition(key="metadata.i", range=models.Range(gte=128))]),
+        )
+        assert store.count("beta_docs") < 300
     statuses = {n: s.get("status") for n, s in state["collections"].items()}
     assert statuses["beta_docs"] == "copying" and statuses.get("gamma_docs") in (None, "pending")
 
@@ -325,6 +309,7 @@ def _flip_one_byte(path: Path) -> None:
 
 
 @pytest.mark.slow
+@on_local_mode  # cutover=alias: Edge has no aliases
 def test_tampered_backup_is_refused_through_the_runner(
     small_source: dict[str, Any], runbook_env: dict[str, Path]
 ) -> None:
@@ -402,7 +387,7 @@ def test_rollback_refuses_another_qdrant(
     small_source: dict[str, Any], runbook_env: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     rid = migrate_ok()
-    monkeypatch.setenv("QDRANT_PATH", str(tmp_path / "another_qdrant"))
+    monkeypatch.setenv("QDRANT_EDGE_PATH", str(tmp_path / "another_qdrant"))
     with pytest.raises(ConfigError, match="migrated into"):
         run_step_inprocess("rollback", rollback, run_id=rid, confirm=True)
     assert qdrant_state(runbook_env["qdrant"])["collections"] == list(MIGRATED)

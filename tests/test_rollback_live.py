@@ -1,8 +1,9 @@
 """Rollback of a live migration on real components (SPEC "Live data": no write is lost).
 
-A real persistent ChromaDB directory, qdrant-client's local mode and the run's ledger: the app writes to ChromaDB
-during the migration window (after migrate) and to Qdrant after cutover; the rollback keeps the live directory,
-brings every Qdrant-side change back into it, and only then removes what the run created in Qdrant.
+A real persistent ChromaDB directory, Qdrant Edge (the engine; the whole story on local mode too) and the run's
+ledger: the app writes to ChromaDB during the migration window (after migrate) and to Qdrant after cutover; the
+rollback keeps the live directory, brings every Qdrant-side change back into it, and only then removes what the run
+created in Qdrant.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from typing import Any
 import chromadb
 import numpy as np
 import pytest
-from qdrant_client import QdrantClient, models
 
 from runbook_lib.core.mapping import build_payload, normalise_rows, point_id
 from runbook_lib.errors import ConfigError, VerificationFailed
@@ -30,7 +30,7 @@ from runbook_lib.steps.rollback.engine import rollback
 from runbook_lib.steps.rollback.other_runs import takeovers
 from runbook_lib.steps.sync.engine import sync
 
-from conftest import _close, run_step_inprocess
+from conftest import _close, on_both_targets, open_qdrant, run_step_inprocess
 from test_rollback import qdrant_state, siblings, tree_digest
 
 
@@ -55,16 +55,15 @@ def chroma_writes(chroma_dir: Path) -> None:
 
 def qdrant_writes(qdrant_dir: Path) -> None:
     """The app writing to Qdrant after cutover (the SPEC mapping): one add, one change, one delete."""
-    q = QdrantClient(path=str(qdrant_dir))
     vec = normalise_rows(np.random.default_rng(3).normal(size=(1, 16)).astype(np.float32))[0]
     payload = build_payload("a-q-1", "from qdrant", {"src": "q"}, None)
-    q.upsert("alpha_docs", [models.PointStruct(id=point_id("a-q-1"), vector=vec.tolist(), payload=payload)])
-    old = q.retrieve("gamma_docs", [point_id("g-0002")], with_payload=True, with_vectors=True)[0]
-    changed = dict(old.payload or {})
-    changed["metadata"] = {**(changed.get("metadata") or {}), "edited": True}
-    q.upsert("gamma_docs", [models.PointStruct(id=old.id, vector=old.vector, payload=changed)])
-    q.delete("gamma_docs", points_selector=models.PointIdsList(points=[point_id("g-0003")]))
-    q.close()
+    with open_qdrant(qdrant_dir) as q:
+        q.upsert("alpha_docs", [point_id("a-q-1")], [vec], [payload])
+        old = q.retrieve("gamma_docs", [point_id("g-0002")], with_payload=True, with_vectors=True)[0]
+        changed = dict(old.payload or {})
+        changed["metadata"] = {**(changed.get("metadata") or {}), "edited": True}
+        q.upsert("gamma_docs", [str(old.id)], [old.vector], [changed])
+        q.delete_points("gamma_docs", [point_id("g-0003")])
 
 
 def chroma_get(chroma_dir: Path, collection: str, ids: list[str]) -> dict[str, Any]:
@@ -90,6 +89,7 @@ def assert_every_write_is_in_chroma(chroma_dir: Path, *, chroma_side: bool = Tru
 
 
 # --- the whole story -----------------------------------------------------------------------------------------
+@on_both_targets
 def test_rollback_keeps_chroma_writes_and_brings_back_every_qdrant_change(
     small_source: dict[str, Any], runbook_env: dict[str, Path]
 ) -> None:
@@ -286,14 +286,14 @@ def test_what_the_rollback_deletes_is_exported_and_checked_against_the_ledger_fi
 
     from runbook_lib.config.settings import load_settings
     from runbook_lib.core.layouts import Layout
-    from runbook_lib.qdrant.target import QdrantTarget
+    from runbook_lib.qdrant.connect import open_target
     from runbook_lib.state.ledger import Ledger
     from runbook_lib.steps.rollback.export import export_path, export_points
 
     rid = migrate_ok()
     run_dir = runbook_env["outputs"] / rid
     settings = load_settings()
-    with QdrantTarget(settings.qdrant) as target, Ledger.for_run(run_dir / "state") as ledger:
+    with open_target(settings.qdrant) as target, Ledger.for_run(run_dir / "state") as ledger:
         path = export_path(run_dir, "gamma_docs")
         assert export_points(target, "gamma_docs", path, ledger=ledger, collection="gamma_docs", layout=Layout()) == (
             120,
@@ -302,7 +302,7 @@ def test_what_the_rollback_deletes_is_exported_and_checked_against_the_ledger_fi
         line = json.loads(path.read_text().splitlines()[0])
         assert np.frombuffer(base64.b64decode(line["vector"]), "<f4").shape == (4,) and "chroma_id" in line["payload"]
     qdrant_writes(runbook_env["qdrant"])  # after the "bring-back": one point changed, one deleted in gamma_docs
-    with QdrantTarget(settings.qdrant) as target, Ledger.for_run(run_dir / "state") as ledger:
+    with open_target(settings.qdrant) as target, Ledger.for_run(run_dir / "state") as ledger:
         again = export_path(run_dir, "gamma_docs")
         assert again != path and path.is_file()  # an earlier export is never overwritten
         found = export_points(target, "gamma_docs", again, ledger=ledger, collection="gamma_docs", layout=Layout())

@@ -12,7 +12,7 @@ import pytest
 
 from runbook_lib.chroma.files import checksum_tree
 
-from conftest import BIN, assert_exact_copy, free_port, run_cli
+from conftest import BIN, assert_exact_copy, free_port, on_local_mode, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -286,6 +286,7 @@ def _text(o: Any) -> str:
 
 
 @pytest.mark.slow
+@on_local_mode  # local mode's "not recommended" UserWarning is the library warning shown as one line
 def test_the_verdict_comes_first_and_warnings_are_one_line(big_source: int, runbook_env: dict[str, Path]) -> None:
     for step in ("dry-run", "migrate", "verify"):
         extra = ("-p", "vector_check", "200", "-p", "sample_queries", "2") if step == "verify" else ()

@@ -1,6 +1,7 @@
 """The run knows what it migrated from and to: sync (both directions), verify and rollback refuse, before writing
 anything, a Qdrant or a ChromaDB that is not the run's (a mistyped path, a collection deleted or re-created by
-hand, another database with the same names). Real chromadb directories, qdrant-client local mode."""
+hand, another database with the same names). Real chromadb directories, Qdrant Edge (the engine; the mistyped
+local-mode path on qdrant-client's local mode, its Edge twin in the last test)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from typing import Any
 
 import chromadb
 import pytest
-from qdrant_client import QdrantClient, models
 
 from runbook_lib.errors import ConfigError, VerificationFailed
 from runbook_lib.state.checkpoint import CHECKPOINT, load_checkpoint
@@ -19,7 +19,7 @@ from runbook_lib.steps.rollback.engine import rollback
 from runbook_lib.steps.sync.engine import sync
 from runbook_lib.steps.verify.engine import verify
 
-from conftest import _close, make_small_db, run_step_inprocess
+from conftest import _close, make_small_db, on_local_mode, open_qdrant, run_step_inprocess
 from test_rollback import qdrant_state, tree_digest
 
 
@@ -30,13 +30,13 @@ def _migrate() -> str:
 
 
 def test_migrate_records_both_stores_and_each_collection_uuid(
-    small_source: dict[str, Any], runbook_env: dict[str, Path]
+    small_source: dict[str, Any], runbook_env: dict[str, Path], qdrant_kind: str
 ) -> None:
     run_id = _migrate()
     data = load_checkpoint(runbook_env["outputs"] / run_id / "state" / CHECKPOINT)
     assert data is not None
     assert data["stores"]["source"]["location"] == str(runbook_env["chroma"].resolve())
-    assert data["stores"]["target"] == {"kind": "local", "location": str(runbook_env["qdrant"].resolve())}
+    assert data["stores"]["target"] == {"kind": qdrant_kind, "location": str(runbook_env["qdrant"].resolve())}
     client = chromadb.PersistentClient(path=str(runbook_env["chroma"]))
     uuids = {c.name: str(c.id) for c in client.list_collections()}
     _close(client)
@@ -45,6 +45,7 @@ def test_migrate_records_both_stores_and_each_collection_uuid(
     }
 
 
+@on_local_mode  # QDRANT_PATH; the Edge twin is test_the_same_checks_hold_for_qdrant_edge
 def test_a_mistyped_qdrant_path_is_refused_and_never_created(
     small_source: dict[str, Any], runbook_env: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -74,15 +75,13 @@ def test_a_qdrant_collection_deleted_or_recreated_by_hand_is_refused(
 ) -> None:
     run_id = _migrate()
     before = tree_digest(runbook_env["chroma"])
-    client = QdrantClient(path=str(runbook_env["qdrant"]))
-    client.delete_collection("gamma_docs")
-    client.close()
+    with open_qdrant(runbook_env["qdrant"]) as target:
+        target.delete_collection("gamma_docs")
     for params in ({}, {"direction": "reverse", "confirm": True}):
         with pytest.raises(ConfigError, match=r"'gamma_docs' .* does not exist"):
             run_step_inprocess("sync", sync, run_id=run_id, **params)
-    client = QdrantClient(path=str(runbook_env["qdrant"]))
-    client.create_collection("gamma_docs", vectors_config=models.VectorParams(size=4, distance=models.Distance.DOT))
-    client.close()
+    with open_qdrant(runbook_env["qdrant"]) as target:
+        target.create_collection("gamma_docs", size=4, distance="Dot")
     for params in ({}, {"direction": "reverse", "confirm": True}):
         with pytest.raises(ConfigError, match="holds none of the 120 points"):
             run_step_inprocess("sync", sync, run_id=run_id, **params)
@@ -126,7 +125,7 @@ def test_the_same_checks_hold_for_qdrant_edge(
     from runbook_lib.config.settings import load_settings
     from runbook_lib.qdrant.connect import open_target
 
-    monkeypatch.delenv("QDRANT_PATH")
+    monkeypatch.delenv("QDRANT_PATH", raising=False)
     monkeypatch.setenv("QDRANT_EDGE_PATH", str(tmp_path / "edge"))
     run_id = _migrate()
     _, result = run_step_inprocess("sync", sync, run_id=run_id)

@@ -1,7 +1,7 @@
-"""The sync step on real components: a persistent ChromaDB directory, qdrant-client's local mode, the run's
-ledger. An app adds, changes and deletes records on both sides around each step; sync carries every change over
-(including deletions and changes of uri and of metadata types), stops before writing on a conflict, and a killed
-sync resumes exactly."""
+"""The sync step on real components: a persistent ChromaDB directory, Qdrant Edge (the engine; the forward sync
+on local mode too, ``@on_both_targets``), the run's ledger. An app adds, changes and deletes records on both sides
+around each step; sync carries every change over (including deletions and changes of uri and of metadata types),
+stops before writing on a conflict, and a killed sync resumes exactly."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from typing import Any
 import chromadb
 import numpy as np
 import pytest
-from qdrant_client import QdrantClient, models
 
 from runbook_lib.core.mapping import build_payload, normalise_rows, point_id
 from runbook_lib.errors import ConfigError, VerificationFailed
@@ -20,7 +19,7 @@ from runbook_lib.steps.migrate.engine import migrate
 from runbook_lib.steps.sync import apply as sync_apply
 from runbook_lib.steps.sync.engine import sync
 
-from conftest import _close, assert_exact_copy, run_step_inprocess
+from conftest import _close, assert_exact_copy, holding_qdrant, on_both_targets, open_qdrant, run_step_inprocess
 
 
 def _migrate() -> str:
@@ -54,25 +53,15 @@ def chroma_app_writes(chroma_dir: Path) -> dict[str, Any]:
 
 def qdrant_app_writes(qdrant_dir: Path) -> None:
     """What the app does to Qdrant after cutover (the SPEC mapping, as the wrapper writes it)."""
-    q = QdrantClient(path=str(qdrant_dir))
     rng = np.random.default_rng(11)
     vec = normalise_rows(rng.normal(size=(1, 16)).astype(np.float32))[0]
-    q.upsert(
-        "alpha_docs",
-        [
-            models.PointStruct(
-                id=point_id("a-q-1"),
-                vector=vec.tolist(),
-                payload=build_payload("a-q-1", "from qdrant", {"src": "q"}, None),
-            )
-        ],
-    )
-    old = q.retrieve("gamma_docs", [point_id("g-0002")], with_payload=True, with_vectors=True)[0]
-    payload = dict(old.payload or {})
-    payload["metadata"] = {**(payload.get("metadata") or {}), "edited": True}
-    q.upsert("gamma_docs", [models.PointStruct(id=old.id, vector=old.vector, payload=payload)])
-    q.delete("gamma_docs", points_selector=models.PointIdsList(points=[point_id("g-0003")]))
-    q.close()
+    with open_qdrant(qdrant_dir) as q:
+        q.upsert("alpha_docs", [point_id("a-q-1")], [vec], [build_payload("a-q-1", "from qdrant", {"src": "q"}, None)])
+        old = q.retrieve("gamma_docs", [point_id("g-0002")], with_payload=True, with_vectors=True)[0]
+        payload = dict(old.payload or {})
+        payload["metadata"] = {**(payload.get("metadata") or {}), "edited": True}
+        q.upsert("gamma_docs", [str(old.id)], [old.vector], [payload])
+        q.delete_points("gamma_docs", [point_id("g-0003")])
 
 
 def test_migration_fills_the_ledger_in_its_copy_pass(
@@ -90,6 +79,7 @@ def test_migration_fills_the_ledger_in_its_copy_pass(
     assert result.verdict.startswith("IN SYNC") and result.totals()["applied"] == 0
 
 
+@on_both_targets
 def test_forward_sync_carries_every_source_change(small_source: dict[str, Any], runbook_env: dict[str, Path]) -> None:
     run_id = _migrate()
     chroma_app_writes(runbook_env["chroma"])
@@ -141,9 +131,8 @@ def test_a_conflict_stops_before_writing_unless_a_side_is_chosen(
     qdrant_app_writes(runbook_env["qdrant"])  # edits g-0002 too
     with pytest.raises(VerificationFailed, match=r"changed on both sides.*gamma_docs/g-0002"):
         run_step_inprocess("sync", sync, run_id=run_id, on_conflict="stop")
-    q = QdrantClient(path=str(runbook_env["qdrant"]))
-    assert q.retrieve("gamma_docs", [point_id("g-0002")])[0].payload["metadata"]["edited"] is True  # untouched
-    q.close()
+    with open_qdrant(runbook_env["qdrant"]) as q:
+        assert q.retrieve("gamma_docs", [point_id("g-0002")])[0].payload["metadata"]["edited"] is True  # untouched
     _, result = run_step_inprocess("sync", sync, run_id=run_id, on_conflict="source")
     assert result.totals()["conflicts"] == 1
     assert assert_exact_copy(runbook_env["chroma"], runbook_env["qdrant"]) == 1120
@@ -220,13 +209,10 @@ def test_the_next_sync_replays_the_dual_write_journal(
     run_id = _migrate()
     monkeypatch.setenv("VECTOR_DB", "dual")
     monkeypatch.setenv("VECTOR_DB_READ", "chroma")
-    holder = QdrantClient(path=str(runbook_env["qdrant"]))  # Qdrant's local folder is locked: the secondary fails
-    try:
-        with VectorDBClient(os.environ) as app:
-            app.add("beta_docs", ids=["b-dual-1"], embeddings=[[0.5] * 8], documents=["written while Qdrant was away"])
-            assert app.journal_backlog() == 1
-    finally:
-        holder.close()
+    # Qdrant's folder is locked: the secondary fails
+    with holding_qdrant(runbook_env["qdrant"]), VectorDBClient(os.environ) as app:
+        app.add("beta_docs", ids=["b-dual-1"], embeddings=[[0.5] * 8], documents=["written while Qdrant was away"])
+        assert app.journal_backlog() == 1
     journal = Journal(runbook_env["outputs"] / "dual_write_journal.jsonl")
     assert [e.ids for e in journal.pending()] == [["b-dual-1"]]
     _, result = run_step_inprocess("sync", sync, run_id=run_id)
@@ -276,25 +262,15 @@ def test_sync_both_ways_with_a_chroma_server_source(server_env: dict[str, Any]) 
     col.delete(ids=["s4"])
     _, forward = run_step_inprocess("sync", sync, run_id=run_id)
     assert forward.totals()["applied"] == 3, forward.collections
-    q = QdrantClient(path=str(server_env["qdrant"]))
-    assert q.count("srv_cosine", exact=True).count == 250
-    point = q.retrieve("srv_cosine", [point_id("s3")])[0]
-    assert type(point.payload["metadata"]["n"]) is float and not q.retrieve("srv_cosine", [point_id("s4")])
-    q.upsert(
-        "srv_l2",
-        [
-            models.PointStruct(
-                id=point_id("q-1"), vector=[1.0] * 6, payload=build_payload("q-1", "from qdrant", {"k": 1}, None)
-            )
-        ],
-    )
-    cleared = q.retrieve("srv_cosine", [point_id("s-new")], with_payload=True, with_vectors=True)[0]
-    assert cleared.payload["uri"] == "s3://server/new"
-    q.upsert(  # the app clears the uri in Qdrant: the server's record loses it too
-        "srv_cosine",
-        [models.PointStruct(id=cleared.id, vector=cleared.vector, payload=build_payload("s-new", "d", {}, None))],
-    )
-    q.close()
+    with open_qdrant(server_env["qdrant"]) as q:
+        assert q.count("srv_cosine") == 250
+        point = q.retrieve("srv_cosine", [point_id("s3")])[0]
+        assert type(point.payload["metadata"]["n"]) is float and not q.retrieve("srv_cosine", [point_id("s4")])
+        q.upsert("srv_l2", [point_id("q-1")], [[1.0] * 6], [build_payload("q-1", "from qdrant", {"k": 1}, None)])
+        cleared = q.retrieve("srv_cosine", [point_id("s-new")], with_payload=True, with_vectors=True)[0]
+        assert cleared.payload["uri"] == "s3://server/new"
+        # the app clears the uri in Qdrant: the server's record loses it too
+        q.upsert("srv_cosine", [str(cleared.id)], [cleared.vector], [build_payload("s-new", "d", {}, None)])
     _, reverse = run_step_inprocess("sync", sync, run_id=run_id, direction="reverse", confirm=True)
     assert reverse.totals()["applied"] == 2 and reverse.previous_dir is None
     got = client.get_collection("srv_l2", embedding_function=None).get(ids=["q-1"], include=["documents", "metadatas"])  # type: ignore[arg-type]
@@ -324,12 +300,11 @@ def test_sync_carries_awkward_records_both_ways(runbook_env: dict[str, Path]) ->
     assert forward.totals()["applied"] == 4, forward.collections
     assert_exact_copy(runbook_env["chroma"], runbook_env["qdrant"])
     # the app, after cutover, edits an awkward record in Qdrant; the reverse sync brings it back exactly
-    q = QdrantClient(path=str(runbook_env["qdrant"]))
-    old = q.retrieve("awkward_cosine", [point_id("émoji-🚀")], with_payload=True, with_vectors=True)[0]
-    payload = dict(old.payload or {})
-    payload["metadata"] = {"tags": ["🚀"], "n": 2**53 + 1, "chroma_id": "not the id"}
-    q.upsert("awkward_cosine", [models.PointStruct(id=old.id, vector=old.vector, payload=payload)])
-    q.close()
+    with open_qdrant(runbook_env["qdrant"]) as q:
+        old = q.retrieve("awkward_cosine", [point_id("émoji-🚀")], with_payload=True, with_vectors=True)[0]
+        payload = dict(old.payload or {})
+        payload["metadata"] = {"tags": ["🚀"], "n": 2**53 + 1, "chroma_id": "not the id"}
+        q.upsert("awkward_cosine", [str(old.id)], [old.vector], [payload])
     _, reverse = run_step_inprocess("sync", sync, run_id=run_id, direction="reverse", confirm=True)
     assert reverse.totals()["applied"] == 1, reverse.collections
     client = chromadb.PersistentClient(path=str(runbook_env["chroma"]))

@@ -1,9 +1,11 @@
-"""VectorDBClient: the same answers from ChromaDB and Qdrant (real chromadb, real qdrant-client local mode).
+"""VectorDBClient: the same answers from ChromaDB and Qdrant (real chromadb, real Qdrant Edge: the engine).
 
 The fixture builds a ChromaDB directory with three collections (cosine, l2, ip; 60 records, dimension 8,
 metadata of every type, some keys missing, some records without metadata, some list values) and copies
-it into an embedded Qdrant with the mapping's point ids and payload layout. Every test opens its own
-clients and closes them: Qdrant's local mode allows one client per directory at a time.
+it into an embedded Qdrant with the mapping's point ids and payload layout: Qdrant Edge for every test, and
+for the congruence tests (search and filters, through ``both``) qdrant-client's local mode too, so they run on
+both targets and each must equal Chroma. Every test opens its own clients and closes them: an embedded target
+has one user at a time.
 """
 
 from __future__ import annotations
@@ -19,12 +21,16 @@ from typing import Any
 import chromadb
 import numpy as np
 import pytest
-from qdrant_client import QdrantClient, models
+from qdrant_client import models
 
 from runbook_lib.app import SearchResult, UnknownCollectionError, VectorDBClient
+from runbook_lib.config.settings import QdrantSettings
 from runbook_lib.core.filters import payload_path, to_qdrant_filter
 from runbook_lib.core.mapping import build_payload, point_id, qdrant_distance
 from runbook_lib.errors import ConfigError, DimensionMismatchError, RunbookError
+from runbook_lib.qdrant.connect import open_target
+
+from conftest import TARGET_KINDS, TARGET_VARIABLE, holding_qdrant
 
 DIM = 8
 N = 60
@@ -74,20 +80,19 @@ class Stores:
     vectors: np.ndarray  # (N, DIM), identical in every collection
     ids: list[str]
     metadatas: list[dict[str, Any] | None]
+    kind: str = "edge"  # the embedded Qdrant target: "edge" (QDRANT_EDGE_PATH) or "local" (QDRANT_PATH)
 
     def env(self, backend: str, **extra: str) -> dict[str, str]:
         return {
             "VECTOR_DB": backend,
             "CHROMA_PERSIST_DIR": str(self.chroma_dir),
-            "QDRANT_PATH": str(self.qdrant_dir),
+            TARGET_VARIABLE[self.kind]: str(self.qdrant_dir),
             "RUNBOOK_OUTPUTS": str(self.outputs),
             **extra,
         }
 
 
-@pytest.fixture(scope="module")
-def stores(tmp_path_factory: pytest.TempPathFactory) -> Stores:
-    root = tmp_path_factory.mktemp("vector_db")
+def _build_stores(root: Path, kind: str) -> Stores:
     chroma_dir, qdrant_dir = root / "chroma", root / "qdrant"
     rng = np.random.default_rng(20240611)
     vectors = rng.normal(size=(N, DIM)).astype(np.float32)
@@ -111,33 +116,41 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> Stores:
             )
     client.close()
 
-    qdrant = QdrantClient(path=str(qdrant_dir))
-    try:
+    settings = QdrantSettings(edge_path=qdrant_dir) if kind == "edge" else QdrantSettings(path=qdrant_dir)
+    with open_target(settings) as qdrant:
         for space in SPACES:
             name = _collection(space)
-            qdrant.create_collection(
-                name,
-                vectors_config=models.VectorParams(size=DIM, distance=models.Distance(qdrant_distance(space))),
-            )
+            qdrant.create_collection(name, size=DIM, distance=qdrant_distance(space))
             qdrant.upsert(
                 name,
-                points=[
-                    models.PointStruct(
-                        id=point_id(ids[i]),
-                        vector=vectors[i].tolist(),
-                        payload=build_payload(ids[i], documents[i], metadatas[i], uris[i]),
-                    )
-                    for i in range(N)
-                ],
+                [point_id(i) for i in ids],
+                vectors,
+                [build_payload(ids[i], documents[i], metadatas[i], uris[i]) for i in range(N)],
             )
-    finally:
-        qdrant.close()
-    return Stores(chroma_dir, qdrant_dir, root / "outputs", vectors, ids, metadatas)
+    return Stores(chroma_dir, qdrant_dir, root / "outputs", vectors, ids, metadatas, kind)
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory: pytest.TempPathFactory) -> Stores:
+    """The stores on Qdrant Edge (the engine)."""
+    return _build_stores(tmp_path_factory.mktemp("vector_db"), "edge")
+
+
+@pytest.fixture(scope="module", params=TARGET_KINDS)
+def congruence_stores(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Stores:
+    """The stores on each embedded target (Edge, local mode): the congruence tests run on both."""
+    if request.param == "edge":
+        return request.getfixturevalue("stores")  # type: ignore[no-any-return]
+    return _build_stores(tmp_path_factory.mktemp("vector_db_local"), request.param)
 
 
 @pytest.fixture
-def both(stores: Stores) -> Iterator[tuple[VectorDBClient, VectorDBClient]]:
-    with VectorDBClient(stores.env("chroma")) as chroma, VectorDBClient(stores.env("qdrant")) as qdrant:
+def both(congruence_stores: Stores) -> Iterator[tuple[VectorDBClient, VectorDBClient]]:
+    """Chroma's client and Qdrant's, on Edge and on local mode (the same data and vectors as ``stores``)."""
+    with (
+        VectorDBClient(congruence_stores.env("chroma")) as chroma,
+        VectorDBClient(congruence_stores.env("qdrant")) as qdrant,
+    ):
         yield chroma, qdrant
 
 
@@ -426,11 +439,11 @@ def test_a_search_against_a_hung_chroma_server_fails_within_chroma_timeout(store
 
 
 def test_missing_directories_are_reported(stores: Stores, tmp_path: Path) -> None:
-    env = stores.env("qdrant", QDRANT_PATH=str(tmp_path / "nowhere"))
+    env = stores.env("qdrant", QDRANT_EDGE_PATH=str(tmp_path / "nowhere"))
     with VectorDBClient(env) as db:
         report = db.health()
-        assert report["reachable"] is False and "QDRANT_PATH" in report["error"]
-        with pytest.raises(ConfigError, match="QDRANT_PATH"):
+        assert report["reachable"] is False and "QDRANT_EDGE_PATH" in report["error"]
+        with pytest.raises(ConfigError, match="QDRANT_EDGE_PATH"):
             db.search("docs_cosine", stores.vectors[0])
     assert not (tmp_path / "nowhere").exists()
     env = stores.env("chroma", CHROMA_PERSIST_DIR=str(tmp_path / "no_chroma"))
@@ -439,14 +452,14 @@ def test_missing_directories_are_reported(stores: Stores, tmp_path: Path) -> Non
     assert not (tmp_path / "no_chroma").exists()
 
 
-def test_close_releases_the_local_qdrant_lock(stores: Stores) -> None:
+def test_close_releases_the_qdrant_lock(stores: Stores) -> None:
     with VectorDBClient(stores.env("qdrant")) as db:
         db.search("docs_cosine", stores.vectors[0], limit=1)
     assert db.closed
     with pytest.raises(RunbookError, match="closed"):
         db.search("docs_cosine", stores.vectors[0])
-    direct = QdrantClient(path=str(stores.qdrant_dir))  # would fail while the lock is held
-    direct.close()
+    with holding_qdrant(stores.qdrant_dir):  # would fail while the lock is held
+        pass
     second = VectorDBClient(stores.env("qdrant"))
     try:
         assert second.search("docs_cosine", stores.vectors[0], limit=1).ids == [stores.ids[0]]

@@ -1,6 +1,6 @@
 """The verify step: an undamaged migration verifies clean, and every kind of damage is caught and named.
 
-Real chromadb (persistent directory and a `chroma run` server), real qdrant-client local mode, real papermill.
+Real chromadb (persistent directory and a `chroma run` server), real Qdrant (Qdrant Edge, the engine), real papermill.
 The damage tests share one migration of the small database (done once per module) and each work on a copy of
 its Qdrant storage and run folder, so each test damages its own copy and verifies it.
 """
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 from pydantic import ValidationError
-from qdrant_client import QdrantClient, models
+from qdrant_client import models
 
 from runbook_lib.config.params import VerifyParams
 from runbook_lib.core.compare import (
@@ -35,7 +35,7 @@ from runbook_lib.steps.verify import report
 from runbook_lib.steps.verify.engine import verify
 from runbook_lib.steps.verify.result import load_result
 
-from conftest import make_small_db, run_cli, run_step_inprocess
+from conftest import make_small_db, open_qdrant, run_cli, run_step_inprocess
 from data_builders import create_awkward_db
 
 CHECKS = ("config", "count", "identity", "vectors", "payload", "search")
@@ -68,32 +68,33 @@ def verify_run(run_id: str, **params: Any) -> tuple[bool, Any]:
 
 
 class Qdrant:
-    """Direct access to the local-mode storage, to damage it (closed before verifying: one client per path)."""
+    """Direct access to the target's storage through the runbook's ``open_target`` (Edge or local mode), to damage
+    it (closed before verifying: one process holds a folder)."""
 
     def __init__(self, path: Path) -> None:
-        self.client = QdrantClient(path=str(path))
+        self.store = open_qdrant(path)
 
     def __enter__(self) -> Qdrant:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.client.close()
+        self.store.close()
 
     def get(self, name: str, chroma_id: str) -> models.Record:
-        (rec,) = self.client.retrieve(name, [point_id(chroma_id)], with_payload=True, with_vectors=True)
+        (rec,) = self.store.retrieve(name, [point_id(chroma_id)], with_payload=True, with_vectors=True)
         return rec
 
     def put(self, name: str, pid: str, vector: list[float], payload: dict[str, Any]) -> None:
-        self.client.upsert(name, points=[models.PointStruct(id=pid, vector=vector, payload=payload)], wait=True)
+        self.store.upsert(name, [pid], [vector], [payload])
 
     def delete(self, name: str, chroma_id: str) -> None:
-        self.client.delete(name, points_selector=models.PointIdsList(points=[point_id(chroma_id)]), wait=True)
+        self.store.delete_points(name, [point_id(chroma_id)])
 
     def replace_payload(self, name: str, chroma_id: str, change: Callable[[dict[str, Any]], None]) -> None:
         rec = self.get(name, chroma_id)
         payload = dict(rec.payload or {})
         change(payload)
-        self.client.overwrite_payload(name, payload=payload, points=[point_id(chroma_id)], wait=True)
+        self.store.overwrite_payloads(name, {point_id(chroma_id): payload})
 
 
 # --- one migration of the small database, copied per test -----------------------------------------------------
@@ -103,10 +104,10 @@ def migrated_small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
     paths = {"chroma": root / "chroma_db", "qdrant": root / "qdrant", "outputs": root / "outputs"}
     spec = make_small_db(paths["chroma"])
     with pytest.MonkeyPatch.context() as mp:
-        for var in ("CHROMA_HOST", "CHROMA_PORT", "CHROMA_DATABASE", "QDRANT_URL", "QDRANT_API_KEY"):
+        for var in ("CHROMA_HOST", "CHROMA_PORT", "CHROMA_DATABASE", "QDRANT_URL", "QDRANT_API_KEY", "QDRANT_PATH"):
             mp.delenv(var, raising=False)
         mp.setenv("CHROMA_PERSIST_DIR", str(paths["chroma"]))
-        mp.setenv("QDRANT_PATH", str(paths["qdrant"]))
+        mp.setenv("QDRANT_EDGE_PATH", str(paths["qdrant"]))
         mp.setenv("RUNBOOK_OUTPUTS", str(paths["outputs"]))
         mp.setenv("RUNBOOK_PROGRESS", "off")
         mp.setenv("MPLBACKEND", "Agg")
@@ -205,7 +206,7 @@ def _vector(q: Qdrant) -> None:
     rec = q.get("beta_docs", "b-0020")  # l2: stored as written, no normalisation
     vec = [float(x) for x in rec.vector]  # type: ignore[union-attr, arg-type]
     vec[3] += 1e-3
-    q.client.update_vectors("beta_docs", points=[models.PointVectors(id=point_id("b-0020"), vector=vec)], wait=True)
+    q.put("beta_docs", point_id("b-0020"), vec, dict(rec.payload or {}))
 
 
 def _int_to_float(q: Qdrant) -> None:
@@ -217,7 +218,7 @@ def _document(q: Qdrant) -> None:
 
 
 def _uri_removed(q: Qdrant) -> None:
-    q.client.delete_payload("beta_docs", keys=["uri"], points=[point_id("b-0003")], wait=True)
+    q.replace_payload("beta_docs", "b-0003", lambda p: p.pop("uri"))
 
 
 def _foreign_chroma_id(q: Qdrant) -> None:
@@ -229,19 +230,18 @@ def _extra_key(q: Qdrant) -> None:
 
 
 def _drop_collection(q: Qdrant) -> None:
-    q.client.delete_collection("gamma_docs")
+    q.store.delete_collection("gamma_docs")
 
 
 def _wrong_distance(q: Qdrant) -> None:
-    points, _ = q.client.scroll("gamma_docs", limit=1000, with_payload=True, with_vectors=True)
-    q.client.delete_collection("gamma_docs")
-    q.client.create_collection(
-        "gamma_docs", vectors_config=models.VectorParams(size=4, distance=models.Distance.EUCLID)
-    )
-    q.client.upsert(
+    points, _ = q.store.scroll("gamma_docs", limit=1000, with_payload=True, with_vectors=True)
+    q.store.delete_collection("gamma_docs")
+    q.store.create_collection("gamma_docs", size=4, distance="Euclid")
+    q.store.upsert(
         "gamma_docs",
-        points=[models.PointStruct(id=p.id, vector=p.vector, payload=p.payload) for p in points],  # type: ignore[arg-type]
-        wait=True,
+        [str(p.id) for p in points],
+        [list(p.vector) for p in points],  # type: ignore[arg-type]
+        [dict(p.payload or {}) for p in points],
     )
 
 
@@ -355,9 +355,12 @@ def test_unknown_collection_for_the_run(small_copy: dict[str, Any]) -> None:
 
 
 # --- the awkward database, alias cutover, another tool's migration, a changed source ------------------------------
-def test_awkward_db_alias_other_tool_and_source_change(runbook_env: dict[str, Path]) -> None:
+@pytest.mark.parametrize(  # the engine with a plain cutover; the alias cutover on local mode (Edge has no aliases)
+    ("cutover", "qdrant_kind"), [("plain", "edge"), ("alias", "local")]
+)
+def test_awkward_db_alias_other_tool_and_source_change(runbook_env: dict[str, Path], cutover: str) -> None:
     spec = create_awkward_db(runbook_env["chroma"])
-    step, migrated = run_step_inprocess("migrate", migrate, cutover="alias")
+    step, migrated = run_step_inprocess("migrate", migrate, cutover=cutover)
     assert migrated.ok, migrated.errors
     run_id = step.run.run_id
 
@@ -370,15 +373,18 @@ def test_awkward_db_alias_other_tool_and_source_change(runbook_env: dict[str, Pa
             assert col["status"] == "skipped (empty)"
             continue
         assert col["status"] == "verified", col["checks"]
-        assert col["target"] == f"{name}__{run_id}" and col["alias"] == name
-        assert col["checks"]["config"]["numbers"]["alias"] == {"name": name, "points_to": col["target"]}
+        if cutover == "alias":
+            assert col["target"] == f"{name}__{run_id}" and col["alias"] == name
+            assert col["checks"]["config"]["numbers"]["alias"] == {"name": name, "points_to": col["target"]}
+        else:
+            assert col["target"] == name
         assert col["checks"]["vectors"]["numbers"]["compared"] == info["count"]
         assert col["checks"]["identity"]["numbers"]["source_ids"] == info["count"]
     # five spellings of one UUID, 1 / 1.0 / True, shadowing keys, lists, a zero vector: all carried exactly
     assert collection(data, "awkward_cosine")["checks"]["payload"]["numbers"]["records_differing"] == 0
 
     # Verified as another tool's migration (no checkpoint in a new run): live source, collections by their own
-    # name -- here the aliases.
+    # name -- with the alias cutover, the aliases.
     ok, result = verify_run("")
     assert ok, result
     assert "another tool" in result.migrated_by and result.source_unchanged["result"] == "skipped"

@@ -12,6 +12,7 @@ implementation speaks them, whatever its own wire or in-process types are. Point
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 from qdrant_client import models
 
+from runbook_lib.core.filters import payload_path
 from runbook_lib.core.mapping import PAYLOAD_ID_KEY as _ID_KEY
 
 #: What kind of Qdrant a target is: a server (also Cloud, a cluster), Qdrant Edge, or qdrant-client's local mode.
@@ -204,3 +206,23 @@ def scroll_chroma_ids(store: QdrantStore, name: str, *, page: int) -> Iterator[t
             yield str(r.id), (r.payload or {}).get(_ID_KEY)
         if offset is None:
             return
+
+
+def runbook_path(reported: str) -> str:
+    """A payload path as a target reports it (``payload_schema``), in the runbook's spelling
+    (:func:`~runbook_lib.core.filters.payload_path`: a key outside ``[A-Za-z0-9_-]`` quoted), so a planned index
+    is found under the path it was created with. The engine (server, Edge) reports a key it can read bare without
+    its quotes: the index created on ``metadata."clé"`` is reported as ``metadata.clé``."""
+    segments: list[list[str]] = [[]]  # per segment: its key, then any array selectors ("[]", "[0]")
+    for quoted, bare, selector, dot in _PATH_TOKEN.findall(reported):
+        if dot:
+            segments.append([])
+        elif selector:
+            segments[-1].append(selector)
+        else:
+            segments[-1].insert(0, payload_path(quoted or bare, flat=True))
+    return ".".join("".join(segment) for segment in segments)
+
+
+#: One token of a reported payload path: a quoted key, a bare key, an array selector or a dot.
+_PATH_TOKEN = re.compile(r'"([^"]*)"|([^."\[]+)|(\[[^\]]*\])|(\.)')

@@ -30,7 +30,7 @@ from qdrant_client import models
 
 from runbook_lib.config.settings import QdrantSettings
 from runbook_lib.errors import ConfigError, RunbookError, TargetError
-from runbook_lib.qdrant.base import Capabilities, IndexType, TargetCollection, scroll_chroma_ids
+from runbook_lib.qdrant.base import Capabilities, IndexType, TargetCollection, runbook_path, scroll_chroma_ids
 from runbook_lib.qdrant.edge_filters import to_edge_filter
 from runbook_lib.qdrant.edge_folders import (
     CONFIG_FILE,
@@ -277,7 +277,7 @@ class EdgeTarget:
 
     def payload_indexes(self, name: str) -> dict[str, str]:
         schema = self._edge(name, "read the payload indexes", self._shard(name).info).payload_schema
-        return {field: _SCHEMA_NAMES[info.data_type] for field, info in schema.items()}
+        return {runbook_path(field): _SCHEMA_NAMES[info.data_type] for field, info in schema.items()}
 
     # --- points --------------------------------------------------------------------------------
     def count(self, name: str, query_filter: models.Filter | None = None) -> int:

@@ -22,7 +22,7 @@ from qdrant_client import QdrantClient, models
 
 from runbook_lib.config.settings import QdrantSettings
 from runbook_lib.errors import ConfigError, TargetError
-from runbook_lib.qdrant.base import Capabilities, IndexType, TargetCollection, scroll_chroma_ids
+from runbook_lib.qdrant.base import Capabilities, IndexType, TargetCollection, runbook_path, scroll_chroma_ids
 from runbook_lib.qdrant.retries import retry_briefly, retry_transient
 
 __all__ = ["QdrantTarget", "TargetCollection", "indexing_to_restore"]
@@ -282,7 +282,8 @@ class QdrantTarget:
         if not self.capabilities.payload_indexes:
             return None
         info = self._call(f"read the payload indexes of {name!r}", self.client.get_collection, collection_name=name)
-        return {field: _enum_value(index.data_type) for field, index in (info.payload_schema or {}).items()}
+        schema = info.payload_schema or {}
+        return {runbook_path(field): _enum_value(index.data_type) for field, index in schema.items()}
 
     # --- points --------------------------------------------------------------------------------
     def count(self, name: str, query_filter: models.Filter | None = None) -> int:
