@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,10 +49,26 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _process_started(pid: int) -> str | None:
+    """When process ``pid`` started (``/proc/<pid>/stat``'s start time: a reused pid has another), None if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
 def _write_intent(live: Path, staged: Path, previous: Path | None) -> None:
     path = intent_path(live)
     tmp = path.with_name(path.name + ".tmp")
-    record = {"live": str(live), "staged": str(staged), "previous": str(previous) if previous else None}
+    record = {
+        "live": str(live),
+        "staged": str(staged),
+        "previous": str(previous) if previous else None,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "process_started": _process_started(os.getpid()),
+    }
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(json.dumps({**record, "started_at": datetime.now(UTC).isoformat()}, indent=2))
         fh.flush()
@@ -75,6 +92,15 @@ def _read_intent(live: Path) -> dict[str, Any] | None:
             "it at that path, delete the record, then run the step again."
         ) from None
     return data
+
+
+def _swapping_now(data: dict[str, Any]) -> int | None:
+    """The pid of the process of this machine still doing the recorded swap (not this one), or None."""
+    pid = data.get("pid")
+    if not isinstance(pid, int) or pid == os.getpid() or data.get("host") != socket.gethostname():
+        return None
+    started = _process_started(pid)
+    return pid if started is not None and started == data.get("process_started") else None
 
 
 def is_swapping(live: Path, staged: Path) -> bool:
@@ -120,6 +146,11 @@ def recover_swap(live: Path) -> str | None:
     data = _read_intent(live)
     if data is None:
         return None
+    if (pid := _swapping_now(data)) is not None:
+        raise ConfigError(
+            f"Process {pid} is swapping {live} right now (its record {intent_path(live)}): wait for that step to "
+            "finish, then run this one again."
+        )
     staged = Path(data["staged"])
     previous = Path(data["previous"]) if data.get("previous") else None
     if staged.exists() and not live.exists():

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from runbook_lib.chroma.backup import backup_root, load_backup, verify_backup
+from runbook_lib.chroma.writer import honour_swap
 from runbook_lib.config.settings import QdrantSettings, load_settings
 from runbook_lib.errors import BackupError, RunbookError
 from runbook_lib.state.checkpoint import CHECKPOINT, load_checkpoint
@@ -363,6 +364,13 @@ def run(args: argparse.Namespace) -> int:
         print("The source is a Chroma server (CHROMA_HOST is set): the runbook keeps no file backups of it.")
         return 0
     persist_dir = settings.chroma.persist_dir
+    try:  # a swap a crash interrupted is finished (or undone) first: what is left beside the directory is then known
+        swap_note = honour_swap(settings.chroma)
+    except RunbookError as exc:
+        print(f"runbook: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if swap_note:
+        print(swap_note)
     root = backup_root(persist_dir)
     now = datetime.now(UTC)
     protect = {} if force else protected_backups(read_runs(settings.outputs), read_live(settings.qdrant))

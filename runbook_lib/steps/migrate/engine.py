@@ -23,7 +23,6 @@ from runbook_lib.chroma.backup import Backup, create_backup, load_backup, verify
 from runbook_lib.chroma.base import ChromaReader
 from runbook_lib.chroma.catalog import Catalog, CatalogUnavailable
 from runbook_lib.chroma.connect import open_source
-from runbook_lib.chroma.writer import honour_swap
 from runbook_lib.core.layouts import Layout, get_layout
 from runbook_lib.core.payload_indexes import PayloadIndex
 from runbook_lib.core.plan import PlanEntry
@@ -133,7 +132,6 @@ def migrate(step: Step) -> MigrationResult:
     record_stores(checkpoint.data, step.settings)
     layout = _run_layout(checkpoint, p)
     chroma = step.settings.chroma
-    swap_note = honour_swap(chroma)  # a swap a crash interrupted is finished before the directory is backed up
     with open_target(step.settings.qdrant) as target:  # the target is reachable before anything changes
         check_capabilities(target, p)
         fresh_backup = not chroma.is_server and not checkpoint.data.get("backup_path")
@@ -151,7 +149,6 @@ def migrate(step: Step) -> MigrationResult:
                 raise
             _record_plan(checkpoint, planned)
             result = MigrationResult(ok=True, backup=backup.summary() if backup else None)
-            result.warnings += [swap_note] if swap_note else []
             if source.upgraded_on_open:
                 result.warnings.append(
                     "The source was written by an older chromadb: the scratch copy was upgraded to read it; the "

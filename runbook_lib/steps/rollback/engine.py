@@ -54,7 +54,7 @@ from typing import Any
 
 from runbook_lib.chroma import files as chroma_files
 from runbook_lib.chroma.backup import backup_root
-from runbook_lib.chroma.writer import honour_swap, processes_holding, refuse_if_open
+from runbook_lib.chroma.writer import processes_holding, refuse_if_open
 from runbook_lib.config.params import RollbackParams
 from runbook_lib.core.layouts import get_layout
 from runbook_lib.errors import BackupError, TargetError
@@ -129,8 +129,6 @@ def rollback(step: Step) -> RollbackResult:
     run_id = step.run.run_id
     result = RollbackResult(ok=True, run_id=run_id, confirmed=bool(p.confirm))
     chroma = step.settings.chroma
-    if swap_note := honour_swap(chroma):  # a swap a crash interrupted is finished (or undone) before planning
-        result.warnings.append(swap_note)
     checkpoint = read_run_checkpoint(step.run, None if chroma.is_server else backup_root(chroma.persist_dir) / run_id)
     if not checkpoint.get("collections") and not checkpoint.get("backup_path"):
         result.warnings.append(f"Run {run_id} recorded no migration work (it stopped before the backup).")

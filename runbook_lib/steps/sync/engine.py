@@ -28,7 +28,7 @@ from typing import Any
 from runbook_lib.app.dual import journal_path_from_env
 from runbook_lib.app.journal import Journal, JournalEntry
 from runbook_lib.chroma import files as chroma_files
-from runbook_lib.chroma.writer import ChromaWriter, honour_swap
+from runbook_lib.chroma.writer import ChromaWriter
 from runbook_lib.config.faults import fault_point
 from runbook_lib.core.layouts import get_layout
 from runbook_lib.errors import ConfigError
@@ -236,8 +236,6 @@ def run_sync(step: Step, p: SyncOptions) -> SyncResult:
     layout = get_layout(*run_layout_params(checkpoint.data))  # type: ignore[arg-type]
     result = SyncResult(ok=True, direction=p.direction, on_conflict=p.on_conflict)
     result.warnings += [store_note] if store_note else []
-    if swap_note := honour_swap(step.settings.chroma):  # a swap a crash interrupted, finished or undone first
-        result.warnings.append(swap_note)
     journal = _journal(step)
     pending = journal.pending() if journal is not None else []
     if pending:
