@@ -189,29 +189,68 @@ def honour_swap(settings: ChromaSettings) -> str | None:
     return None if settings.is_server else recover_swap(settings.persist_dir)
 
 
-def processes_holding(directory: Path) -> list[str]:
-    """``pid (name)`` of every other process with a file under ``directory`` open (Linux ``/proc``)."""
+UNINSPECTABLE = "cannot be inspected: another user's or a container's process"
+
+
+def inspect_holders(directory: Path) -> tuple[list[str], list[str]]:
+    """``pid (name)`` of every other process with a file under ``directory`` open (Linux ``/proc``), and of every
+    process whose open files this user may not read (another user's, a container's): it may hold it too."""
     root = directory.resolve()
     holders: list[str] = []
+    unknown: list[str] = []
     proc = Path("/proc")
     if not proc.is_dir():  # pragma: no cover - not Linux: nothing to check with
-        return holders
+        return holders, unknown
     for pid_dir in proc.iterdir():
         if not pid_dir.name.isdigit() or int(pid_dir.name) == os.getpid():
             continue
         try:
-            for fd in (pid_dir / "fd").iterdir():
-                try:
-                    target = Path(os.readlink(fd))
-                except OSError:
-                    continue
-                if target == root or root in target.parents:
-                    name = (pid_dir / "comm").read_text().strip()
-                    holders.append(f"{pid_dir.name} ({name})")
-                    break
+            name = (pid_dir / "comm").read_text().strip()
+            if not (pid_dir / "cmdline").read_bytes():  # a kernel thread (or a zombie): it opens no files
+                continue
+        except OSError:
+            continue  # the process ended
+        try:
+            fds = list((pid_dir / "fd").iterdir())
+        except PermissionError:
+            unknown.append(f"{pid_dir.name} ({name})")
+            continue
         except OSError:
             continue
-    return holders
+        for fd in fds:
+            try:
+                target = Path(os.readlink(fd))
+            except OSError:
+                continue
+            if target == root or root in target.parents:
+                holders.append(f"{pid_dir.name} ({name})")
+                break
+    return holders, unknown
+
+
+def processes_holding(directory: Path, *, count_uninspectable: bool = True) -> list[str]:
+    """``pid (name)`` of every other process that holds a file under ``directory`` open, or may (with
+    ``count_uninspectable``, the default: a process this user cannot inspect counts as a holder)."""
+    holders, unknown = inspect_holders(directory)
+    return holders + ([f"{p}, {UNINSPECTABLE}" for p in unknown] if count_uninspectable else [])
+
+
+def uninspectable_note(directory: Path, *, count_uninspectable: bool = True) -> str | None:
+    """What the plan says about the processes this user cannot inspect (None: there are none)."""
+    _, unknown = inspect_holders(directory)
+    if not unknown:
+        return None
+    listed = ", ".join(unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+    if count_uninspectable:
+        return (
+            f"{len(unknown)} process(es) could not be inspected for open files under {directory} ({listed}): they "
+            "count as holding it, so it is not replaced; run as a user that can inspect them, or pass "
+            "-p uninspectable ignore when none of them uses CHROMA_PERSIST_DIR."
+        )
+    return (
+        f"{len(unknown)} process(es) could not be inspected for open files under {directory} ({listed}) and are "
+        "assumed not to hold it (uninspectable=ignore)."
+    )
 
 
 def _refuse_changed(live: Path, before: dict[str, tuple[int, int]], now: dict[str, tuple[int, int]], when: str) -> None:
@@ -223,12 +262,19 @@ def _refuse_changed(live: Path, before: dict[str, tuple[int, int]], now: dict[st
         )
 
 
-def refuse_if_open(directory: Path) -> None:
-    holders = processes_holding(directory)
+def refuse_if_open(directory: Path, *, count_uninspectable: bool = True) -> None:
+    holders, unknown = inspect_holders(directory)
     if holders:
         raise ConfigError(
             f"{directory} is open in another process ({', '.join(holders[:5])}): stop the app (or anything "
             "else using CHROMA_PERSIST_DIR) before writing to ChromaDB, then run this step again."
+        )
+    if unknown and count_uninspectable:
+        raise ConfigError(
+            f"{directory} may be open in {len(unknown)} process(es) this user cannot inspect ("
+            f"{', '.join(unknown[:5])}: another user's or a container's): stop any of them that uses "
+            "CHROMA_PERSIST_DIR and pass -p uninspectable ignore (or run as a user that can inspect them), then run "
+            "this step again."
         )
 
 
@@ -242,6 +288,7 @@ class ChromaWriter:
         self.live = live
         self.previous: Path | None = None
         self._before: dict[str, tuple[int, int]] = {}
+        self.count_uninspectable = True
 
     @classmethod
     def open(
@@ -250,16 +297,18 @@ class ChromaWriter:
         *,
         server_client: ClientAPI | None = None,
         planned_from: dict[str, tuple[int, int]] | None = None,
+        count_uninspectable: bool = True,
     ) -> ChromaWriter:
         """A writer; for a persistent directory, over a staged copy of it. ``planned_from``: the live files' (size,
         mtime) when the plan's snapshot was taken, so a write made since (before the copy, or during the staging)
-        stops the swap; without it the state at copy time is the reference."""
+        stops the swap; without it the state at copy time is the reference. ``count_uninspectable``: a process
+        this user cannot inspect counts as holding the directory (:func:`refuse_if_open`)."""
         if settings.is_server:
             if server_client is None:  # pragma: no cover - callers pass the source's client
                 raise RunbookError("A Chroma server writer needs the server's client.")
             return cls(settings, server_client, None, None)
         live = settings.require_persist_dir()
-        refuse_if_open(live)
+        refuse_if_open(live, count_uninspectable=count_uninspectable)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         staging = live.with_name(f"{live.name}.sync-staging-{stamp}")
         before = chroma_files.stat_tree(live)
@@ -275,6 +324,7 @@ class ChromaWriter:
             raise
         writer = cls(settings, client, staging, live)
         writer._before = before
+        writer.count_uninspectable = count_uninspectable
         return writer
 
     def collection(self, name: str) -> Any:
@@ -354,7 +404,7 @@ class ChromaWriter:
             _refuse_changed(
                 self.live, self._before, chroma_files.stat_tree(self.live), "while its staged copy was written"
             )
-            refuse_if_open(self.live)
+            refuse_if_open(self.live, count_uninspectable=self.count_uninspectable)
         except ConfigError:
             self.discard()
             raise

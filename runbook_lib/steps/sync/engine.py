@@ -28,7 +28,7 @@ from typing import Any
 from runbook_lib.app.dual import journal_path_from_env
 from runbook_lib.app.journal import Journal, JournalEntry
 from runbook_lib.chroma import files as chroma_files
-from runbook_lib.chroma.writer import ChromaWriter
+from runbook_lib.chroma.writer import ChromaWriter, uninspectable_note
 from runbook_lib.config.faults import fault_point
 from runbook_lib.core.layouts import get_layout
 from runbook_lib.errors import ConfigError
@@ -90,6 +90,7 @@ class SyncOptions:
     keep_other_side: bool = False
     snapshot: str = SNAPSHOT
     full_compare: bool = False  # read every ChromaDB record, not only those its write sequence says were written
+    count_uninspectable: bool = True  # a process that cannot be inspected counts as holding the directory
 
 
 def _journal(step: Step) -> Journal | None:
@@ -222,6 +223,7 @@ def sync(step: Step) -> SyncResult:
         batch_size=sp.batch_size,
         collections=tuple(sp.collections),
         full_compare=sp.full_compare,
+        count_uninspectable=sp.uninspectable != "ignore",
     )
     return run_sync(step, opts)
 
@@ -244,6 +246,9 @@ def run_sync(step: Step, p: SyncOptions) -> SyncResult:
             "store missed; this sync's full comparison carries them over and then clears them from the journal."
         )
     chroma = step.settings.chroma
+    if p.direction == "reverse" and not chroma.is_server and chroma.persist_dir.is_dir():  # the plan says it
+        note = uninspectable_note(chroma.persist_dir, count_uninspectable=p.count_uninspectable)
+        result.warnings += [note] if note else []
     with open_target(step.settings.qdrant) as target, Ledger.for_run(step.run.state_dir, create=False) as ledger:
         # read into a candidate: it becomes the run's "source as of the last sync" only if this sync completes
         snapshot, live_stats, live_file = (
@@ -357,6 +362,7 @@ def _apply(
             step.settings.chroma,
             server_client=source.client if step.settings.chroma.is_server else None,
             planned_from={k: (v[0], v[1]) for k, v in planned_from.items()} if planned_from else None,
+            count_uninspectable=p.count_uninspectable,
         )
         pending: list[tuple[CollectionDiff, Any, list[str]]] = []
         try:
