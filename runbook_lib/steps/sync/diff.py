@@ -18,13 +18,24 @@ from typing import Any
 import numpy as np
 
 from runbook_lib.chroma.catalog import Catalog, CatalogUnavailable
-from runbook_lib.core.fingerprint import Fingerprint, fingerprints, sketches_agree, target_fingerprints
+from runbook_lib.core.fingerprint import (
+    CLOSE,
+    DIFFERENT,
+    Fingerprint,
+    compare_sketches,
+    fingerprints,
+    sketches_agree,
+    target_fingerprints,
+)
 from runbook_lib.core.layouts import Layout
+from runbook_lib.core.mapping import normalise_rows
 from runbook_lib.qdrant.base import QdrantStore
 from runbook_lib.state.ledger import Ledger, Marker
 
 #: Conflicts listed by id in the plan (the count is always complete).
 MAX_LISTED = 20
+#: A point's vector differs from the ledger's when a component is further away than this (verify's tolerance).
+VECTOR_TOLERANCE = 1e-6
 #: Changed source records kept from the plan for the forward write (8,192 x 1536-d float32 = 48 MiB at most).
 MAX_CACHED = 8192
 KINDS = ("added", "changed", "deleted")
@@ -72,6 +83,9 @@ class CollectionDiff:
     source_read: int = 0
     #: write sequence numbers of the source records read that differ from the ledger (stamped once written)
     sequences: dict[str, int] = field(default_factory=dict)
+    #: points whose vector differs from the ledger's by more than :data:`VECTOR_TOLERANCE`, found by comparing
+    #: the full vectors where the sketches were too close to tell
+    vector_edited: set[str] = field(default_factory=set)
     #: the changed source records as read (vector, document, metadata, uri), so a forward sync writes them without
     #: reading them again; None once more than :data:`MAX_CACHED` changed (then they are read again, a batch at a time)
     cached: dict[str, tuple[Any, Any, Any, Any]] | None = field(default_factory=dict)
@@ -175,10 +189,17 @@ def scan_source(
 
 
 def _target_scan(
-    target: QdrantStore, ledger: Ledger, diff: CollectionDiff, page: int, on_batch: Any
+    target: QdrantStore,
+    ledger: Ledger,
+    diff: CollectionDiff,
+    page: int,
+    on_batch: Any,
+    unchanged_in_source: Any = None,
 ) -> tuple[set[str], dict[str, Fingerprint | None]]:
     """One pass over every point (payload and vector): the chroma ids present, and the points that differ from
-    the ledger (their fingerprint; points with no vector count as absent)."""
+    the ledger (their fingerprint; points with no vector count as absent). A vector whose sketch is too close to
+    the ledger's to tell an ulp of re-normalisation from a small edit is compared in full with the source's, when
+    the source record is the one the ledger saw (``unchanged_in_source``: ids -> their vectors in Qdrant's form)."""
     present: set[str] = set()
     changed: dict[str, Fingerprint | None] = {}
     if not target.exists(diff.target):
@@ -198,17 +219,27 @@ def _target_scan(
             else:
                 rows.append((str(cid), vector, document, metadata, uri))
         if rows:
-            fps = target_fingerprints(
-                np.asarray([r[1] for r in rows], dtype=np.float32),
-                [r[2] for r in rows],
-                [r[3] for r in rows],
-                [r[4] for r in rows],
-            )
+            vectors = np.asarray([r[1] for r in rows], dtype=np.float32)
+            fps = target_fingerprints(vectors, [r[2] for r in rows], [r[3] for r in rows], [r[4] for r in rows])
             led = ledger.get(diff.collection, [r[0] for r in rows])
-            for (cid, *_), fp in zip(rows, fps, strict=True):
+            close: dict[str, int] = {}
+            for k, ((cid, *_), fp) in enumerate(zip(rows, fps, strict=True)):
                 was = led.get(cid)
-                if was is None or not same_target_state(fp, was):
+                if was is None or fp.payload != was.payload:
                     changed[cid] = fp
+                    continue
+                state = compare_sketches(fp.sketch, was.sketch)
+                if state == CLOSE:
+                    close[cid] = k
+                elif state == DIFFERENT:
+                    changed[cid] = fp
+            if close and unchanged_in_source is not None:
+                source_vectors = unchanged_in_source(list(close), {c: led[c] for c in close})
+                for cid, k in close.items():
+                    theirs = source_vectors.get(cid)
+                    if theirs is not None and float(np.abs(vectors[k] - theirs).max()) > VECTOR_TOLERANCE:
+                        changed[cid] = fps[k]
+                        diff.vector_edited.add(cid)
         if on_batch is not None:
             on_batch(len(points))
         if offset is None:
@@ -246,7 +277,23 @@ def diff_collection(
     # local mode (not the engine) walks every id of the collection per page: few large pages (4,096 points: ~200 MB
     # of vectors as Python lists while a page is held); the engine's pages stay near the batch size
     page = max(batch_size, 1024 if target.capabilities.engine else 4096)
-    in_qdrant, tgt_changed = _target_scan(target, ledger, diff, page, on_batch)
+
+    def unchanged_in_source(ids: list[str], led: dict[str, Fingerprint]) -> dict[str, np.ndarray]:
+        """The vectors (in Qdrant's form) of those of ``ids`` that ChromaDB holds as the ledger saw them."""
+        ids = [c for c in ids if c in scan.ids]
+        out: dict[str, np.ndarray] = {}
+        for chunk in _batches(ids, batch_size):
+            batch = source.fetch(name, list(chunk), expected_dim=dimension)
+            docs = diff.layout.written_documents(batch.documents, batch.metadatas)
+            fps = fingerprints(batch.embeddings, docs, batch.metadatas, batch.uris, cosine=cosine)
+            vectors = np.asarray(batch.embeddings, dtype=np.float32)
+            vectors = normalise_rows(vectors) if cosine else vectors
+            for k, (cid, fp) in enumerate(zip(chunk, fps, strict=True)):
+                if fp.source == led[cid].source:
+                    out[cid] = vectors[k]
+        return out
+
+    in_qdrant, tgt_changed = _target_scan(target, ledger, diff, page, on_batch, unchanged_in_source)
 
     def target_state(cid: str, led: Fingerprint | None) -> Fingerprint | None:
         return tgt_changed.get(cid, led if cid in in_qdrant else None)
@@ -296,10 +343,15 @@ def _classify(
     diff: CollectionDiff, cid: str, src: Fingerprint | None, tgt: Fingerprint | None, led: Fingerprint | None
 ) -> None:
     src_changed = (src is None) != (led is None) or (src is not None and led is not None and src.source != led.source)
-    tgt_changed = (tgt is None) != (led is None) or (
-        tgt is not None and led is not None and not same_target_state(tgt, led)
+    edited = cid in diff.vector_edited  # a small vector edit in Qdrant: the sketches alone would call it the same
+    tgt_changed = (
+        edited
+        or (tgt is None) != (led is None)
+        or (tgt is not None and led is not None and not same_target_state(tgt, led))
     )
-    same_now = (src is None and tgt is None) or (src is not None and tgt is not None and same_target_state(src, tgt))
+    same_now = (src is None and tgt is None) or (
+        not edited and src is not None and tgt is not None and same_target_state(src, tgt)
+    )
     if not src_changed and not tgt_changed:
         diff.unchanged += 1
         return
@@ -316,3 +368,4 @@ def _classify(
     side, now = (diff.source, src) if src_changed else (diff.qdrant, tgt)
     kind = "deleted" if now is None else ("added" if led is None else "changed")
     side.add(kind, cid)
+
