@@ -369,3 +369,32 @@ def _classify(
     kind = "deleted" if now is None else ("added" if led is None else "changed")
     side.add(kind, cid)
 
+
+def resolve_by_journal(diffs: list[CollectionDiff], pending: Sequence[Any], ledger: Ledger) -> int:
+    """Settle the conflicts the app's dual-write journal explains: a record one store missed a write of (every
+    pending entry for it names the same store as having missed) is, on the other store (the primary), the app's
+    latest state, even where later writes reached both: it becomes that store's change, not a conflict. Returns
+    how many were settled."""
+    missed_by: dict[tuple[str, str], set[str]] = {}
+    for entry in pending:
+        for cid in entry.ids:
+            missed_by.setdefault((entry.collection, cid), set()).add(entry.missed)
+    settled = 0
+    for diff in diffs:
+        explained = {
+            cid: next(iter(missed_by[(diff.collection, cid)]))
+            for cid in diff.conflicts
+            if len(missed_by.get((diff.collection, cid), ())) == 1
+        }
+        if not explained:
+            continue
+        known = ledger.get(diff.collection, list(explained))
+        for cid, missed in explained.items():
+            winner_gone = cid in (diff.conflict_gone_in_qdrant if missed == "chroma" else diff.conflict_gone_in_source)
+            side = diff.qdrant if missed == "chroma" else diff.source
+            side.add("deleted" if winner_gone else ("changed" if cid in known else "added"), cid)
+            diff.conflict_gone_in_source.discard(cid)
+            diff.conflict_gone_in_qdrant.discard(cid)
+        diff.conflicts = [c for c in diff.conflicts if c not in explained]
+        settled += len(explained)
+    return settled

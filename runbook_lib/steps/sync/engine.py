@@ -41,7 +41,7 @@ from runbook_lib.state.identity import check_source_collections, check_stores, c
 from runbook_lib.state.ledger import Ledger, file_id
 from runbook_lib.state.run import utc_now
 from runbook_lib.steps.sync import apply
-from runbook_lib.steps.sync.diff import CollectionDiff, diff_collection
+from runbook_lib.steps.sync.diff import CollectionDiff, diff_collection, resolve_by_journal
 from runbook_lib.steps.sync.reader import SyncSource
 from runbook_lib.steps.sync.result import SyncResult
 
@@ -281,6 +281,11 @@ def run_sync(step: Step, p: SyncOptions) -> SyncResult:
                 )
                 bar.close()
                 source.release()
+            if pending and (settled := resolve_by_journal(diffs, pending, ledger)):
+                result.warnings.append(
+                    f"{settled} record(s) changed on both sides are not conflicts: the dual-write journal says which "
+                    "store missed a write of each, so the other store's version (the app's latest) is carried over."
+                )
             result.collections = [d.summary() for d in diffs]
             result.blocked = _decide(diffs, p.direction, p.on_conflict, p.keep_other_side)
             if result.blocked:
