@@ -278,6 +278,24 @@ def refuse_if_open(directory: Path, *, count_uninspectable: bool = True) -> None
         )
 
 
+def _disk_full(staging: Path, when: str) -> SyncError:
+    return SyncError(
+        f"The disk holding {staging.parent} filled up {when} (the staged copy {staging.name}): free space in "
+        f"{staging.parent}, then run this step again (the live directory was not replaced; the staged copy is "
+        "removed)."
+    )
+
+
+def refuse_mount_point(live: Path) -> None:
+    """A directory that is a mount point (a Docker volume) cannot be renamed away: refused before any copy."""
+    if chroma_files.is_mount_point(live):
+        raise ConfigError(
+            f"CHROMA_PERSIST_DIR={live} is a mount point (a Docker volume or a separate disk), which cannot be "
+            "swapped for a staged copy: mount the volume one level up and point CHROMA_PERSIST_DIR at a folder "
+            "inside it (or stop the app and write through a Chroma server), then run this step again."
+        )
+
+
 class ChromaWriter:
     """Upserts and deletes into ChromaDB; :meth:`commit` makes a persistent directory's staged copy live."""
 
@@ -315,12 +333,21 @@ class ChromaWriter:
         if planned_from is not None:
             _refuse_changed(live, planned_from, before, "since this step's plan read it")
             before = planned_from
-        chroma_files.ensure_free_space(live.parent, chroma_files.tree_size(live), "the staged copy of ChromaDB")
-        chroma_files.copy_chroma_dir(live, staging)
+        refuse_mount_point(live)
+        chroma_files.ensure_free_space(
+            live.parent,
+            chroma_files.tree_size(live),
+            "the staged copy of ChromaDB",
+            fix=f"free space on that disk: the staged copy is written beside CHROMA_PERSIST_DIR, in {live.parent} "
+            "(nothing was changed), then run this step again.",
+        )
         try:
+            chroma_files.copy_chroma_dir(live, staging)
             client = chromadb.PersistentClient(path=str(staging))
-        except Exception:
+        except Exception as exc:
             shutil.rmtree(staging, ignore_errors=True)
+            if chroma_files.is_disk_full(exc):
+                raise _disk_full(staging, "while ChromaDB was copied to it") from exc
             raise
         writer = cls(settings, client, staging, live)
         writer._before = before
@@ -345,8 +372,13 @@ class ChromaWriter:
         if self.staging is not None:
             # delete, then add: chromadb's upsert merges into the existing record (a metadata key, document or uri
             # removed on the other side would survive); nothing of the staged copy is live until commit
-            col.delete(ids=ids)
-            col.add(**kwargs)
+            try:
+                col.delete(ids=ids)
+                col.add(**kwargs)
+            except Exception as exc:
+                if chroma_files.is_disk_full(exc):
+                    raise _disk_full(self.staging, "while Qdrant's changes were written into it") from exc
+                raise
             return
         # a server is written live: one upsert per batch, with None for every metadata key a record loses (the
         # upsert then removes it); a record whose document or uri is cleared, which an upsert cannot do, is deleted

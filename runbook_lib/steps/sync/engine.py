@@ -28,7 +28,7 @@ from typing import Any
 from runbook_lib.app.dual import journal_path_from_env
 from runbook_lib.app.journal import Journal, JournalEntry
 from runbook_lib.chroma import files as chroma_files
-from runbook_lib.chroma.writer import ChromaWriter, uninspectable_note
+from runbook_lib.chroma.writer import ChromaWriter, refuse_mount_point, uninspectable_note
 from runbook_lib.config.faults import fault_point
 from runbook_lib.core.layouts import get_layout
 from runbook_lib.errors import ConfigError
@@ -59,7 +59,13 @@ def _snapshot(step: Step, name: str = SNAPSHOT) -> tuple[Path, dict[str, list[in
     partial = final.with_name(name + ".partial")
     for _attempt in range(3):
         shutil.rmtree(partial, ignore_errors=True)
-        chroma_files.ensure_free_space(partial.parent, chroma_files.tree_size(live), "the sync snapshot")
+        chroma_files.ensure_free_space(
+            partial.parent,
+            chroma_files.tree_size(live),
+            "the sync snapshot",
+            fix="free space on that disk: the snapshot is kept in the run folder under RUNBOOK_OUTPUTS (nothing was "
+            "changed), then run this step again.",
+        )
         live_file = file_id(live)
         before = chroma_files.stat_tree(live)
         chroma_files.copy_chroma_dir(live, partial)
@@ -247,6 +253,7 @@ def run_sync(step: Step, p: SyncOptions) -> SyncResult:
         )
     chroma = step.settings.chroma
     if p.direction == "reverse" and not chroma.is_server and chroma.persist_dir.is_dir():  # the plan says it
+        refuse_mount_point(chroma.persist_dir)  # its swap could never be made: refused before anything is copied
         note = uninspectable_note(chroma.persist_dir, count_uninspectable=p.count_uninspectable)
         result.warnings += [note] if note else []
     with open_target(step.settings.qdrant) as target, Ledger.for_run(step.run.state_dir, create=False) as ledger:
