@@ -24,10 +24,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import chromadb
 from chromadb.api import ClientAPI
 
 from runbook_lib.chroma import files as chroma_files
+from runbook_lib.chroma.clients import open_client
 from runbook_lib.config.faults import fault_point
 from runbook_lib.config.settings import ChromaSettings
 from runbook_lib.errors import ConfigError, RunbookError, SyncError
@@ -313,7 +313,6 @@ class ChromaWriter:
         cls,
         settings: ChromaSettings,
         *,
-        server_client: ClientAPI | None = None,
         planned_from: dict[str, tuple[int, int]] | None = None,
         count_uninspectable: bool = True,
     ) -> ChromaWriter:
@@ -322,9 +321,7 @@ class ChromaWriter:
         stops the swap; without it the state at copy time is the reference. ``count_uninspectable``: a process
         this user cannot inspect counts as holding the directory (:func:`refuse_if_open`)."""
         if settings.is_server:
-            if server_client is None:  # pragma: no cover - callers pass the source's client
-                raise RunbookError("A Chroma server writer needs the server's client.")
-            return cls(settings, server_client, None, None)
+            return cls(settings, open_client(settings), None, None)
         live = settings.require_persist_dir()
         refuse_if_open(live, count_uninspectable=count_uninspectable)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -343,7 +340,7 @@ class ChromaWriter:
         )
         try:
             chroma_files.copy_chroma_dir(live, staging)
-            client = chromadb.PersistentClient(path=str(staging))
+            client = open_client(settings, path=staging)
         except Exception as exc:
             shutil.rmtree(staging, ignore_errors=True)
             if chroma_files.is_disk_full(exc):

@@ -179,11 +179,6 @@ class Ledger:
             )
             self._db.execute("COMMIT")
 
-    def drop_collection(self, collection: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM records WHERE collection = ?", (collection,))
-            self._db.execute("DELETE FROM markers WHERE collection = ?", (collection,))
-
     # --- reading --------------------------------------------------------------------------------
     def get(self, collection: str, ids: Sequence[str]) -> dict[str, Fingerprint]:
         out: dict[str, Fingerprint] = {}

@@ -372,7 +372,6 @@ def _apply(
         fault_point("sync:planned")
         writer = ChromaWriter.open(
             step.settings.chroma,
-            server_client=source.client if step.settings.chroma.is_server else None,
             planned_from={k: (v[0], v[1]) for k, v in planned_from.items()} if planned_from else None,
             count_uninspectable=p.count_uninspectable,
         )
