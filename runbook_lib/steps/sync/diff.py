@@ -28,7 +28,7 @@ from runbook_lib.core.fingerprint import (
     target_fingerprints,
 )
 from runbook_lib.core.layouts import Layout
-from runbook_lib.core.mapping import normalise_rows
+from runbook_lib.core.mapping import normalise_rows, point_id
 from runbook_lib.qdrant.base import QdrantStore
 from runbook_lib.state.ledger import Ledger, Marker
 
@@ -246,6 +246,45 @@ def _target_scan(
             return present, changed
 
 
+def settle_pending(target: QdrantStore, ledger: Ledger, diff: CollectionDiff) -> int:
+    """The writes a killed forward sync recorded as under way (:meth:`Ledger.put_pending`): those Qdrant holds as
+    recorded were that sync's, and the ledger takes them as written (so they are not changes made in Qdrant);
+    the others never landed. Returns how many were the sync's."""
+    pending = ledger.pending(diff.collection)
+    if not pending:
+        return 0
+    ids = sorted(pending)
+    landed: list[tuple[str, Fingerprint]] = []
+    gone: list[str] = []
+    present: dict[str, Fingerprint] = {}
+    if target.exists(diff.target):
+        for chunk in _batches(ids, 256):
+            rows = [
+                point_record(p, diff.layout)
+                for p in target.retrieve(diff.target, [point_id(c) for c in chunk], with_vectors=True)
+            ]
+            rows = [r for r in rows if r[0] is not None and r[1] is not None]
+            if not rows:
+                continue
+            fps = target_fingerprints(
+                np.asarray([r[1] for r in rows], dtype=np.float32),
+                [r[2] for r in rows],
+                [r[3] for r in rows],
+                [r[4] for r in rows],
+            )
+            present.update({str(r[0]): fp for r, fp in zip(rows, fps, strict=True)})
+    for cid in ids:
+        fp, now = pending[cid], present.get(cid)
+        if fp is None and now is None:
+            gone.append(cid)
+        elif fp is not None and now is not None and same_target_state(now, fp):
+            landed.append((cid, fp))
+    ledger.put(diff.collection, landed)
+    ledger.delete(diff.collection, gone)
+    ledger.clear_pending(diff.collection)
+    return len(landed) + len(gone)
+
+
 def diff_collection(
     source: Any,
     target: QdrantStore,
@@ -269,6 +308,7 @@ def diff_collection(
     record, or with a ``catalog`` only those written since the last sync (:func:`scan_source`). A record not
     read stands for what the ledger holds."""
     diff = CollectionDiff(name, target_name, cosine, dimension, layout=layout or Layout())
+    settle_pending(target, ledger, diff)
     known = ledger.sequences(name)  # the ledger's ids (and write sequence numbers), read once
     ledger_ids = set(known)
     scan = scan_source(source, catalog, ledger, known, name, full=full, live_file=live_file)
