@@ -55,3 +55,23 @@ def test_a_small_vector_edit_in_qdrant_is_seen_by_the_sync(
     _, plan = run_step_inprocess("sync", sync, run_id=rid, direction="reverse")
     alpha = next(c for c in plan.collections if c["collection"] == "alpha_docs")
     assert alpha["qdrant_changes"]["changed"] == 1 and alpha["conflicts"] == 0, alpha
+
+
+def test_a_ledger_of_projections_only_is_compared_in_full_once(
+    small_source: dict[str, Any], runbook_env: dict[str, Path]
+) -> None:
+    """A ledger written before the digest (32-byte sketches): every point is a close call, compared in full with
+    ChromaDB, found unchanged, and its sketch refreshed, so the next sync compares digests."""
+    import sqlite3
+
+    from runbook_lib.state.ledger import LEDGER
+
+    rid = migrate_ok()
+    ledger = runbook_env["outputs"] / rid / "state" / LEDGER
+    with sqlite3.connect(ledger) as db:
+        db.execute("UPDATE records SET sketch = substr(sketch, 1, 32)")
+    _, first = run_step_inprocess("sync", sync, run_id=rid)
+    assert first.ok and first.totals()["conflicts"] == 0 and "IN SYNC" in first.verdict, first.verdict
+    with sqlite3.connect(ledger) as db:
+        lengths = {row[0] for row in db.execute("SELECT DISTINCT length(sketch) FROM records")}
+    assert lengths == {48}

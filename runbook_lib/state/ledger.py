@@ -164,6 +164,17 @@ class Ledger:
             for cid, src, pay, sk in rows
         }
 
+    def refresh_sketches(self, collection: str, rows: Iterable[tuple[str, bytes]]) -> None:
+        """Replace recorded sketches by equivalent ones (the same vector, as Qdrant now holds its bytes), so the
+        next sync compares digests, not full vectors; write sequence numbers are kept."""
+        data = [(sketch, collection, cid) for cid, sketch in rows]
+        if not data:
+            return
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("UPDATE records SET sketch = ? WHERE collection = ? AND chroma_id = ?", data)
+            self._db.execute("COMMIT")
+
     def stamp(self, collection: str, rows: Iterable[tuple[str, bytes, int]]) -> None:
         """Record ChromaDB's write sequence number for records read from the source: ``(id, source digest read,
         seq)``. The number is kept only where the ledger's digest is the one read (the ledger describes that very

@@ -235,11 +235,17 @@ def _target_scan(
                     changed[cid] = fp
             if close and unchanged_in_source is not None:
                 source_vectors = unchanged_in_source(list(close), {c: led[c] for c in close})
+                same: list[tuple[str, bytes]] = []
                 for cid, k in close.items():
                     theirs = source_vectors.get(cid)
-                    if theirs is not None and float(np.abs(vectors[k] - theirs).max()) > VECTOR_TOLERANCE:
+                    if theirs is None:
+                        continue
+                    if float(np.abs(vectors[k] - theirs).max()) > VECTOR_TOLERANCE:
                         changed[cid] = fps[k]
                         diff.vector_edited.add(cid)
+                    else:
+                        same.append((cid, fps[k].sketch))
+                ledger.refresh_sketches(diff.collection, same)  # the same vector: next time its digest says so
         if on_batch is not None:
             on_batch(len(points))
         if offset is None:
