@@ -182,3 +182,94 @@ def test_after_real_migrations_only_the_newest_live_run_is_kept(
     kept = {p.name for p in backup_root(env["chroma"]).iterdir()}
     assert kept == {second.run.run_id, third.run_id}, out
     assert "newest run of 'alpha_docs', 'beta_docs', 'gamma_docs', live in Qdrant" in out
+
+
+# --- what syncs and rollbacks leave beside the directory ------------------------------------------------------------
+def _aged(path: Path, days: int) -> Path:
+    stamp = (NOW - timedelta(days=days)).timestamp()
+    for p in [*path.rglob("*"), path]:
+        os.utime(p, (stamp, stamp))
+    return path
+
+
+def test_leftovers_of_syncs_and_rollbacks_are_listed_and_removable(
+    small_source: dict[str, Any], runbook_env: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A killed reverse sync's full-size staged copy, the directory a sync replaced, one a rollback set aside and a
+    rollback export: listed with their size, deleted with --yes when old enough; the newest replaced directory stays
+    unless --force, and a staged copy stays, even with --force, while a run is being driven."""
+    import subprocess
+    import sys
+
+    from test_crash_safety import crash_at
+    from test_rollback_live import migrate_ok, qdrant_writes
+
+    from runbook_lib.steps.sync.engine import sync
+
+    chroma_dir = runbook_env["chroma"]
+    rid = migrate_ok()
+    qdrant_writes(runbook_env["qdrant"])
+    crash_at("swap:checks", "sync", run_id=rid, direction="reverse", confirm=True)  # killed before the swap
+    _, done = run_step_inprocess("sync", sync, run_id=rid, direction="reverse", confirm=True)
+    assert done.totals()["applied"] == 3
+    staged = [p for p in chroma_dir.parent.iterdir() if ".sync-staging-" in p.name]
+    replaced = [p for p in chroma_dir.parent.iterdir() if ".pre-sync-" in p.name]
+    assert len(staged) == 1 and len(replaced) == 1
+    old = chroma_dir.with_name(f"{chroma_dir.name}.old-20200101T000000Z")
+    (old / "x").mkdir(parents=True)
+    (old / "x" / "chroma.sqlite3").write_bytes(b"\0" * 4096)
+    export = runbook_env["outputs"] / rid / "rollback_export"
+    export.mkdir()
+    (export / "alpha_docs.jsonl").write_text("{}\n")
+    for path in (*staged, old, export):
+        _aged(path, 10)
+    _aged(replaced[0], 9)  # the newest directory a swap replaced
+
+    assert _cleanup("--older-than", "7d") == 0
+    out = capsys.readouterr().out
+    for path in (*staged, *replaced, old, export):
+        assert str(path) in out, out
+    assert "staged copy of a reverse sync" in out and "MB" in out and "would be deleted" in out
+    assert all(p.exists() for p in (*staged, *replaced, old, export))  # listing deletes nothing
+
+    # a run being driven (its lock held by another process): its staged copy may be in use, never deleted
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from filelock import FileLock; l = FileLock(sys.argv[1]); l.acquire(); "
+            "print('held', flush=True); sys.stdin.read()",
+            str(runbook_env["outputs"] / rid / ".run.lock"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert _cleanup("--older-than", "7d", "--yes", "--force") == 0
+        out = capsys.readouterr().out
+        assert f"run {rid} is running now" in out
+        assert staged[0].exists() and export.exists() and not old.exists() and not replaced[0].exists()
+    finally:
+        holder.communicate("")
+    assert _cleanup("--older-than", "7d", "--yes") == 0
+    assert not staged[0].exists() and not export.exists()
+    assert chroma_dir.is_dir()
+
+
+def test_the_newest_replaced_directory_is_kept_unless_forced(runbook_env: dict[str, Path]) -> None:
+    chroma_dir = runbook_env["chroma"]
+    chroma_dir.mkdir(parents=True)
+    older = _aged(_mkdir(chroma_dir.with_name(f"{chroma_dir.name}.pre-sync-1")), 12)
+    newer = _aged(_mkdir(chroma_dir.with_name(f"{chroma_dir.name}.old-2")), 10)
+    actions = {i.path: i.action for i in cleanup.plan_leftovers(chroma_dir, runbook_env["outputs"], timedelta(days=7))}
+    assert actions[older] == "delete" and actions[newer].startswith("keep: the newest directory a swap replaced")
+    forced = cleanup.plan_leftovers(chroma_dir, runbook_env["outputs"], timedelta(days=7), force=True)
+    assert all(i.delete for i in forced)
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir()
+    (path / "f").write_bytes(b"1")
+    return path

@@ -29,7 +29,7 @@ import numpy as np
 from qdrant_client import models
 
 from runbook_lib.app.chroma_backend import ChromaBackend
-from runbook_lib.app.dual import DualWriter, journal_path_from_env, read_store_from_env
+from runbook_lib.app.dual import DualWriter, journal_path_from_env, read_store_from_env, secondary_deadline_from_env
 from runbook_lib.app.errors import QueryDimensionMismatchError, UnknownCollectionError, short_error
 from runbook_lib.app.journal import Journal
 from runbook_lib.app.metrics import AppMetrics, default_metrics, measured, serve_from_env
@@ -136,6 +136,7 @@ class VectorDBClient(WriteMethods):
                 secondary_name="qdrant" if self.read_from == "chroma" else "chroma",
                 journal=self.journal,
                 secrets=self.settings.secrets(),
+                deadline_s=secondary_deadline_from_env(env),
             )
         else:
             self.read_from = self.backend
@@ -160,7 +161,10 @@ class VectorDBClient(WriteMethods):
         """Release the connection (and the lock on ``QDRANT_PATH`` in local mode). Idempotent."""
         self._store.close()
         if self._secondary is not None:
-            self._secondary.close()
+            if self._dual is not None:  # a secondary hung past its write deadline is not waited for
+                self._dual.close_secondary(self._secondary.close)
+            else:
+                self._secondary.close()
 
     @property
     def closed(self) -> bool:

@@ -4,7 +4,10 @@ The **primary** is the store reads come from, named by ``VECTOR_DB_READ`` (``chr
 cutover, or ``qdrant`` after it); the other is the **secondary**. A write goes to the primary first: if it fails
 the call raises and the secondary is not touched. Then the secondary: if it still fails after a retry, the write
 is appended to the :class:`~runbook_lib.app.journal.Journal` (fsync'd) before the call returns, and a warning is
-logged; the app carries on. If even the journal cannot be written, the call raises (the write is in the primary
+logged; the app carries on. A secondary write has a deadline (``VECTOR_DB_SECONDARY_TIMEOUT`` seconds, default
+30): one that has not returned by then (a store that hangs, e.g. Chroma on a full disk) is journaled as missed and
+the call returns; until it finishes, later secondary writes are journaled at once rather than queued behind it.
+If even the journal cannot be written, the call raises (the write is in the primary
 only and nothing records it: never silent). ``runbook sync`` replays the journal; :meth:`DualWriter.replay` does
 the same from the app.
 
@@ -15,6 +18,8 @@ A delete by ``where`` first resolves the matching ids in the primary, then delet
 from __future__ import annotations
 
 import logging
+import math
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,6 +41,29 @@ DEFAULT_READ_STORE: Store = "chroma"
 #: Attempts at a secondary write before it is journaled (the Qdrant side also retries transient errors itself).
 SECONDARY_ATTEMPTS = 2
 SECONDARY_RETRY_PAUSE_S = 0.25
+SECONDARY_DEADLINE_VARIABLE = "VECTOR_DB_SECONDARY_TIMEOUT"
+DEFAULT_SECONDARY_DEADLINE_S = 30.0
+
+
+class SecondaryDeadline(Exception):
+    """A secondary write did not return within its deadline (it may still be running)."""
+
+
+def secondary_deadline_from_env(env: Mapping[str, str]) -> float:
+    """``VECTOR_DB_SECONDARY_TIMEOUT``: seconds a secondary write may take before it is journaled (default 30)."""
+    raw = (env.get(SECONDARY_DEADLINE_VARIABLE) or "").strip()
+    if not raw:
+        return DEFAULT_SECONDARY_DEADLINE_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(
+            f"{SECONDARY_DEADLINE_VARIABLE}={raw!r} is not a number of seconds greater than zero: set it to how long a "
+            "write to the secondary store may take before it is journaled as missed (e.g. 30)."
+        )
+    return value
 
 
 class WriteStore(Protocol):
@@ -96,6 +124,7 @@ class DualWriter:
         secrets: list[str] | None = None,
         attempts: int = SECONDARY_ATTEMPTS,
         pause_s: float = SECONDARY_RETRY_PAUSE_S,
+        deadline_s: float = DEFAULT_SECONDARY_DEADLINE_S,
     ) -> None:
         self.primary, self.secondary = primary, secondary
         self.primary_name, self.secondary_name = primary_name, secondary_name
@@ -103,6 +132,9 @@ class DualWriter:
         self._secrets = [s for s in (secrets or []) if s]
         self.attempts = max(1, attempts)
         self.pause_s = pause_s
+        self.deadline_s = deadline_s
+        self._lock = threading.Lock()
+        self._overdue: threading.Thread | None = None  # a secondary write still running past its deadline
 
     def write(self, collection: str, kind: WriteKind, recs: Records) -> JournalEntry | None:
         """Write to both stores; the journal entry when the secondary missed it, else None."""
@@ -129,9 +161,9 @@ class DualWriter:
         error: BaseException | None = None
         for attempt in range(1, self.attempts + 1):
             try:
-                fn()
+                self._within_deadline(fn)
                 return None
-            except (UnknownCollectionError, DimensionMismatchError, ValueError) as exc:
+            except (UnknownCollectionError, DimensionMismatchError, ValueError, SecondaryDeadline) as exc:
                 error = exc  # will not get better by retrying
                 break
             except Exception as exc:
@@ -167,6 +199,48 @@ class DualWriter:
             self.journal.path,
         )
         return entry
+
+    def _within_deadline(self, fn: Any) -> None:
+        """Run ``fn`` in a daemon thread and wait at most :attr:`deadline_s` for it; :class:`SecondaryDeadline`
+        when it is still running then (or an earlier one still is: nothing is queued behind a hung store)."""
+        with self._lock:
+            if self._overdue is not None and self._overdue.is_alive():
+                raise SecondaryDeadline(
+                    f"{self.secondary_name} is still busy with an earlier write that passed its "
+                    f"{self.deadline_s:g} s deadline ({SECONDARY_DEADLINE_VARIABLE})"
+                )
+            outcome: list[BaseException] = []
+
+            def run() -> None:
+                try:
+                    fn()
+                except BaseException as exc:  # handed to the caller's thread
+                    outcome.append(exc)
+
+            thread = threading.Thread(target=run, name=f"dual-write-{self.secondary_name}", daemon=True)
+            thread.start()
+        thread.join(self.deadline_s)
+        if thread.is_alive():
+            with self._lock:
+                self._overdue = thread
+            raise SecondaryDeadline(
+                f"{self.secondary_name} did not answer within {self.deadline_s:g} s ({SECONDARY_DEADLINE_VARIABLE})"
+            )
+        if outcome:
+            raise outcome[0]
+
+    def close_secondary(self, close: Any) -> None:
+        """Call ``close`` (the secondary store's), without waiting when a write past its deadline still holds it:
+        then it is closed in the background once that write lets go (the app's shutdown does not hang either)."""
+        with self._lock:
+            overdue = self._overdue is not None and self._overdue.is_alive()
+        if not overdue:
+            close()
+            return
+        log.warning(
+            "dual write: %s is still busy with a write past its deadline; closed in the background", self.secondary_name
+        )
+        threading.Thread(target=close, name=f"dual-close-{self.secondary_name}", daemon=True).start()
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:

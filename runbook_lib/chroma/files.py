@@ -8,7 +8,9 @@ reads through them.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import shutil
 import sqlite3
 from collections.abc import Iterator
@@ -117,22 +119,51 @@ def sqlite_problem(path: Path) -> str | None:
     return None
 
 
+class NotEnoughSpace(BackupError):
+    """The disk that a copy is written to has no room for it: found before anything changed (exit 2)."""
+
+    exit_code = 2
+
+
 def ensure_free_space(dest: Path, needed: int, what: str, *, fix: str | None = None) -> None:
-    """Fail before copying anything when the disk holding ``dest`` has no room for ``needed`` bytes; ``fix`` says
-    how to make room (default: for a backup)."""
+    """Fail before copying anything when the disk holding ``dest`` (the folder the copy is written in) has no room
+    for ``needed`` bytes; ``fix`` says how to make room (default: free space on that disk)."""
     probe = dest
     while not probe.exists():
         probe = probe.parent
     free = shutil.disk_usage(probe).free
     margin = max(needed // 10, 16 << 20)
     if free < needed + margin:
-        raise BackupError(
-            f"Not enough disk space for {what}: {needed / 1e6:.1f} MB needed (plus {margin / 1e6:.0f} MB margin) "
-            f"but only {free / 1e6:.1f} MB free on the disk holding {probe}; "
-            + (fix or "free some space or move CHROMA_PERSIST_DIR's backup location."),
+        raise NotEnoughSpace(
+            f"Not enough disk space for {what} in {dest}: {needed / 1e6:.1f} MB needed (plus {margin / 1e6:.0f} MB "
+            f"margin) but only {free / 1e6:.1f} MB free on the disk holding {probe}; "
+            + (fix or "free space on that disk (nothing was changed), then run this step again."),
             needed=needed,
             free=free,
         )
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says the disk is full: ``ENOSPC``, or SQLite's "database or disk is
+    full" as chromadb passes it on."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "disk is full" in str(seen) or os.strerror(errno.ENOSPC) in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def is_mount_point(path: Path) -> bool:
+    """Whether ``path`` is a mount point (a Docker volume, a separate disk): it cannot be renamed away."""
+    try:
+        return os.path.ismount(path) or path.stat().st_dev != path.parent.stat().st_dev
+    except OSError:
+        return False
 
 
 def copy_chroma_dir(src: Path, dst: Path, *, consistent_sqlite: bool = True) -> None:

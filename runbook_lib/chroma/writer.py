@@ -19,14 +19,15 @@ import json
 import logging
 import os
 import shutil
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import chromadb
 from chromadb.api import ClientAPI
 
 from runbook_lib.chroma import files as chroma_files
+from runbook_lib.chroma.clients import open_client
 from runbook_lib.config.faults import fault_point
 from runbook_lib.config.settings import ChromaSettings
 from runbook_lib.errors import ConfigError, RunbookError, SyncError
@@ -48,10 +49,26 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _process_started(pid: int) -> str | None:
+    """When process ``pid`` started (``/proc/<pid>/stat``'s start time: a reused pid has another), None if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
 def _write_intent(live: Path, staged: Path, previous: Path | None) -> None:
     path = intent_path(live)
     tmp = path.with_name(path.name + ".tmp")
-    record = {"live": str(live), "staged": str(staged), "previous": str(previous) if previous else None}
+    record = {
+        "live": str(live),
+        "staged": str(staged),
+        "previous": str(previous) if previous else None,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "process_started": _process_started(os.getpid()),
+    }
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(json.dumps({**record, "started_at": datetime.now(UTC).isoformat()}, indent=2))
         fh.flush()
@@ -75,6 +92,15 @@ def _read_intent(live: Path) -> dict[str, Any] | None:
             "it at that path, delete the record, then run the step again."
         ) from None
     return data
+
+
+def _swapping_now(data: dict[str, Any]) -> int | None:
+    """The pid of the process of this machine still doing the recorded swap (not this one), or None."""
+    pid = data.get("pid")
+    if not isinstance(pid, int) or pid == os.getpid() or data.get("host") != socket.gethostname():
+        return None
+    started = _process_started(pid)
+    return pid if started is not None and started == data.get("process_started") else None
 
 
 def is_swapping(live: Path, staged: Path) -> bool:
@@ -120,6 +146,11 @@ def recover_swap(live: Path) -> str | None:
     data = _read_intent(live)
     if data is None:
         return None
+    if (pid := _swapping_now(data)) is not None:
+        raise ConfigError(
+            f"Process {pid} is swapping {live} right now (its record {intent_path(live)}): wait for that step to "
+            "finish, then run this one again."
+        )
     staged = Path(data["staged"])
     previous = Path(data["previous"]) if data.get("previous") else None
     if staged.exists() and not live.exists():
@@ -158,29 +189,68 @@ def honour_swap(settings: ChromaSettings) -> str | None:
     return None if settings.is_server else recover_swap(settings.persist_dir)
 
 
-def processes_holding(directory: Path) -> list[str]:
-    """``pid (name)`` of every other process with a file under ``directory`` open (Linux ``/proc``)."""
+UNINSPECTABLE = "cannot be inspected: another user's or a container's process"
+
+
+def inspect_holders(directory: Path) -> tuple[list[str], list[str]]:
+    """``pid (name)`` of every other process with a file under ``directory`` open (Linux ``/proc``), and of every
+    process whose open files this user may not read (another user's, a container's): it may hold it too."""
     root = directory.resolve()
     holders: list[str] = []
+    unknown: list[str] = []
     proc = Path("/proc")
     if not proc.is_dir():  # pragma: no cover - not Linux: nothing to check with
-        return holders
+        return holders, unknown
     for pid_dir in proc.iterdir():
         if not pid_dir.name.isdigit() or int(pid_dir.name) == os.getpid():
             continue
         try:
-            for fd in (pid_dir / "fd").iterdir():
-                try:
-                    target = Path(os.readlink(fd))
-                except OSError:
-                    continue
-                if target == root or root in target.parents:
-                    name = (pid_dir / "comm").read_text().strip()
-                    holders.append(f"{pid_dir.name} ({name})")
-                    break
+            name = (pid_dir / "comm").read_text().strip()
+            if not (pid_dir / "cmdline").read_bytes():  # a kernel thread (or a zombie): it opens no files
+                continue
+        except OSError:
+            continue  # the process ended
+        try:
+            fds = list((pid_dir / "fd").iterdir())
+        except PermissionError:
+            unknown.append(f"{pid_dir.name} ({name})")
+            continue
         except OSError:
             continue
-    return holders
+        for fd in fds:
+            try:
+                target = Path(os.readlink(fd))
+            except OSError:
+                continue
+            if target == root or root in target.parents:
+                holders.append(f"{pid_dir.name} ({name})")
+                break
+    return holders, unknown
+
+
+def processes_holding(directory: Path, *, count_uninspectable: bool = True) -> list[str]:
+    """``pid (name)`` of every other process that holds a file under ``directory`` open, or may (with
+    ``count_uninspectable``, the default: a process this user cannot inspect counts as a holder)."""
+    holders, unknown = inspect_holders(directory)
+    return holders + ([f"{p}, {UNINSPECTABLE}" for p in unknown] if count_uninspectable else [])
+
+
+def uninspectable_note(directory: Path, *, count_uninspectable: bool = True) -> str | None:
+    """What the plan says about the processes this user cannot inspect (None: there are none)."""
+    _, unknown = inspect_holders(directory)
+    if not unknown:
+        return None
+    listed = ", ".join(unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+    if count_uninspectable:
+        return (
+            f"{len(unknown)} process(es) could not be inspected for open files under {directory} ({listed}): they "
+            "count as holding it, so it is not replaced; run as a user that can inspect them, or pass "
+            "-p uninspectable ignore when none of them uses CHROMA_PERSIST_DIR."
+        )
+    return (
+        f"{len(unknown)} process(es) could not be inspected for open files under {directory} ({listed}) and are "
+        "assumed not to hold it (uninspectable=ignore)."
+    )
 
 
 def _refuse_changed(live: Path, before: dict[str, tuple[int, int]], now: dict[str, tuple[int, int]], when: str) -> None:
@@ -192,12 +262,37 @@ def _refuse_changed(live: Path, before: dict[str, tuple[int, int]], now: dict[st
         )
 
 
-def refuse_if_open(directory: Path) -> None:
-    holders = processes_holding(directory)
+def refuse_if_open(directory: Path, *, count_uninspectable: bool = True) -> None:
+    holders, unknown = inspect_holders(directory)
     if holders:
         raise ConfigError(
             f"{directory} is open in another process ({', '.join(holders[:5])}): stop the app (or anything "
             "else using CHROMA_PERSIST_DIR) before writing to ChromaDB, then run this step again."
+        )
+    if unknown and count_uninspectable:
+        raise ConfigError(
+            f"{directory} may be open in {len(unknown)} process(es) this user cannot inspect ("
+            f"{', '.join(unknown[:5])}: another user's or a container's): stop any of them that uses "
+            "CHROMA_PERSIST_DIR and pass -p uninspectable ignore (or run as a user that can inspect them), then run "
+            "this step again."
+        )
+
+
+def _disk_full(staging: Path, when: str) -> SyncError:
+    return SyncError(
+        f"The disk holding {staging.parent} filled up {when} (the staged copy {staging.name}): free space in "
+        f"{staging.parent}, then run this step again (the live directory was not replaced; the staged copy is "
+        "removed)."
+    )
+
+
+def refuse_mount_point(live: Path) -> None:
+    """A directory that is a mount point (a Docker volume) cannot be renamed away: refused before any copy."""
+    if chroma_files.is_mount_point(live):
+        raise ConfigError(
+            f"CHROMA_PERSIST_DIR={live} is a mount point (a Docker volume or a separate disk), which cannot be "
+            "swapped for a staged copy: mount the volume one level up and point CHROMA_PERSIST_DIR at a folder "
+            "inside it (or stop the app and write through a Chroma server), then run this step again."
         )
 
 
@@ -211,39 +306,49 @@ class ChromaWriter:
         self.live = live
         self.previous: Path | None = None
         self._before: dict[str, tuple[int, int]] = {}
+        self.count_uninspectable = True
 
     @classmethod
     def open(
         cls,
         settings: ChromaSettings,
         *,
-        server_client: ClientAPI | None = None,
         planned_from: dict[str, tuple[int, int]] | None = None,
+        count_uninspectable: bool = True,
     ) -> ChromaWriter:
         """A writer; for a persistent directory, over a staged copy of it. ``planned_from``: the live files' (size,
         mtime) when the plan's snapshot was taken, so a write made since (before the copy, or during the staging)
-        stops the swap; without it the state at copy time is the reference."""
+        stops the swap; without it the state at copy time is the reference. ``count_uninspectable``: a process
+        this user cannot inspect counts as holding the directory (:func:`refuse_if_open`)."""
         if settings.is_server:
-            if server_client is None:  # pragma: no cover - callers pass the source's client
-                raise RunbookError("A Chroma server writer needs the server's client.")
-            return cls(settings, server_client, None, None)
+            return cls(settings, open_client(settings), None, None)
         live = settings.require_persist_dir()
-        refuse_if_open(live)
+        refuse_if_open(live, count_uninspectable=count_uninspectable)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         staging = live.with_name(f"{live.name}.sync-staging-{stamp}")
         before = chroma_files.stat_tree(live)
         if planned_from is not None:
             _refuse_changed(live, planned_from, before, "since this step's plan read it")
             before = planned_from
-        chroma_files.ensure_free_space(live.parent, chroma_files.tree_size(live), "the staged copy of ChromaDB")
-        chroma_files.copy_chroma_dir(live, staging)
+        refuse_mount_point(live)
+        chroma_files.ensure_free_space(
+            live.parent,
+            chroma_files.tree_size(live),
+            "the staged copy of ChromaDB",
+            fix=f"free space on that disk: the staged copy is written beside CHROMA_PERSIST_DIR, in {live.parent} "
+            "(nothing was changed), then run this step again.",
+        )
         try:
-            client = chromadb.PersistentClient(path=str(staging))
-        except Exception:
+            chroma_files.copy_chroma_dir(live, staging)
+            client = open_client(settings, path=staging)
+        except Exception as exc:
             shutil.rmtree(staging, ignore_errors=True)
+            if chroma_files.is_disk_full(exc):
+                raise _disk_full(staging, "while ChromaDB was copied to it") from exc
             raise
         writer = cls(settings, client, staging, live)
         writer._before = before
+        writer.count_uninspectable = count_uninspectable
         return writer
 
     def collection(self, name: str) -> Any:
@@ -264,8 +369,13 @@ class ChromaWriter:
         if self.staging is not None:
             # delete, then add: chromadb's upsert merges into the existing record (a metadata key, document or uri
             # removed on the other side would survive); nothing of the staged copy is live until commit
-            col.delete(ids=ids)
-            col.add(**kwargs)
+            try:
+                col.delete(ids=ids)
+                col.add(**kwargs)
+            except Exception as exc:
+                if chroma_files.is_disk_full(exc):
+                    raise _disk_full(self.staging, "while Qdrant's changes were written into it") from exc
+                raise
             return
         # a server is written live: one upsert per batch, with None for every metadata key a record loses (the
         # upsert then removes it); a record whose document or uri is cleared, which an upsert cannot do, is deleted
@@ -323,7 +433,7 @@ class ChromaWriter:
             _refuse_changed(
                 self.live, self._before, chroma_files.stat_tree(self.live), "while its staged copy was written"
             )
-            refuse_if_open(self.live)
+            refuse_if_open(self.live, count_uninspectable=self.count_uninspectable)
         except ConfigError:
             self.discard()
             raise

@@ -203,6 +203,8 @@ class SyncParams(CollectionsParams):
     confirm: bool = False
     batch_size: int = Field(256, ge=1, le=10_000)
     full_compare: bool = False
+    #: a process whose open files cannot be inspected (another user's, a container's): holding the directory or not
+    uninspectable: Literal["holders", "ignore"] = "holders"
 
     @model_validator(mode="after")
     def _needs_run_id(self) -> SyncParams:

@@ -11,9 +11,12 @@ Per record, three parts (all computed from data already in hand, in the pass tha
     sha256 (16 bytes) of the document, metadata and uri alone, the same whether read from ChromaDB or from the
     Qdrant payload (``metadata`` ``None`` is ``{}``, as the SPEC payload writes it).
 ``sketch``
-    the vector as Qdrant stores it (unit length for Cosine) projected on 8 fixed random directions (32 bytes).
-    A Qdrant server may re-normalise a Cosine vector by a float32 ulp, so the vector is compared within
-    :data:`SKETCH_TOLERANCE` of its norm, not bit for bit; any real change of an embedding moves it far more.
+    the vector as Qdrant stores it (unit length for Cosine) projected on 8 fixed random directions (32 bytes),
+    then the sha256 (16 bytes) of its float32 bytes (ledgers written before it hold the projections alone).
+    Equal digests: the same vector. Projections further apart than :data:`SKETCH_TOLERANCE` of its norm: another
+    vector. In between (:data:`CLOSE`) the sketch cannot tell a float32 ulp of re-normalisation (a Qdrant server
+    may do that) from a small edit that verify would report (its tolerance is 1e-6, far inside the projections'):
+    the sync then compares the full vectors (:func:`runbook_lib.steps.sync.diff.diff_collection`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ SKETCH_DIRECTIONS = 8
 #: Two sketches agree when every projection differs by at most this share of the vector's norm (and at least
 #: this much in absolute terms): far above float32 rounding, far below any real change of an embedding.
 SKETCH_TOLERANCE = 1e-5
+_PROJECTIONS = SKETCH_DIRECTIONS * 4
+#: What :func:`compare_sketches` answers.
+SAME, CLOSE, DIFFERENT = "same", "close", "different"
 
 
 @dataclass(frozen=True)
@@ -84,12 +90,16 @@ def _directions(dim: int) -> np.ndarray:
     return (d / np.linalg.norm(d, axis=1, keepdims=True)).astype(np.float64)
 
 
-def sketches(target_vectors: np.ndarray) -> np.ndarray:
-    """(n, 8) float32 projections of vectors in their Qdrant form."""
-    v = np.asarray(target_vectors, dtype=np.float64)
+def sketches(target_vectors: np.ndarray) -> list[bytes]:
+    """The sketch of each vector in its Qdrant form: 8 float32 projections, then the digest of its float32 bytes."""
+    exact = np.ascontiguousarray(target_vectors, dtype="<f4")
+    v = exact.astype(np.float64)
     if v.ndim != 2 or v.shape[0] == 0:
-        return np.zeros((0 if v.ndim != 2 else v.shape[0], SKETCH_DIRECTIONS), dtype=np.float32)
-    return (v @ _directions(v.shape[1]).T).astype(np.float32)
+        return [b""] * (0 if v.ndim != 2 else v.shape[0])
+    projections = (v @ _directions(v.shape[1]).T).astype("<f4")
+    return [
+        p.tobytes() + hashlib.sha256(row.tobytes()).digest()[:16] for p, row in zip(projections, exact, strict=True)
+    ]
 
 
 def fingerprints(
@@ -110,7 +120,7 @@ def fingerprints(
     out = []
     for i, (doc, meta, uri) in enumerate(zip(documents, metadatas, uris, strict=True)):
         pay = payload_digest(doc, meta, uri)
-        out.append(Fingerprint(source_digest(vectors[i], pay), pay, sk[i].tobytes()))
+        out.append(Fingerprint(source_digest(vectors[i], pay), pay, sk[i]))
     return out
 
 
@@ -121,15 +131,23 @@ def target_fingerprints(
     (``source`` is empty: a point is not the source's exact bytes)."""
     sk = sketches(np.asarray(vectors, dtype=np.float32))
     return [
-        Fingerprint(b"", payload_digest(d, m, u), sk[i].tobytes())
+        Fingerprint(b"", payload_digest(d, m, u), sk[i])
         for i, (d, m, u) in enumerate(zip(documents, metadatas, uris, strict=True))
     ]
 
 
-def sketches_agree(a: bytes, b: bytes) -> bool:
-    x = np.frombuffer(a, dtype=np.float32).astype(np.float64)
-    y = np.frombuffer(b, dtype=np.float32).astype(np.float64)
-    if x.shape != y.shape:
-        return False
+def compare_sketches(a: bytes, b: bytes) -> str:
+    """:data:`SAME` vector, :data:`DIFFERENT` vectors, or :data:`CLOSE`: the full vectors must be compared."""
+    if len(a) > _PROJECTIONS and len(a) == len(b) and a[_PROJECTIONS:] == b[_PROJECTIONS:]:
+        return SAME
+    x = np.frombuffer(a[:_PROJECTIONS], dtype="<f4").astype(np.float64)
+    y = np.frombuffer(b[:_PROJECTIONS], dtype="<f4").astype(np.float64)
+    if x.shape != y.shape or len(a) < _PROJECTIONS or len(b) < _PROJECTIONS:
+        return DIFFERENT
     scale = max(1.0, float(np.abs(x).max(initial=0.0)), float(np.abs(y).max(initial=0.0)))
-    return bool(np.all(np.abs(x - y) <= SKETCH_TOLERANCE * scale))
+    return CLOSE if np.all(np.abs(x - y) <= SKETCH_TOLERANCE * scale) else DIFFERENT
+
+
+def sketches_agree(a: bytes, b: bytes) -> bool:
+    """Not :data:`DIFFERENT`: the same vector, or one within a float32 ulp or a small edit of it."""
+    return compare_sketches(a, b) != DIFFERENT

@@ -102,6 +102,9 @@ class Step:
     #: the charts saved so far, as (path, alt text); shown by :meth:`show_figures` after the verdict
     figures: list[tuple[Path, str]] = field(default_factory=list)
     _executing: bool = field(default=False, repr=False)
+    #: what :func:`begin` did before the step's work, for the result's warnings (an interrupted directory swap
+    #: finished or undone)
+    notes: list[str] = field(default_factory=list)
     #: releases the run's lock taken by :func:`begin` (a notebook opened outside the runner drives the run too)
     _release: Callable[[], None] | None = field(default=None, repr=False)
 
@@ -132,6 +135,7 @@ class Step:
             raise
         finally:
             self._executing = False
+        self._add_notes(result)
         data = result.to_dict() if hasattr(result, "to_dict") else dict(result)  # type: ignore[call-overload]
         ok = bool(getattr(result, "ok", data.get("ok", True)))
         if ok:
@@ -140,8 +144,17 @@ class Step:
         self.finish({**data, "exit_code": VerificationFailed.exit_code}, status="failed")
         raise VerificationFailed(data.get("verdict") or f"The {self.name} step found differences; see its result.")
 
+    def _add_notes(self, result: Any) -> None:
+        """Put :attr:`notes` first among the result's warnings (a result with a ``warnings`` list)."""
+        warnings_ = getattr(result, "warnings", None)
+        if isinstance(warnings_, list):
+            warnings_[:0] = [note for note in self.notes if note not in warnings_]
+
     def finish(self, data: dict[str, Any], *, status: str) -> None:
         duration = time.perf_counter() - self.started
+        if self.notes:  # a failed step's result says what begin did too
+            listed = data.get("warnings") if isinstance(data.get("warnings"), list) else []
+            data = {**data, "warnings": [n for n in self.notes if n not in listed] + list(listed)}
         payload = {
             "step": self.name,
             "run_id": self.run.run_id,
@@ -229,6 +242,7 @@ def _begin(step: str, **raw_params: Any) -> Step:
     run = Run.open_or_create(settings.outputs, getattr(params, "run_id", "") or None)
     release = run.hold_driving()  # one driver per run, whether it is the runner or a notebook in JupyterLab
     try:
+        notes = _honour_swap(settings)
         if not getattr(params, "run_id", ""):
             params = params.model_copy(update={"run_id": run.run_id})
         run.update_manifest(settings=settings.public())
@@ -239,4 +253,14 @@ def _begin(step: str, **raw_params: Any) -> Step:
     log.debug(
         "%s: run %s, source %s, target %s", step, run.run_id, settings.chroma.describe(), settings.qdrant.describe()
     )
-    return Step(name=step, params=params, settings=settings, run=run, _release=release)
+    return Step(name=step, params=params, settings=settings, run=run, notes=notes, _release=release)
+
+
+def _honour_swap(settings: Settings) -> list[str]:
+    """Every step starts by finishing (or undoing) a swap of the ChromaDB directory that a crash interrupted, so no
+    step reads, backs up or replaces a directory found missing mid-swap (``chroma.writer.honour_swap``).
+    """
+    from runbook_lib.chroma.writer import honour_swap  # chromadb is loaded by the steps, not by importing the kernel
+
+    note = honour_swap(settings.chroma)
+    return [note] if note else []

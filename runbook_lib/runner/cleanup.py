@@ -14,8 +14,14 @@ Without ``--force`` these are kept, however old:
 Without ``--yes`` nothing is deleted. A deleted backup cannot be restored: a rollback of that run can then only keep
 what is still in the live directory.
 
-The directories a rollback sets aside (``<CHROMA_PERSIST_DIR>.old-<time>``) are listed for
-information only: they are never deleted here.
+What the live-data steps leave beside the directory is listed too, with its size, and deleted with ``--yes`` when
+older than the limit (:func:`plan_leftovers`): the staged copies of a killed reverse sync or rollback
+(``<dir>.sync-staging-*``, ``<dir>.restore-*``), the directories a sync replaced or a rollback set aside
+(``<dir>.pre-sync-*``, ``<dir>.old-*``) and the exports of what a rollback deleted from Qdrant
+(``outputs/<run_id>/rollback_export/``). Never deleted, even with ``--force``: one that the record of a swap in
+progress (``<dir>.swap.json``) names, and a staged copy while a run is being driven or a process holds it open.
+Kept unless ``--force``: the newest replaced or set-aside directory (the only copy of what the last swap replaced)
+and the export of a run that has not finished.
 """
 
 from __future__ import annotations
@@ -32,10 +38,12 @@ from pathlib import Path
 from typing import Any
 
 from runbook_lib.chroma.backup import backup_root, load_backup, verify_backup
+from runbook_lib.chroma.writer import honour_swap, intent_path, processes_holding
 from runbook_lib.config.settings import QdrantSettings, load_settings
 from runbook_lib.errors import BackupError, RunbookError
 from runbook_lib.state.checkpoint import CHECKPOINT, load_checkpoint
-from runbook_lib.state.run import MANIFEST
+from runbook_lib.state.run import MANIFEST, Run
+from runbook_lib.steps.rollback.export import EXPORT_DIR
 
 DEFAULT_OLDER_THAN = "7d"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
@@ -308,6 +316,150 @@ def _print_table(backups: list[BackupInfo], now: datetime) -> None:
         print("  ".join(str(v).ljust(w) for v, w in zip(c, widths, strict=True)).rstrip())
 
 
+# --- what the live-data steps leave beside the directory ---------------------------------------------------------
+#: sibling suffix -> what it is; staged copies come first
+LEFTOVER_KINDS: dict[str, str] = {
+    ".sync-staging-": "staged copy of a reverse sync or rollback that did not finish",
+    ".restore-": "staged copy of a rollback's restore that did not finish",
+    ".pre-sync-": "directory a reverse sync or rollback replaced",
+    ".old-": "directory a rollback set aside",
+}
+_STAGED = (".sync-staging-", ".restore-")
+
+
+@dataclass
+class Leftover:
+    """A copy left beside CHROMA_PERSIST_DIR (or a rollback export in a run folder) and what cleanup decides."""
+
+    path: Path
+    kind: str
+    created_at: datetime
+    bytes: int
+    action: str = "keep"
+    delete: bool = False
+    #: the suffix it was found by (``.old-`` ...), or the run id for a rollback export
+    group: str = ""
+
+    def to_dict(self, now: datetime) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "kind": self.kind,
+            "created_at": self.created_at.isoformat(timespec="seconds"),
+            "age": format_age(now - self.created_at),
+            "bytes": self.bytes,
+            "action": self.action,
+        }
+
+
+def _tree_mtime(path: Path) -> datetime:
+    """The newest modification under ``path`` (a staged copy written for an hour is as old as its last write)."""
+    times = [p.stat().st_mtime for p in path.rglob("*")] + [path.stat().st_mtime]
+    return datetime.fromtimestamp(max(times), UTC)
+
+
+def find_leftovers(persist_dir: Path, outputs: Path) -> list[Leftover]:
+    """Every copy the live-data steps left: siblings of ``persist_dir`` and run folders' rollback exports."""
+    found: list[Leftover] = []
+    parent = persist_dir.parent
+    if parent.is_dir():
+        for path in sorted(parent.iterdir()):
+            suffix = next((k for k in LEFTOVER_KINDS if path.name.startswith(persist_dir.name + k)), None)
+            if suffix is not None and path.is_dir():
+                found.append(Leftover(path, LEFTOVER_KINDS[suffix], _tree_mtime(path), _tree_bytes(path), group=suffix))
+    if outputs.is_dir():
+        for folder in sorted(outputs.iterdir()):
+            export = folder / EXPORT_DIR
+            if (folder / MANIFEST).is_file() and export.is_dir():
+                kind = f"export of what run {folder.name}'s rollback deleted from Qdrant"
+                found.append(Leftover(export, kind, _tree_mtime(export), _tree_bytes(export), group=folder.name))
+    return found
+
+
+def runs_driven_now(outputs: Path) -> list[str]:
+    """The runs whose lock a process holds right now (a step of theirs is running)."""
+    busy = []
+    for facts in read_runs(outputs).values():
+        try:
+            with Run.open(outputs, facts.run_id).driving():
+                pass
+        except RunbookError:
+            busy.append(facts.run_id)
+    return busy
+
+
+def _named_by_swap_record(persist_dir: Path) -> set[Path]:
+    record = intent_path(persist_dir)
+    try:
+        data = json.loads(record.read_text()) if record.is_file() else {}
+    except (OSError, ValueError):
+        return {p for p in persist_dir.parent.iterdir() if p.name.startswith(persist_dir.name + ".")}  # unknown: all
+    return {Path(str(data[k])) for k in ("staged", "previous") if isinstance(data, dict) and data.get(k)}
+
+
+def plan_leftovers(
+    persist_dir: Path,
+    outputs: Path,
+    older_than: timedelta,
+    *,
+    force: bool = False,
+    now: datetime | None = None,
+    runs: Mapping[str, RunFacts] | None = None,
+) -> list[Leftover]:
+    """The leftovers with ``action`` decided (nothing is deleted here); see the module's docstring for what is kept."""
+    now = now or datetime.now(UTC)
+    runs = read_runs(outputs) if runs is None else runs
+    leftovers = find_leftovers(persist_dir, outputs)
+    needed = _named_by_swap_record(persist_dir)
+    driven = runs_driven_now(outputs)
+    newest_set_aside = max(
+        (item for item in leftovers if item.group in (".pre-sync-", ".old-")),
+        key=lambda item: (item.created_at, item.path.name),
+        default=None,
+    )
+    for item in leftovers:
+        holders = processes_holding(item.path) if item.group in _STAGED else []
+        if item.path in needed:
+            item.action = f"keep: named by the swap record {intent_path(persist_dir)}"
+        elif item.group in _STAGED and driven:
+            item.action = f"keep: run {driven[0]} is running now and may be writing it"
+        elif holders:
+            item.action = f"keep: open in process {holders[0]}"
+        elif item.path.name == EXPORT_DIR and item.group in driven:
+            item.action = f"keep: run {item.group} is running now"
+        elif now - item.created_at < older_than:
+            item.action = f"keep: newer than {format_age(older_than)}"
+        elif item is newest_set_aside and not force:
+            item.action = "keep: the newest directory a swap replaced (--force to delete it)"
+        elif item.path.name == EXPORT_DIR and item.group in runs and runs[item.group].unfinished and not force:
+            item.action = f"keep: {runs[item.group].unfinished} (--force to delete it)"
+        else:
+            item.action = "delete"
+            item.delete = True
+    return leftovers
+
+
+def delete_leftovers(leftovers: list[Leftover]) -> list[str]:
+    """Delete the leftovers marked for deletion; returns the errors (empty: all deleted)."""
+    errors: list[str] = []
+    for item in leftovers:
+        if not item.delete:
+            continue
+        try:
+            shutil.rmtree(item.path)
+        except OSError as exc:
+            item.action = f"failed: {exc}"
+            errors.append(f"Could not delete {item.path}: {exc}.")
+            continue
+        item.action = "deleted"
+    return errors
+
+
+def _print_leftovers(leftovers: list[Leftover], now: datetime) -> None:
+    for item in leftovers:
+        row = item.to_dict(now)
+        print(f"  {row['path']}  ({row['kind']}; {format_bytes(item.bytes)}, {row['age']} old): {row['action']}")
+
+
 def rollback_warning(doomed: list[BackupInfo], persist_dir: Path) -> str:
     """What deleting these backups means for a rollback, in one sentence."""
     names = ", ".join(b.name.removesuffix(PARTIAL_SUFFIX) for b in doomed[:5]) + (", ..." if len(doomed) > 5 else "")
@@ -326,7 +478,10 @@ def add_parser(subparsers: Any) -> None:
             "List the backups under <CHROMA_PERSIST_DIR>.backup/ older than --older-than; --yes deletes them. "
             "Kept unless --force: the backup of an unfinished run, of the newest run of each collection still live "
             "in Qdrant, and the newest verified backup. A deleted backup cannot be restored: a rollback can then "
-            "only keep what is still in the live directory."
+            "only keep what is still in the live directory. Also listed, and deleted with --yes when older than the "
+            "limit: the copies syncs and rollbacks leave beside the directory (.sync-staging-*, .restore-*, "
+            ".pre-sync-*, .old-*) and rollback exports; one a swap record names or a running step may use is never "
+            "deleted, the newest replaced directory only with --force."
         ),
     )
     sp.add_argument(
@@ -363,6 +518,13 @@ def run(args: argparse.Namespace) -> int:
         print("The source is a Chroma server (CHROMA_HOST is set): the runbook keeps no file backups of it.")
         return 0
     persist_dir = settings.chroma.persist_dir
+    try:  # a swap a crash interrupted is finished (or undone) first: what is left beside the directory is then known
+        swap_note = honour_swap(settings.chroma)
+    except RunbookError as exc:
+        print(f"runbook: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if swap_note:
+        print(swap_note)
     root = backup_root(persist_dir)
     now = datetime.now(UTC)
     protect = {} if force else protected_backups(read_runs(settings.outputs), read_live(settings.qdrant))
@@ -375,19 +537,28 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"Backups under {root} (limit: older than {format_age(older_than)}):")
         _print_table(backups, now)
-    set_aside = sorted(persist_dir.parent.glob(persist_dir.name + ".old-*")) if persist_dir.parent.is_dir() else []
-    for path in set_aside:
-        print(f"Also present: {path} (set aside by a rollback; never deleted by cleanup, remove it by hand when sure).")
-    if not doomed:
-        print(f"Nothing to delete: no backup is older than {format_age(older_than)} (or it is the one kept).")
+    leftovers = plan_leftovers(persist_dir, settings.outputs, older_than, force=force, now=now)
+    extra = [item for item in leftovers if item.delete]
+    extra_size = format_bytes(sum(item.bytes for item in extra))
+    errors += delete_leftovers(leftovers) if yes else []
+    if leftovers:
+        total = format_bytes(sum(item.bytes for item in leftovers))
+        print(f"Copies left by syncs and rollbacks ({len(leftovers)}, {total}):")
+        _print_leftovers(leftovers, now)
+    if not doomed and not extra:
+        print(f"Nothing to delete: nothing is older than {format_age(older_than)} (or it is kept).")
         return 0
-    print(rollback_warning(doomed, persist_dir))
+    if doomed:
+        print(rollback_warning(doomed, persist_dir))
+    parts = [f"{len(doomed)} backup(s), {size}"] if doomed else []
+    parts += [f"{len(extra)} leftover cop(ies), {extra_size}"] if extra else []
+    what = " and ".join(parts)
     if not yes:
-        print(f"{len(doomed)} backup(s), {size}, would be deleted: run again with --yes to delete them.")
+        print(f"{what} would be deleted: run again with --yes to delete them.")
         return 0
     if errors:
         for err in errors:
             print(f"runbook: error: {err}", file=sys.stderr)
         return 1
-    print(f"Deleted {len(doomed)} backup(s), {size}.")
+    print(f"Deleted {what}.")
     return 0

@@ -87,6 +87,10 @@ class Ledger:
         for column in ("file_id", "row"):  # a ledger written before these were kept: unknown, so not compared
             if column not in marker_columns:
                 self._db.execute(f"ALTER TABLE markers ADD COLUMN {column} TEXT")
+        self._db.execute(  # what a forward sync is writing to Qdrant, recorded before it writes (see put_pending)
+            "CREATE TABLE IF NOT EXISTS pending (collection TEXT NOT NULL, chroma_id TEXT NOT NULL, source BLOB, "
+            "payload BLOB, sketch BLOB, PRIMARY KEY (collection, chroma_id))"
+        )
         problems = [str(r[0]) for r in self._db.execute("PRAGMA quick_check").fetchall()]
         if problems != ["ok"]:  # a truncated or damaged file is refused here, not by a later query
             raise sqlite3.DatabaseError("; ".join(problems[:3]))
@@ -118,6 +122,57 @@ class Ledger:
                 "VALUES (?, ?, ?, ?, ?, NULL)",
                 data,
             )
+            self._db.execute("COMMIT")
+
+    def put_pending(self, collection: str, rows: Iterable[tuple[str, Fingerprint | None]]) -> None:
+        """Record what a forward sync is about to write to Qdrant (a fingerprint; None: a delete), before it
+        writes: a sync killed before the ledger says it is written then recognises its own writes
+        (:meth:`pending`) instead of reading them as changes made in Qdrant."""
+        data = [
+            (collection, cid, *((fp.source, fp.payload, fp.sketch) if fp else (None, None, None))) for cid, fp in rows
+        ]
+        if not data:
+            return
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT OR REPLACE INTO pending (collection, chroma_id, source, payload, sketch) "
+                "VALUES (?, ?, ?, ?, ?)",
+                data,
+            )
+            self._db.execute("COMMIT")
+
+    def clear_pending(self, collection: str, ids: Sequence[str] | None = None) -> None:
+        with self._lock:
+            if ids is None:
+                self._db.execute("DELETE FROM pending WHERE collection = ?", (collection,))
+                return
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "DELETE FROM pending WHERE collection = ? AND chroma_id = ?", [(collection, i) for i in ids]
+            )
+            self._db.execute("COMMIT")
+
+    def pending(self, collection: str) -> dict[str, Fingerprint | None]:
+        """The writes a forward sync recorded with :meth:`put_pending` and did not see through (killed)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT chroma_id, source, payload, sketch FROM pending WHERE collection = ?", (collection,)
+            ).fetchall()
+        return {
+            str(cid): Fingerprint(bytes(src), bytes(pay), bytes(sk)) if src is not None else None
+            for cid, src, pay, sk in rows
+        }
+
+    def refresh_sketches(self, collection: str, rows: Iterable[tuple[str, bytes]]) -> None:
+        """Replace recorded sketches by equivalent ones (the same vector, as Qdrant now holds its bytes), so the
+        next sync compares digests, not full vectors; write sequence numbers are kept."""
+        data = [(sketch, collection, cid) for cid, sketch in rows]
+        if not data:
+            return
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("UPDATE records SET sketch = ? WHERE collection = ? AND chroma_id = ?", data)
             self._db.execute("COMMIT")
 
     def stamp(self, collection: str, rows: Iterable[tuple[str, bytes, int]]) -> None:
@@ -178,11 +233,6 @@ class Ledger:
                 "DELETE FROM records WHERE collection = ? AND chroma_id = ?", [(collection, i) for i in ids]
             )
             self._db.execute("COMMIT")
-
-    def drop_collection(self, collection: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM records WHERE collection = ?", (collection,))
-            self._db.execute("DELETE FROM markers WHERE collection = ?", (collection,))
 
     # --- reading --------------------------------------------------------------------------------
     def get(self, collection: str, ids: Sequence[str]) -> dict[str, Fingerprint]:

@@ -23,7 +23,7 @@ from runbook_lib.chroma.backup import Backup, create_backup, load_backup, verify
 from runbook_lib.chroma.base import ChromaReader
 from runbook_lib.chroma.catalog import Catalog, CatalogUnavailable
 from runbook_lib.chroma.connect import open_source
-from runbook_lib.chroma.writer import honour_swap
+from runbook_lib.config.faults import fault_point
 from runbook_lib.core.layouts import Layout, get_layout
 from runbook_lib.core.payload_indexes import PayloadIndex
 from runbook_lib.core.plan import PlanEntry
@@ -39,6 +39,7 @@ from runbook_lib.kernel.display import progress
 from runbook_lib.kernel.step import Step
 from runbook_lib.qdrant.base import QdrantStore
 from runbook_lib.qdrant.connect import open_target
+from runbook_lib.qdrant.target import DEFAULT_INDEXING_THRESHOLD
 from runbook_lib.state.checkpoint import CHECKPOINT, Checkpoint
 from runbook_lib.state.identity import check_stores, record_stores
 from runbook_lib.state.ledger import Ledger, Marker, file_id
@@ -85,8 +86,11 @@ def _ensure_target(
     state: dict[str, Any],
     p: Any,
     layout: Layout,
+    save: Any = None,
 ) -> None:
-    """The target collection exists with the right shape, its payload indexes made before the first point."""
+    """The target collection exists with the right shape, its payload indexes made before the first point. A
+    collection this run creates is recorded as the run's (``save``: the checkpoint's) before it is created, so a
+    crash right after the creation leaves a resume that knows it, indexing to restore included."""
     if state.get("created_by_run") and target.exists(entry.target):
         check_shape(target, entry)
     elif target.exists(entry.target):
@@ -102,6 +106,10 @@ def _ensure_target(
         assert entry.dimension is not None
         info = source.info(entry.source)
         state["hnsw"] = hnsw_params(info.configuration, info.metadata)
+        state["created_by_run"] = True  # recorded first; the threshold to restore is provisional until it is read
+        state["indexing_restore"] = DEFAULT_INDEXING_THRESHOLD if p.defer_indexing else None
+        if save is not None:
+            save()
         state["indexing_restore"] = target.create_collection(
             entry.target,
             size=entry.dimension,
@@ -112,7 +120,7 @@ def _ensure_target(
             defer_indexing=p.defer_indexing,
             hnsw=state["hnsw"] or None,
         )
-        state["created_by_run"] = True
+        fault_point("migrate:collection-created")
     if "payload_indexes" not in state:  # planned once, from the snapshot being copied; a resumed run keeps it
         planned = plan_indexes(source, entry.source, ids, p.payload_indexes, layout, p.batch_size)
         state["payload_indexes"] = [index.to_dict() for index in planned]
@@ -133,7 +141,6 @@ def migrate(step: Step) -> MigrationResult:
     record_stores(checkpoint.data, step.settings)
     layout = _run_layout(checkpoint, p)
     chroma = step.settings.chroma
-    swap_note = honour_swap(chroma)  # a swap a crash interrupted is finished before the directory is backed up
     with open_target(step.settings.qdrant) as target:  # the target is reachable before anything changes
         check_capabilities(target, p)
         fresh_backup = not chroma.is_server and not checkpoint.data.get("backup_path")
@@ -151,7 +158,6 @@ def migrate(step: Step) -> MigrationResult:
                 raise
             _record_plan(checkpoint, planned)
             result = MigrationResult(ok=True, backup=backup.summary() if backup else None)
-            result.warnings += [swap_note] if swap_note else []
             if source.upgraded_on_open:
                 result.warnings.append(
                     "The source was written by an older chromadb: the scratch copy was upgraded to read it; the "
@@ -311,7 +317,7 @@ def _migrate_one(
         return row
     t0 = time.perf_counter()
     try:
-        _ensure_target(target, source, entry, ids, state, p, layout or get_layout())
+        _ensure_target(target, source, entry, ids, state, p, layout or get_layout(), checkpoint.save)
         checkpoint.save()
         if state.get("status") != "done":
             start = int(state.get("records_done", 0)) if state.get("status") == "copying" else 0

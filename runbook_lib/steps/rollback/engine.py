@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import logging
 
-from runbook_lib.chroma.writer import honour_swap
 from runbook_lib.kernel.display import in_notebook, show
 from runbook_lib.kernel.step import Step
 from runbook_lib.steps.rollback import report
@@ -65,9 +64,8 @@ log = logging.getLogger(__name__)
 def rollback(step: Step) -> RollbackResult:
     """The rollback step (``05_rollback.ipynb``): plan, and with ``confirm=True`` carry the plan out."""
     confirmed = bool(step.p.confirm)
-    notes = [note] if (note := honour_swap(step.settings.chroma)) else []  # a swap a crash interrupted, first
     plan = build_plan(step)
-    result = RollbackResult.of_plan(plan, confirmed=confirmed, notes=notes)
+    result = RollbackResult.of_plan(plan, confirmed=confirmed, notes=[])
     log.info("rollback plan for run %s (%s):", plan.run_id, "carrying it out" if confirmed else "plan only")
     for a in result.actions:
         log.info("  %s: %s %s - %s", a.system, a.op, a.name, a.detail)

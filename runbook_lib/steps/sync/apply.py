@@ -13,6 +13,7 @@ import numpy as np
 
 from runbook_lib.chroma.source import RecordBatch
 from runbook_lib.chroma.writer import ChromaWriter
+from runbook_lib.config.faults import fault_point
 from runbook_lib.core.fingerprint import Fingerprint, fingerprints, payload_digest
 from runbook_lib.core.mapping import point_id
 from runbook_lib.core.points import build_points
@@ -63,7 +64,6 @@ def to_qdrant(
                 cosine=diff.cosine,
                 layout=diff.layout,
             )
-            target.upsert(diff.target, point_ids, vectors, payloads, batch_label="a sync batch")
             fps = fingerprints(
                 batch.embeddings,
                 diff.layout.written_documents(batch.documents, batch.metadatas),
@@ -73,15 +73,21 @@ def to_qdrant(
                 target_vectors=vectors,
             )
             rows = list(zip(batch.ids, fps, strict=True))
+            ledger.put_pending(diff.collection, rows)  # before Qdrant has them: a killed sync knows its own writes
+            target.upsert(diff.target, point_ids, vectors, payloads, batch_label="a sync batch")
+            fault_point("sync:qdrant-written")  # in Qdrant, not yet in the ledger: the rerun finds them its own
             flush()  # durable before the ledger says it is written
             ledger.put(diff.collection, rows)
             stamp(ledger, diff, rows)
+            ledger.clear_pending(diff.collection, list(batch.ids))
             if on_batch is not None:
                 on_batch(len(chunk))
         for chunk in _batches(deletes, batch_size):
+            ledger.put_pending(diff.collection, [(cid, None) for cid in chunk])
             target.delete_points(diff.target, [point_id(i) for i in chunk])
             flush()
             ledger.delete(diff.collection, list(chunk))
+            ledger.clear_pending(diff.collection, list(chunk))
             if on_batch is not None:
                 on_batch(len(chunk))
 

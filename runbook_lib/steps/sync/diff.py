@@ -18,13 +18,24 @@ from typing import Any
 import numpy as np
 
 from runbook_lib.chroma.catalog import Catalog, CatalogUnavailable
-from runbook_lib.core.fingerprint import Fingerprint, fingerprints, sketches_agree, target_fingerprints
+from runbook_lib.core.fingerprint import (
+    CLOSE,
+    DIFFERENT,
+    Fingerprint,
+    compare_sketches,
+    fingerprints,
+    sketches_agree,
+    target_fingerprints,
+)
 from runbook_lib.core.layouts import Layout
+from runbook_lib.core.mapping import normalise_rows, point_id
 from runbook_lib.qdrant.base import QdrantStore
 from runbook_lib.state.ledger import Ledger, Marker
 
 #: Conflicts listed by id in the plan (the count is always complete).
 MAX_LISTED = 20
+#: A point's vector differs from the ledger's when a component is further away than this (verify's tolerance).
+VECTOR_TOLERANCE = 1e-6
 #: Changed source records kept from the plan for the forward write (8,192 x 1536-d float32 = 48 MiB at most).
 MAX_CACHED = 8192
 KINDS = ("added", "changed", "deleted")
@@ -72,6 +83,9 @@ class CollectionDiff:
     source_read: int = 0
     #: write sequence numbers of the source records read that differ from the ledger (stamped once written)
     sequences: dict[str, int] = field(default_factory=dict)
+    #: points whose vector differs from the ledger's by more than :data:`VECTOR_TOLERANCE`, found by comparing
+    #: the full vectors where the sketches were too close to tell
+    vector_edited: set[str] = field(default_factory=set)
     #: the changed source records as read (vector, document, metadata, uri), so a forward sync writes them without
     #: reading them again; None once more than :data:`MAX_CACHED` changed (then they are read again, a batch at a time)
     cached: dict[str, tuple[Any, Any, Any, Any]] | None = field(default_factory=dict)
@@ -175,10 +189,17 @@ def scan_source(
 
 
 def _target_scan(
-    target: QdrantStore, ledger: Ledger, diff: CollectionDiff, page: int, on_batch: Any
+    target: QdrantStore,
+    ledger: Ledger,
+    diff: CollectionDiff,
+    page: int,
+    on_batch: Any,
+    unchanged_in_source: Any = None,
 ) -> tuple[set[str], dict[str, Fingerprint | None]]:
     """One pass over every point (payload and vector): the chroma ids present, and the points that differ from
-    the ledger (their fingerprint; points with no vector count as absent)."""
+    the ledger (their fingerprint; points with no vector count as absent). A vector whose sketch is too close to
+    the ledger's to tell an ulp of re-normalisation from a small edit is compared in full with the source's, when
+    the source record is the one the ledger saw (``unchanged_in_source``: ids -> their vectors in Qdrant's form)."""
     present: set[str] = set()
     changed: dict[str, Fingerprint | None] = {}
     if not target.exists(diff.target):
@@ -198,21 +219,76 @@ def _target_scan(
             else:
                 rows.append((str(cid), vector, document, metadata, uri))
         if rows:
+            vectors = np.asarray([r[1] for r in rows], dtype=np.float32)
+            fps = target_fingerprints(vectors, [r[2] for r in rows], [r[3] for r in rows], [r[4] for r in rows])
+            led = ledger.get(diff.collection, [r[0] for r in rows])
+            close: dict[str, int] = {}
+            for k, ((cid, *_), fp) in enumerate(zip(rows, fps, strict=True)):
+                was = led.get(cid)
+                if was is None or fp.payload != was.payload:
+                    changed[cid] = fp
+                    continue
+                state = compare_sketches(fp.sketch, was.sketch)
+                if state == CLOSE:
+                    close[cid] = k
+                elif state == DIFFERENT:
+                    changed[cid] = fp
+            if close and unchanged_in_source is not None:
+                source_vectors = unchanged_in_source(list(close), {c: led[c] for c in close})
+                same: list[tuple[str, bytes]] = []
+                for cid, k in close.items():
+                    theirs = source_vectors.get(cid)
+                    if theirs is None:
+                        continue
+                    if float(np.abs(vectors[k] - theirs).max()) > VECTOR_TOLERANCE:
+                        changed[cid] = fps[k]
+                        diff.vector_edited.add(cid)
+                    else:
+                        same.append((cid, fps[k].sketch))
+                ledger.refresh_sketches(diff.collection, same)  # the same vector: next time its digest says so
+        if on_batch is not None:
+            on_batch(len(points))
+        if offset is None:
+            return present, changed
+
+
+def settle_pending(target: QdrantStore, ledger: Ledger, diff: CollectionDiff) -> int:
+    """The writes a killed forward sync recorded as under way (:meth:`Ledger.put_pending`): those Qdrant holds as
+    recorded were that sync's, and the ledger takes them as written (so they are not changes made in Qdrant);
+    the others never landed. Returns how many were the sync's."""
+    pending = ledger.pending(diff.collection)
+    if not pending:
+        return 0
+    ids = sorted(pending)
+    landed: list[tuple[str, Fingerprint]] = []
+    gone: list[str] = []
+    present: dict[str, Fingerprint] = {}
+    if target.exists(diff.target):
+        for chunk in _batches(ids, 256):
+            rows = [
+                point_record(p, diff.layout)
+                for p in target.retrieve(diff.target, [point_id(c) for c in chunk], with_vectors=True)
+            ]
+            rows = [r for r in rows if r[0] is not None and r[1] is not None]
+            if not rows:
+                continue
             fps = target_fingerprints(
                 np.asarray([r[1] for r in rows], dtype=np.float32),
                 [r[2] for r in rows],
                 [r[3] for r in rows],
                 [r[4] for r in rows],
             )
-            led = ledger.get(diff.collection, [r[0] for r in rows])
-            for (cid, *_), fp in zip(rows, fps, strict=True):
-                was = led.get(cid)
-                if was is None or not same_target_state(fp, was):
-                    changed[cid] = fp
-        if on_batch is not None:
-            on_batch(len(points))
-        if offset is None:
-            return present, changed
+            present.update({str(r[0]): fp for r, fp in zip(rows, fps, strict=True)})
+    for cid in ids:
+        fp, now = pending[cid], present.get(cid)
+        if fp is None and now is None:
+            gone.append(cid)
+        elif fp is not None and now is not None and same_target_state(now, fp):
+            landed.append((cid, fp))
+    ledger.put(diff.collection, landed)
+    ledger.delete(diff.collection, gone)
+    ledger.clear_pending(diff.collection)
+    return len(landed) + len(gone)
 
 
 def diff_collection(
@@ -238,6 +314,7 @@ def diff_collection(
     record, or with a ``catalog`` only those written since the last sync (:func:`scan_source`). A record not
     read stands for what the ledger holds."""
     diff = CollectionDiff(name, target_name, cosine, dimension, layout=layout or Layout())
+    settle_pending(target, ledger, diff)
     known = ledger.sequences(name)  # the ledger's ids (and write sequence numbers), read once
     ledger_ids = set(known)
     scan = scan_source(source, catalog, ledger, known, name, full=full, live_file=live_file)
@@ -246,7 +323,23 @@ def diff_collection(
     # local mode (not the engine) walks every id of the collection per page: few large pages (4,096 points: ~200 MB
     # of vectors as Python lists while a page is held); the engine's pages stay near the batch size
     page = max(batch_size, 1024 if target.capabilities.engine else 4096)
-    in_qdrant, tgt_changed = _target_scan(target, ledger, diff, page, on_batch)
+
+    def unchanged_in_source(ids: list[str], led: dict[str, Fingerprint]) -> dict[str, np.ndarray]:
+        """The vectors (in Qdrant's form) of those of ``ids`` that ChromaDB holds as the ledger saw them."""
+        ids = [c for c in ids if c in scan.ids]
+        out: dict[str, np.ndarray] = {}
+        for chunk in _batches(ids, batch_size):
+            batch = source.fetch(name, list(chunk), expected_dim=dimension)
+            docs = diff.layout.written_documents(batch.documents, batch.metadatas)
+            fps = fingerprints(batch.embeddings, docs, batch.metadatas, batch.uris, cosine=cosine)
+            vectors = np.asarray(batch.embeddings, dtype=np.float32)
+            vectors = normalise_rows(vectors) if cosine else vectors
+            for k, (cid, fp) in enumerate(zip(chunk, fps, strict=True)):
+                if fp.source == led[cid].source:
+                    out[cid] = vectors[k]
+        return out
+
+    in_qdrant, tgt_changed = _target_scan(target, ledger, diff, page, on_batch, unchanged_in_source)
 
     def target_state(cid: str, led: Fingerprint | None) -> Fingerprint | None:
         return tgt_changed.get(cid, led if cid in in_qdrant else None)
@@ -296,10 +389,15 @@ def _classify(
     diff: CollectionDiff, cid: str, src: Fingerprint | None, tgt: Fingerprint | None, led: Fingerprint | None
 ) -> None:
     src_changed = (src is None) != (led is None) or (src is not None and led is not None and src.source != led.source)
-    tgt_changed = (tgt is None) != (led is None) or (
-        tgt is not None and led is not None and not same_target_state(tgt, led)
+    edited = cid in diff.vector_edited  # a small vector edit in Qdrant: the sketches alone would call it the same
+    tgt_changed = (
+        edited
+        or (tgt is None) != (led is None)
+        or (tgt is not None and led is not None and not same_target_state(tgt, led))
     )
-    same_now = (src is None and tgt is None) or (src is not None and tgt is not None and same_target_state(src, tgt))
+    same_now = (src is None and tgt is None) or (
+        not edited and src is not None and tgt is not None and same_target_state(src, tgt)
+    )
     if not src_changed and not tgt_changed:
         diff.unchanged += 1
         return
@@ -316,3 +414,33 @@ def _classify(
     side, now = (diff.source, src) if src_changed else (diff.qdrant, tgt)
     kind = "deleted" if now is None else ("added" if led is None else "changed")
     side.add(kind, cid)
+
+
+def resolve_by_journal(diffs: list[CollectionDiff], pending: Sequence[Any], ledger: Ledger) -> int:
+    """Settle the conflicts the app's dual-write journal explains: a record one store missed a write of (every
+    pending entry for it names the same store as having missed) is, on the other store (the primary), the app's
+    latest state, even where later writes reached both: it becomes that store's change, not a conflict. Returns
+    how many were settled."""
+    missed_by: dict[tuple[str, str], set[str]] = {}
+    for entry in pending:
+        for cid in entry.ids:
+            missed_by.setdefault((entry.collection, cid), set()).add(entry.missed)
+    settled = 0
+    for diff in diffs:
+        explained = {
+            cid: next(iter(missed_by[(diff.collection, cid)]))
+            for cid in diff.conflicts
+            if len(missed_by.get((diff.collection, cid), ())) == 1
+        }
+        if not explained:
+            continue
+        known = ledger.get(diff.collection, list(explained))
+        for cid, missed in explained.items():
+            winner_gone = cid in (diff.conflict_gone_in_qdrant if missed == "chroma" else diff.conflict_gone_in_source)
+            side = diff.qdrant if missed == "chroma" else diff.source
+            side.add("deleted" if winner_gone else ("changed" if cid in known else "added"), cid)
+            diff.conflict_gone_in_source.discard(cid)
+            diff.conflict_gone_in_qdrant.discard(cid)
+        diff.conflicts = [c for c in diff.conflicts if c not in explained]
+        settled += len(explained)
+    return settled

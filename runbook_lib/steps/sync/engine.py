@@ -28,7 +28,7 @@ from typing import Any
 from runbook_lib.app.dual import journal_path_from_env
 from runbook_lib.app.journal import Journal, JournalEntry
 from runbook_lib.chroma import files as chroma_files
-from runbook_lib.chroma.writer import ChromaWriter, honour_swap
+from runbook_lib.chroma.writer import ChromaWriter, refuse_mount_point, uninspectable_note
 from runbook_lib.config.faults import fault_point
 from runbook_lib.core.layouts import get_layout
 from runbook_lib.errors import ConfigError
@@ -41,7 +41,7 @@ from runbook_lib.state.identity import check_source_collections, check_stores, c
 from runbook_lib.state.ledger import Ledger, file_id
 from runbook_lib.state.run import utc_now
 from runbook_lib.steps.sync import apply
-from runbook_lib.steps.sync.diff import CollectionDiff, diff_collection
+from runbook_lib.steps.sync.diff import CollectionDiff, diff_collection, resolve_by_journal
 from runbook_lib.steps.sync.reader import SyncSource
 from runbook_lib.steps.sync.result import SyncResult
 
@@ -59,7 +59,13 @@ def _snapshot(step: Step, name: str = SNAPSHOT) -> tuple[Path, dict[str, list[in
     partial = final.with_name(name + ".partial")
     for _attempt in range(3):
         shutil.rmtree(partial, ignore_errors=True)
-        chroma_files.ensure_free_space(partial.parent, chroma_files.tree_size(live), "the sync snapshot")
+        chroma_files.ensure_free_space(
+            partial.parent,
+            chroma_files.tree_size(live),
+            "the sync snapshot",
+            fix="free space on that disk: the snapshot is kept in the run folder under RUNBOOK_OUTPUTS (nothing was "
+            "changed), then run this step again.",
+        )
         live_file = file_id(live)
         before = chroma_files.stat_tree(live)
         chroma_files.copy_chroma_dir(live, partial)
@@ -90,6 +96,7 @@ class SyncOptions:
     keep_other_side: bool = False
     snapshot: str = SNAPSHOT
     full_compare: bool = False  # read every ChromaDB record, not only those its write sequence says were written
+    count_uninspectable: bool = True  # a process that cannot be inspected counts as holding the directory
 
 
 def _journal(step: Step) -> Journal | None:
@@ -222,6 +229,7 @@ def sync(step: Step) -> SyncResult:
         batch_size=sp.batch_size,
         collections=tuple(sp.collections),
         full_compare=sp.full_compare,
+        count_uninspectable=sp.uninspectable != "ignore",
     )
     return run_sync(step, opts)
 
@@ -236,8 +244,6 @@ def run_sync(step: Step, p: SyncOptions) -> SyncResult:
     layout = get_layout(*run_layout_params(checkpoint.data))  # type: ignore[arg-type]
     result = SyncResult(ok=True, direction=p.direction, on_conflict=p.on_conflict)
     result.warnings += [store_note] if store_note else []
-    if swap_note := honour_swap(step.settings.chroma):  # a swap a crash interrupted, finished or undone first
-        result.warnings.append(swap_note)
     journal = _journal(step)
     pending = journal.pending() if journal is not None else []
     if pending:
@@ -246,6 +252,10 @@ def run_sync(step: Step, p: SyncOptions) -> SyncResult:
             "store missed; this sync's full comparison carries them over and then clears them from the journal."
         )
     chroma = step.settings.chroma
+    if p.direction == "reverse" and not chroma.is_server and chroma.persist_dir.is_dir():  # the plan says it
+        refuse_mount_point(chroma.persist_dir)  # its swap could never be made: refused before anything is copied
+        note = uninspectable_note(chroma.persist_dir, count_uninspectable=p.count_uninspectable)
+        result.warnings += [note] if note else []
     with open_target(step.settings.qdrant) as target, Ledger.for_run(step.run.state_dir, create=False) as ledger:
         # read into a candidate: it becomes the run's "source as of the last sync" only if this sync completes
         snapshot, live_stats, live_file = (
@@ -278,6 +288,11 @@ def run_sync(step: Step, p: SyncOptions) -> SyncResult:
                 )
                 bar.close()
                 source.release()
+            if pending and (settled := resolve_by_journal(diffs, pending, ledger)):
+                result.warnings.append(
+                    f"{settled} record(s) changed on both sides are not conflicts: the dual-write journal says which "
+                    "store missed a write of each, so the other store's version (the app's latest) is carried over."
+                )
             result.collections = [d.summary() for d in diffs]
             result.blocked = _decide(diffs, p.direction, p.on_conflict, p.keep_other_side)
             if result.blocked:
@@ -357,8 +372,8 @@ def _apply(
         fault_point("sync:planned")
         writer = ChromaWriter.open(
             step.settings.chroma,
-            server_client=source.client if step.settings.chroma.is_server else None,
             planned_from={k: (v[0], v[1]) for k, v in planned_from.items()} if planned_from else None,
+            count_uninspectable=p.count_uninspectable,
         )
         pending: list[tuple[CollectionDiff, Any, list[str]]] = []
         try:

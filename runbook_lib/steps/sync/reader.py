@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from runbook_lib.chroma.catalog import Catalog, CatalogUnavailable
 from runbook_lib.chroma.source import ChromaSource, RecordBatch
@@ -31,18 +30,10 @@ class SyncSource:
             except CatalogUnavailable:
                 self.catalog = None
 
-    @property
-    def opened(self) -> bool:
-        return self._source is not None
-
     def _open(self) -> ChromaSource:
         if self._source is None:
             self._source = ChromaSource.open(self.settings, copy_from=self.snapshot)
         return self._source
-
-    @property
-    def client(self) -> Any:
-        return self._open().client
 
     def collection_names(self) -> list[str]:
         return self._open().collection_names()

@@ -26,7 +26,6 @@ from runbook_lib.chroma import files as chroma_files
 from runbook_lib.chroma.backup import Backup, load_backup, source_unchanged, verify_backup
 from runbook_lib.chroma.base import ChromaReader
 from runbook_lib.chroma.connect import open_source
-from runbook_lib.chroma.writer import honour_swap
 from runbook_lib.config.params import VerifyParams
 from runbook_lib.core.compare import SCORE_RTOL
 from runbook_lib.core.layouts import get_layout
@@ -198,7 +197,6 @@ def verify(step: Step) -> VerifyResult:
     store_note = None
     if checkpoint is not None:  # the run's stores, before either is opened
         store_note = check_stores(step.run.run_id, checkpoint, step.settings)
-    swap_note = honour_swap(step.settings.chroma)
     layout = get_layout(*run_layout_params(checkpoint))  # type: ignore[arg-type]
     source, backup, source_read = _open_source(step, checkpoint)
     result = VerifyResult(
@@ -221,7 +219,7 @@ def verify(step: Step) -> VerifyResult:
             "query_seed": QUERY_SEED,
         },
     )
-    result.warnings += [note for note in (swap_note, store_note) if note]
+    result.warnings += [store_note] if store_note else []
     migrated_to = (checkpoint or {}).get("target")
     if migrated_to and store_note is None and migrated_to != step.settings.qdrant.describe():
         result.warnings.append(
