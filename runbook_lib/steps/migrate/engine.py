@@ -159,7 +159,8 @@ def migrate(step: Step) -> MigrationResult:
                 )
             if backup is None:
                 result.warnings.append(
-                    "The source is a Chroma server: no file backup was taken (back the server up yourself)."
+                    f"The source is {'Chroma Cloud' if chroma.is_cloud else 'a Chroma server'}: no file backup was "
+                    "taken (back it up yourself)."
                 )
             _record_embedding_functions(step, source, planned, checkpoint)
             overall = progress(total=sum(pl.entry.count for pl in planned), desc="all collections", unit="rec")
@@ -184,7 +185,9 @@ def migrate(step: Step) -> MigrationResult:
             overall.close()
             ledger.close()
         finally:
+            result_read = source.read_summary()
             source.close()
+    result.source_read = result_read
     result.seconds = time.perf_counter() - t0
     result.ok = not result.errors
     result.figures = migrate_charts(step, result)

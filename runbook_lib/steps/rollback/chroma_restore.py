@@ -27,7 +27,7 @@ import numpy as np
 
 from runbook_lib.chroma import files as chroma_files
 from runbook_lib.chroma.backup import Backup, load_backup, verify_backup
-from runbook_lib.chroma.source import ChromaSource
+from runbook_lib.chroma.connect import open_source
 from runbook_lib.chroma.writer import replace_directory
 from runbook_lib.config.settings import ChromaSettings
 from runbook_lib.errors import BackupError, ConfigError
@@ -92,7 +92,7 @@ def live_damage(settings: ChromaSettings, persist_dir: Path) -> str | None:
     if integrity != "ok":
         return f"SQLite's integrity check of {db.name} fails ({integrity[:200]})"
     try:
-        with ChromaSource.open(settings) as source:
+        with open_source(settings) as source:
             source.collection_names()
     except Exception as exc:  # any failure to open it is damage, whatever chromadb raises
         return f"chromadb cannot open a scratch copy of it ({type(exc).__name__}: {str(exc)[:200]})"
@@ -101,7 +101,7 @@ def live_damage(settings: ChromaSettings, persist_dir: Path) -> str | None:
 
 def collection_counts(settings: ChromaSettings, *, copy_from: Path | None = None) -> dict[str, int]:
     """Records per collection, read from a scratch copy (of ``copy_from`` or the live directory)."""
-    with ChromaSource.open(settings, copy_from=copy_from) as source:
+    with open_source(settings, copy_from=copy_from) as source:
         return {name: source.count(name) for name in source.collection_names()}
 
 
@@ -248,7 +248,7 @@ def chroma_health(settings: ChromaSettings) -> dict[str, Any]:
     where = settings.describe()
     report: dict[str, Any] = {"checked": where, "ok": False, "collections": {}, "error": None}
     try:
-        with ChromaSource.open(settings) as source:
+        with open_source(settings) as source:
             for name in source.collection_names():
                 col = source.collection(name)
                 count = int(col.count())

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from runbook_lib.chroma.catalog import Catalog, CatalogUnavailable
+from runbook_lib.chroma.connect import open_source
 from runbook_lib.chroma.source import ChromaSource, RecordBatch
 from runbook_lib.config.settings import ChromaSettings
 
@@ -37,7 +38,7 @@ class SyncSource:
 
     def _open(self) -> ChromaSource:
         if self._source is None:
-            self._source = ChromaSource.open(self.settings, copy_from=self.snapshot)
+            self._source = open_source(self.settings, copy_from=self.snapshot)  # type: ignore[assignment]
         return self._source
 
     @property
