@@ -22,6 +22,7 @@ from runbook_fixtures.cloud_quota_proxy import CloudQuotaProxy
 from runbook_lib.config.settings import SECRET_VARIABLES, load_settings
 from runbook_lib.core.mapping import build_payload, normalise_rows, point_id
 from runbook_lib.errors import ConfigError
+from runbook_lib.steps.dry_run.engine import dry_run
 from runbook_lib.steps.migrate.engine import migrate
 from runbook_lib.steps.sync.engine import sync
 from runbook_lib.steps.verify.engine import verify
@@ -220,6 +221,25 @@ def test_throttled_reads_wait_for_retry_after(cloud_env: dict[str, Any]) -> None
         assert len(source.snapshot_ids("cloud_big")) == BIG
         assert proxy.stats.max_reads_in_flight <= 3 and proxy.stats.rejected == 0
         assert "Chroma Cloud was read within its quotas" in source.read_summary()
+
+
+def test_dry_run_reports_the_quotas_requests_and_expected_time(cloud_env: dict[str, Any]) -> None:
+    from runbook_lib.chroma.cloud import request_count
+    from runbook_lib.steps.dry_run import report
+
+    proxy: CloudQuotaProxy = cloud_env["proxy"]
+    proxy.throttle_rate = 0.0
+    _, result = run_step_inprocess("dry-run", dry_run, read_concurrency=5)
+    q = result.source_quotas
+    assert q is not None and q["max_records_per_request"] == 300 and q["read_concurrency"] == 5
+    assert q["collections"]["cloud_big"]["expected_requests"] == request_count(BIG, 5) == 2 * (1 + 5)
+    assert q["collections"]["cloud_big"]["requests"] == request_count(BIG, 5)  # what it took, as planned
+    assert q["expected_requests"] == sum(request_count(n, 5) for n in (BIG, 250, 90))
+    plan = {pl["source"]: pl for pl in result.plan}
+    assert plan["cloud_big"]["source_requests"] == 12 and plan["cloud_big"]["source_read_s"] is not None
+    assert "read within its quotas" in result.verdict and "requests" in result.verdict
+    assert "cloud_big: 1,234 records, 12 requests" in report.source_quotas(result)
+    assert proxy.stats.rejected == 0 and proxy.stats.max_reads_in_flight <= 5
 
 
 # --- the proof -------------------------------------------------------------------------------------------------

@@ -109,6 +109,11 @@ class ChromaReader(ChromaCatalog, Protocol):
         until a pass found nothing new, requests and throttled answers); None when there is nothing to add."""
         ...
 
+    def quotas(self) -> dict[str, Any] | None:
+        """The source's request quotas and, per collection read so far, the requests and seconds reading it took
+        and will take (Chroma Cloud); None when the source has no quotas."""
+        ...
+
     def identity(self) -> SourceIdentity: ...
 
     def heartbeat(self) -> None:

@@ -58,8 +58,6 @@ MAX_RECORDS_PER_REQUEST = 300
 MAX_CONCURRENT_READS = 10
 #: Paging passes per collection at most: the first, then catch-up passes until one finds nothing new.
 MAX_PASSES = 5
-#: The read rate the dry run's estimate assumes per request (a 300-record page of 1536-d records from Cloud).
-ESTIMATED_REQUEST_S = 0.35
 
 
 @dataclass
@@ -74,6 +72,8 @@ class ReadStats:
     #: collection -> passes its snapshot took, and whether the last one found nothing new.
     passes: dict[str, int] = field(default_factory=dict)
     settled: dict[str, bool] = field(default_factory=dict)
+    #: collection -> {"records", "requests", "seconds"} of its snapshot (what the dry run measures and reports).
+    collections: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +84,7 @@ class ReadStats:
             "seconds": round(self.seconds, 2),
             "passes": dict(self.passes),
             "settled": dict(self.settled),
+            "collections": {k: dict(v) for k, v in self.collections.items()},
         }
 
 
@@ -94,11 +95,13 @@ def record_digest(embedding: Any, document: Any, metadata: Any, uri: Any) -> byt
     return hashlib.blake2b(vector + pickle.dumps((document, meta, uri), protocol=4), digest_size=16).digest()
 
 
-def request_count(count: int, passes: int = 2) -> int:
-    """Requests to snapshot a collection of ``count`` records: a count and the pages, per pass (the first and one
-    catch-up pass that finds nothing new)."""
+def request_count(count: int, concurrency: int = 1, passes: int = 2) -> int:
+    """Requests to snapshot a collection of ``count`` records when nothing changes: per pass (the first, and one
+    catch-up pass that finds nothing new) a count and the pages, plus, when the last page is full, the
+    ``concurrency`` pages read to find the end."""
     pages = max(1, -(-count // MAX_RECORDS_PER_REQUEST))
-    return passes * (1 + pages + (count % MAX_RECORDS_PER_REQUEST == 0))
+    full_last = count > 0 and count % MAX_RECORDS_PER_REQUEST == 0
+    return passes * (1 + pages + (concurrency if full_last else 0))
 
 
 class _Spool:
@@ -241,12 +244,30 @@ class CloudSource(ChromaSource):
         return text
 
     def quotas(self) -> dict[str, Any]:
-        """Cloud's quotas as this reader keeps them, for the dry run."""
+        """Cloud's quotas as this reader keeps them, and what reading each collection read so far takes: the
+        requests and seconds this reader measured (its snapshot: the first pass and the catch-up pass), and the
+        requests a step reading it again needs when nothing changes (for the dry run's plan)."""
+        per = {
+            name: {
+                **c,
+                "expected_requests": request_count(int(c["records"]), self.concurrency),
+                "expected_s": round(float(c["seconds"]), 1),
+            }
+            for name, c in self.stats.collections.items()
+        }
         return {
+            "source": "Chroma Cloud",
             "max_records_per_request": MAX_RECORDS_PER_REQUEST,
             "max_concurrent_reads_per_collection": MAX_CONCURRENT_READS,
             "read_concurrency": self.concurrency,
             "max_passes": MAX_PASSES,
+            "requests": self.stats.requests,
+            "throttled": self.stats.throttled,
+            "retries": self.stats.retries,
+            "seconds": round(self.stats.seconds, 1),
+            "expected_requests": sum(c["expected_requests"] for c in per.values()),
+            "expected_s": round(sum(c["expected_s"] for c in per.values()), 1),
+            "collections": per,
         }
 
     # --- requests -----------------------------------------------------------------------------------------------
@@ -376,6 +397,7 @@ class CloudSource(ChromaSource):
         if name in self._spooled:
             return
         t0 = time.perf_counter()
+        requests_before = self.stats.requests
         spool = self._store()
         spool.drop(name)
         passes, settled = 0, False
@@ -390,7 +412,13 @@ class CloudSource(ChromaSource):
         with self._stats_lock:
             self.stats.passes[name] = passes
             self.stats.settled[name] = settled
-            self.stats.seconds += time.perf_counter() - t0
+            seconds = time.perf_counter() - t0
+            self.stats.seconds += seconds
+            self.stats.collections[name] = {
+                "records": len(spool.ids(name)),
+                "requests": self.stats.requests - requests_before,
+                "seconds": round(seconds, 3),
+            }
 
     def _pass(self, name: str, spool: _Spool, *, first: bool) -> int:
         """One paging pass over the collection into ``spool``; how many records were new, changed or gone."""

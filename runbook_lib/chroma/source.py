@@ -258,6 +258,10 @@ class ChromaSource:
         """How the source was read, for a step's result (None: the usual way, nothing to add)."""
         return None
 
+    def quotas(self) -> dict[str, Any] | None:
+        """The source's request quotas and what reading it takes (None: a directory or a server has none)."""
+        return None
+
     def present_ids(self, name: str, ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
         for part in self._get_by_ids(name, ids, []):

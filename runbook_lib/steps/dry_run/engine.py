@@ -194,6 +194,14 @@ def dry_run(step: Step) -> DryRunResult:
             plan["unindexed_keys"] = [u.to_dict() for u in unindexed]
             result.plan.append(plan)
             source.release()
+        quotas = source.quotas()
+    if quotas:  # Chroma Cloud: the requests and the reading time each collection takes, in its plan and estimate
+        result.source_quotas = quotas
+        for plan in result.plan:
+            read = quotas["collections"].get(plan["source"], {})
+            plan["source_requests"] = read.get("expected_requests")
+            plan["source_read_s"] = read.get("expected_s")
+            plan["estimated_s"] = round(plan["estimated_s"] + float(read.get("expected_s") or 0.0), 1)
     unknown = missing_keys(p.payload_indexes, {c["collection"]: c["key_types"] for c in result.collections})
     if unknown:
         raise ConfigError(
