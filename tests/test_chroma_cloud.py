@@ -314,3 +314,75 @@ def test_cli_through_cloud_quotas_keeps_the_key_out_of_outputs(cloud_env: dict[s
     assert cloud_env["proxy"].stats.rejected == 0
     assert API_KEY not in dry.stdout + dry.stderr + done.stdout + done.stderr
     assert_key_nowhere(cloud_env["outputs"])
+
+
+# --- every database of a tenant ---------------------------------------------------------------------------------
+def test_qualified_names_collisions_and_the_collection_cap() -> None:
+    from runbook_lib.chroma.tenant import QDRANT_CLOUD_MAX_COLLECTIONS, check_collection_cap, check_names
+
+    assert check_names([("db1", "docs"), ("db2", "docs")]) == {
+        "db1__docs": ("db1", "docs"),
+        "db2__docs": ("db2", "docs"),
+    }
+    with pytest.raises(ConfigError, match="would both become the Qdrant collection 'a__b__c'"):
+        check_names([("a__b", "c"), ("a", "b__c")])
+    check_collection_cap(QDRANT_CLOUD_MAX_COLLECTIONS)
+    with pytest.raises(ConfigError, match="over Qdrant Cloud's cap of 1,000"):
+        check_collection_cap(990, 11)
+
+
+@pytest.mark.server
+def test_several_databases_in_one_run(cloud_env: dict[str, Any], chroma_server: dict[str, Any]) -> None:
+    """``-p databases a,b``: each (database, collection) becomes ``<database>__<collection>`` in Qdrant, shown by the
+    dry run; migrate, verify and a forward sync are exact across both databases; ``all`` lists the tenant's."""
+    from runbook_lib.chroma.tenant import list_databases
+
+    first = cloud_env["database"]
+    second = fill_server(chroma_server["host"], chroma_server["port"], seed=5)["database"]  # same collection names
+    databases = f"{first},{second}"
+    assert {first, second} <= set(list_databases(load_settings().chroma))
+
+    _, planned = run_step_inprocess("dry-run", dry_run, databases=databases)
+    targets = sorted(pl["target"] for pl in planned.plan)
+    assert targets == sorted(
+        [
+            f"{first}__cloud_big",
+            f"{first}__srv_cosine",
+            f"{first}__srv_l2",
+            f"{second}__srv_cosine",
+            f"{second}__srv_l2",
+        ]
+    )
+    assert planned.naming["rule"] == "<database>__<collection>" and planned.naming["within_cap"] is True
+    assert "each collection goes to Qdrant as <database>__<collection>" in planned.verdict
+    assert set(planned.source_quotas["collections"]) == set(targets)
+
+    step, migrated = run_step_inprocess("migrate", migrate, databases=databases)
+    assert migrated.ok, migrated.errors
+    assert migrated.total_records == BIG + 2 * 340
+    run_id = step.run.run_id
+    other = chromadb.HttpClient(host=chroma_server["host"], port=chroma_server["port"], database=second)
+    for database, server in ((first, cloud_env["server"]), (second, other)):
+        for name in ("srv_cosine", "srv_l2"):
+            records = server_records(server, name)
+            points = read_qdrant(cloud_env["qdrant"], f"{database}__{name}")["points"]
+            assert len(points) == len(records)
+            for cid, (vec, doc, meta, _uri) in records.items():
+                got_vec, payload = points[point_id(cid)]
+                assert payload["document"] == doc and payload["metadata"] == meta
+                want = normalise_rows(vec[None, :])[0] if name == "srv_cosine" else vec
+                assert np.allclose(got_vec, want, atol=1e-6)
+
+    _, verified = run_step_inprocess("verify", verify, run_id=run_id, databases=databases)
+    assert verified.ok, verified.problems
+    other.get_collection("srv_l2", embedding_function=None).add(ids=["x-1"], embeddings=[[0.1] * 6], documents=["new"])
+    _, forward = run_step_inprocess("sync", sync, run_id=run_id, databases=databases)
+    assert forward.totals()["applied"] == 1, forward.collections
+    assert read_qdrant(cloud_env["qdrant"], f"{second}__srv_l2")["points"][point_id("x-1")][1]["document"] == "new"
+    assert cloud_env["proxy"].stats.rejected == 0
+    q = QdrantClient(path=str(cloud_env["qdrant"]))
+    payload = build_payload("q-9", "from qdrant", {"k": 9}, None)
+    q.upsert(f"{second}__srv_l2", [models.PointStruct(id=point_id("q-9"), vector=[1.0] * 6, payload=payload)])
+    q.close()
+    with pytest.raises(ConfigError, match="one database at a time"):  # written back one database per run
+        run_step_inprocess("sync", sync, run_id=run_id, databases=databases, direction="reverse", confirm=True)

@@ -13,14 +13,15 @@ throttling (429, or 503) beyond. This reader keeps to them:
 
 **The snapshot.** Cloud has no snapshot, and ``get(include=[])`` of a whole collection (a server's id snapshot) is
 over its quota. The first call that needs a collection's ids pages the whole collection, in Cloud's stable order
-(offsets), with its records, into a spool (an SQLite file in a scratch folder, removed on close; memory follows a
-page, disk the collection). Then a catch-up pass pages it again and compares every record with the spool (a digest
-of its exact float32 vector, document, metadata with types and uri): a record new or changed is taken, one the
-pass did not see is looked up by id (gone: dropped; moved between pages by a concurrent write: re-read), until a
-pass finds nothing new (at most :data:`MAX_PASSES`). Every id, record, count and metadata type a step asks for is
-then answered from that spool, so the copy, the ledger's fingerprints, the verification and a sync's plan all see
-one state of the collection: the one the last pass found unchanged. :meth:`CloudSource.read_summary` says how the
-source was read (passes, requests, throttled answers retried) for the step's result.
+(offsets), with its records, into a spool (an SQLite file in a scratch folder, removed on close; memory follows the
+pages in flight, disk the collections read). Then a catch-up pass pages it again and compares every record with the
+spool (a digest of its exact float32 vector, document, metadata with types and uri): a record new or changed is
+taken, one the pass did not see is looked up by id (gone: dropped; moved between pages by a concurrent write:
+re-read), until a pass finds nothing new (at most :data:`MAX_PASSES`). Every id, record, count and metadata type a
+step asks for is then answered from that spool, so the copy, the ledger's fingerprints, the verification and a
+sync's plan all see one state of the collection: the one the last pass found unchanged.
+:meth:`CloudSource.read_summary` says how the source was read (passes, requests, throttled answers retried) for the
+step's result.
 """
 
 from __future__ import annotations
@@ -216,11 +217,9 @@ class CloudSource(ChromaSource):
         close_client(self.client)
 
     def release(self) -> None:
-        """Drop the spooled snapshots of the collections read so far (disk follows the largest collection)."""
-        if self._spool is not None:
-            for name in self._spooled:
-                self._spool.drop(name)
-        self._spooled.clear()
+        """Forget the collection handles; the spooled snapshots stay until :meth:`close` (on disk, like a
+        directory's scratch copy), so a step that plans every collection first and copies them after reads each
+        collection once, and every step sees one state of it."""
         self._collections.clear()
 
     # --- what the run and the steps are told ----------------------------------------------------------------

@@ -191,13 +191,13 @@ def cloud_client(settings: ChromaSettings) -> ClientAPI:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         secret = settings.api_key.get_secret_value()
         text = text.replace(secret, "***") if secret else text
-        if "401" in text or "403" in text or "auth" in text.lower() or "permission" in text.lower():
-            raise ConfigError(f"Chroma Cloud at {where} refused CHROMA_API_KEY ({text}): check the key.") from None
         if "tenant" in text.lower() or "database" in text.lower():
             raise ConfigError(
                 f"Chroma Cloud at {where} has no tenant {settings.tenant or '(the key’s)'!r} with database "
                 f"{settings.database or '(the key’s)'!r} for this key ({text}): fix CHROMA_TENANT / CHROMA_DATABASE."
             ) from None
+        if "401" in text or "403" in text or "auth" in text.lower() or "permission" in text.lower():
+            raise ConfigError(f"Chroma Cloud at {where} refused CHROMA_API_KEY ({text}): check the key.") from None
         raise ConfigError(
             f"Cannot reach Chroma Cloud at {where} ({text}): check the network, or fix CHROMA_HOST / CHROMA_PORT / "
             "CHROMA_SSL (unset them for Chroma Cloud itself)."

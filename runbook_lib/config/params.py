@@ -65,9 +65,19 @@ PayloadIndexes = Annotated[str, BeforeValidator(_payload_indexes)]
 
 class SourceReadParams(CollectionsParams):
     """How a step reads the source: ``read_concurrency`` reads in flight per collection on Chroma Cloud (its quota
-    is 10; other sources ignore it)."""
+    is 10; other sources ignore it); ``databases``: several databases of the tenant as one source (``all``, or
+    comma-separated names; empty: ``CHROMA_DATABASE`` alone), each collection named ``<database>__<collection>``."""
 
     read_concurrency: int = Field(4, ge=1, le=10)
+    databases: list[str] = Field(default_factory=list)
+
+    @field_validator("databases", mode="before")
+    @classmethod
+    def _split_databases(cls, v: object) -> list[str]:
+        names = _names(v)
+        if "all" in names and len(names) > 1:
+            raise ValueError("expected all, or comma-separated database names, not both")
+        return names
 
 
 class DryRunParams(SourceReadParams):

@@ -151,6 +151,9 @@ class ChromaSettings(BaseModel):
     api_key: SecretStr | None = None
     #: Reads in flight per collection on Chroma Cloud (its quota is 10); the steps' ``read_concurrency`` parameter.
     read_concurrency: int = Field(4, ge=1, le=10)
+    #: Several databases of the tenant as one source (the steps' ``databases`` parameter: names, or ``("all",)``);
+    #: None: the one database ``CHROMA_DATABASE`` names.
+    databases: tuple[str, ...] | None = None
     #: Where scratch copies of a persistent directory go (``RUNBOOK_SCRATCH_DIR``); None: the system temp dir.
     scratch_dir: Path | None = None
 
@@ -321,13 +324,18 @@ def _cloud_address(host: str | None, port: int | None, ssl: bool | None, allow_i
 
 
 def apply_params(settings: Settings, params: object) -> Settings:
-    """The settings a step runs with: a step parameter that says how the source is read (``read_concurrency``)
-    goes into the Chroma settings, so every reader the step opens reads the same way."""
+    """The settings a step runs with: the step parameters that say how the source is read (``read_concurrency``,
+    ``databases``) go into the Chroma settings, so every reader the step opens reads the same way."""
+    update: dict[str, object] = {}
     concurrency = getattr(params, "read_concurrency", None)
-    if concurrency is None or concurrency == settings.chroma.read_concurrency:
+    if concurrency is not None and concurrency != settings.chroma.read_concurrency:
+        update["read_concurrency"] = int(concurrency)
+    databases = getattr(params, "databases", None)
+    if databases:
+        update["databases"] = tuple(databases)
+    if not update:
         return settings
-    chroma = settings.chroma.model_copy(update={"read_concurrency": int(concurrency)})
-    return settings.model_copy(update={"chroma": chroma})
+    return settings.model_copy(update={"chroma": settings.chroma.model_copy(update=update)})
 
 
 def _target_dir(variable: str, value: str) -> Path:

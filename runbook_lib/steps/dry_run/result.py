@@ -29,6 +29,9 @@ class DryRunResult:
     #: The source's quotas and what reading it takes (Chroma Cloud: records per request, reads in flight, requests
     #: and the expected reading time per collection); None for a directory or a server.
     source_quotas: dict[str, Any] | None = None
+    #: How the Qdrant collections are named (several databases: ``<database>__<collection>``), and Qdrant Cloud's
+    #: cap of 1,000 collections checked against the plan.
+    naming: dict[str, Any] = field(default_factory=dict)
 
     @property
     def verdict(self) -> str:
@@ -48,6 +51,14 @@ class DryRunResult:
                 f"collection): about {q['expected_requests']:,} requests and {q['expected_s']:.0f} s of reading per "
                 f"step that reads it (this dry run: {q['requests']:,} requests, {q['throttled']:,} throttled)."
             )
+        if self.naming.get("databases"):
+            quotas += (
+                f" Databases {', '.join(self.naming['databases'])}: each collection goes to Qdrant as "
+                f"{self.naming['rule']}."
+            )
+        if self.naming and not self.naming.get("within_cap", True):
+            cap = self.naming["qdrant_cloud_cap"]
+            refuse += f"The migration would refuse: over Qdrant Cloud's cap of {cap:,} collections. "
         return refuse + (
             f"{len(self.collections)} collections, {self.total_records:,} records to migrate from {self.source} to "
             f"{self.target}; estimated {self.estimated_seconds / 60:.1f} min; {len(self.warnings)} warning(s)." + quotas
@@ -67,4 +78,5 @@ class DryRunResult:
             "warnings": self.warnings,
             "figures": self.figures,
             "source_quotas": self.source_quotas,
+            "naming": self.naming,
         }

@@ -23,6 +23,7 @@ from runbook_lib.chroma.backup import Backup, create_backup, load_backup, verify
 from runbook_lib.chroma.base import ChromaReader
 from runbook_lib.chroma.catalog import Catalog, CatalogUnavailable
 from runbook_lib.chroma.connect import open_source
+from runbook_lib.chroma.tenant import check_collection_cap
 from runbook_lib.chroma.writer import honour_swap
 from runbook_lib.core.layouts import Layout, get_layout
 from runbook_lib.core.payload_indexes import PayloadIndex
@@ -270,6 +271,10 @@ def _discard_backup(backup: Backup, checkpoint: Checkpoint) -> None:
 
 
 def _preflight(step: Step, source: ChromaReader, target: QdrantStore, checkpoint: Checkpoint) -> list[Planned]:
+    if step.settings.qdrant.is_server:  # Qdrant Cloud's cap on collections, before any id is read
+        names = source.resolve_collections(step.params.collections)
+        existing = set(target.collection_names())
+        check_collection_cap(len(set(names) - existing), len(existing))
     return preflight(source, target, step.params, run_id=step.run.run_id, states=checkpoint.data["collections"])
 
 
