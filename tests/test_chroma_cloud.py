@@ -386,3 +386,42 @@ def test_several_databases_in_one_run(cloud_env: dict[str, Any], chroma_server: 
     q.close()
     with pytest.raises(ConfigError, match="one database at a time"):  # written back one database per run
         run_step_inprocess("sync", sync, run_id=run_id, databases=databases, direction="reverse", confirm=True)
+
+
+def test_catch_up_passes_follow_writes_made_while_paging(
+    cloud_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writes between (and during) passes: the snapshot takes what was added, changed and deleted, and stops only
+    after a pass that found nothing new; it equals the collection as it then is."""
+    from runbook_lib.chroma.cloud import CloudSource
+    from runbook_lib.chroma.connect import open_source
+
+    col = cloud_env["server"].get_collection("cloud_big", embedding_function=None)
+    real_pass = CloudSource._pass
+    writes = [
+        lambda: col.delete(ids=[f"c-{i:05d}" for i in range(0, 40)]),  # shifts every later page by 40
+        lambda: (
+            col.add(ids=["c-late"], embeddings=[[0.5] * 16]),
+            col.update(ids=["c-01000"], metadatas=[{"moved": True}]),
+        ),
+    ]
+
+    def pass_then_write(self: CloudSource, name: str, spool: Any, *, first: bool) -> int:
+        changes = real_pass(self, name, spool, first=first)
+        if writes:
+            writes.pop(0)()
+        return changes
+
+    monkeypatch.setattr(CloudSource, "_pass", pass_then_write)
+    with open_source(load_settings().chroma) as source:
+        ids = source.snapshot_ids("cloud_big")
+        assert source.stats.passes["cloud_big"] == 4 and source.stats.settled["cloud_big"]
+        expected = server_records(cloud_env["server"], "cloud_big")
+        assert ids == sorted(expected) and len(ids) == BIG - 40 + 1
+        batch = source.fetch("cloud_big", ids)
+        for k, cid in enumerate(batch.ids):
+            vec, doc, meta, uri = expected[cid]
+            assert np.array_equal(batch.embeddings[k], vec) and batch.documents[k] == doc
+            assert batch.metadatas[k] == meta and batch.uris[k] == uri
+        assert batch.metadatas[ids.index("c-01000")]["moved"] is True  # the change made between passes
+    assert cloud_env["proxy"].stats.rejected == 0
