@@ -99,6 +99,7 @@ def runbook_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, qdrant_kind: st
         "CHROMA_TENANT",
         "CHROMA_DATABASE",
         "CHROMA_AUTH_TOKEN",
+        "CHROMA_API_KEY",
         "QDRANT_URL",
         "QDRANT_API_KEY",
         "QDRANT_EDGE_PATH",

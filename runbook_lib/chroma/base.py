@@ -4,7 +4,8 @@ Two protocols, the way :mod:`runbook_lib.qdrant.base` puts every Qdrant behind o
 ids and dimensions: what the checks before a copy need, answered from SQLite by
 :class:`~runbook_lib.chroma.catalog.Catalog` without copying anything) and :class:`ChromaReader` (everything a step
 reads: collections with their metadata and configuration, counts, records by id, searches, identity), implemented
-by :class:`~runbook_lib.chroma.source.ChromaSource` over a persistent directory's scratch copy or a Chroma server.
+by :class:`~runbook_lib.chroma.source.ChromaSource` over a persistent directory's scratch copy or a Chroma server, and
+by :class:`~runbook_lib.chroma.cloud.CloudSource` over Chroma Cloud (within its quotas, from a snapshot it pages).
 :func:`runbook_lib.chroma.connect.open_source` picks the implementation: a new kind of source is one more there.
 """
 
@@ -101,6 +102,16 @@ class ChromaReader(ChromaCatalog, Protocol):
 
     def describe(self) -> str:
         """Where the source is, for messages."""
+        ...
+
+    def read_summary(self) -> str | None:
+        """How the source was read, when a step's result should say it (Chroma Cloud: within its quotas, paged
+        until a pass found nothing new, requests and throttled answers); None when there is nothing to add."""
+        ...
+
+    def quotas(self) -> dict[str, Any] | None:
+        """The source's request quotas and, per collection read so far, the requests and seconds reading it took
+        and will take (Chroma Cloud); None when the source has no quotas."""
         ...
 
     def identity(self) -> SourceIdentity: ...

@@ -1,5 +1,6 @@
-"""The one way to open a ChromaDB client, for the source, the sync and the app: a persistent directory, or a
-Chroma server with ``CHROMA_TIMEOUT`` and the transient-status hook applied (:mod:`runbook_lib.chroma.server`)."""
+"""The one way to open a ChromaDB client, for the source, the sync and the app: a persistent directory, Chroma
+Cloud (``CloudClient``), or a Chroma server, with ``CHROMA_TIMEOUT`` and the transient-status hook applied
+(:mod:`runbook_lib.chroma.server`)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,10 @@ log = logging.getLogger(__name__)
 
 def open_client(settings: ChromaSettings, *, path: Path | None = None) -> ClientAPI:
     """chromadb's client for ``settings`` in its tenant and database: an ``HttpClient`` on a server, else a
-    ``PersistentClient`` on ``path`` (default ``CHROMA_PERSIST_DIR``). One sentence when it cannot be opened."""
+    ``PersistentClient`` on ``path`` (default ``CHROMA_PERSIST_DIR``), or chromadb's ``CloudClient`` for Chroma Cloud
+    (``CHROMA_API_KEY``). One sentence when it cannot be opened."""
+    if settings.is_cloud:
+        return server.cloud_client(settings)
     if settings.is_server:
         return server.http_client(settings)
     directory = path if path is not None else settings.require_persist_dir()
@@ -42,7 +46,7 @@ def open_client(settings: ChromaSettings, *, path: Path | None = None) -> Client
 
 
 def open_admin_client(settings: ChromaSettings) -> AdminAPI:
-    """chromadb's ``AdminClient`` on the Chroma server of ``settings``, with the same timeout and hook."""
+    """chromadb's ``AdminClient`` on the Chroma server (or Cloud) of ``settings``, with the same timeout and hook."""
     admin = chromadb.AdminClient(server.http_settings(settings))
     server.apply_timeout(admin, settings.timeout_s)
     server.classify_statuses(admin)

@@ -19,8 +19,8 @@ import httpx
 from chromadb.api import AdminAPI, ClientAPI
 from chromadb.errors import ChromaError
 
-from runbook_lib.config.settings import ChromaSettings
-from runbook_lib.core.retries import TRANSIENT_STATUS, call_with_retry
+from runbook_lib.config.settings import CHROMA_CLOUD_HOST, ChromaSettings
+from runbook_lib.core.retries import TRANSIENT_STATUS, call_with_retry, retry_after_seconds
 from runbook_lib.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -28,11 +28,22 @@ T = TypeVar("T")
 
 
 class ChromaServerBusy(Exception):
-    """The Chroma server answered with a transient HTTP status (429, 5xx, 408)."""
+    """The Chroma server answered with a transient HTTP status (429, 5xx, 408); ``retry_after``: the seconds its
+    ``Retry-After`` header asked for (None without one), which the retry policy honours."""
 
-    def __init__(self, status: int, url: str, text: str) -> None:
+    def __init__(self, status: int, url: str, text: str, retry_after: float | None = None) -> None:
         super().__init__(f"the Chroma server answered {status} to {url}: {text.strip()[:200] or 'no details'}")
         self.status = status
+        self.retry_after = retry_after
+
+
+#: The answers a throttled Chroma Cloud gives: too many requests, or the service unavailable for a moment.
+THROTTLED_STATUS = frozenset({429, 503})
+
+
+def is_throttled(exc: BaseException) -> bool:
+    """A 429 or 503 answer (Chroma Cloud's quotas, or a server shedding load)."""
+    return isinstance(exc, ChromaServerBusy) and exc.status in THROTTLED_STATUS
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -54,12 +65,16 @@ def read_with_retry(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
 def http_settings(settings: ChromaSettings) -> chromadb.config.Settings:
     kwargs: dict[str, Any] = {
         "chroma_api_impl": "chromadb.api.fastapi.FastAPI",
-        "chroma_server_host": settings.host,
+        "chroma_server_host": settings.host or CHROMA_CLOUD_HOST,
         "chroma_server_http_port": settings.port,
         "chroma_server_ssl_enabled": settings.ssl,
         "anonymized_telemetry": False,
     }
-    if settings.auth_token:
+    if settings.api_key:  # Chroma Cloud: the key in its X-Chroma-Token header, as chromadb's CloudClient sends it
+        kwargs["chroma_client_auth_provider"] = "chromadb.auth.token_authn.TokenAuthClientProvider"
+        kwargs["chroma_client_auth_credentials"] = settings.api_key.get_secret_value()
+        kwargs["chroma_auth_token_transport_header"] = "X-Chroma-Token"
+    elif settings.auth_token:
         kwargs["chroma_client_auth_provider"] = "chromadb.auth.token_authn.TokenAuthClientProvider"
         kwargs["chroma_client_auth_credentials"] = settings.auth_token.get_secret_value()
     return chromadb.config.Settings(**kwargs)
@@ -85,7 +100,12 @@ def apply_timeout(client: ClientAPI | AdminAPI, seconds: float) -> bool:
 def _raise_transient_status(response: httpx.Response) -> None:
     if response.status_code in TRANSIENT_STATUS:
         response.read()
-        raise ChromaServerBusy(response.status_code, str(response.request.url.path), response.text)
+        raise ChromaServerBusy(
+            response.status_code,
+            str(response.request.url.path),
+            response.text,
+            retry_after_seconds(response.headers.get("retry-after")),
+        )
 
 
 def classify_statuses(client: ClientAPI | AdminAPI) -> bool:
@@ -143,4 +163,43 @@ def http_client(settings: ChromaSettings) -> ClientAPI:
             f"Cannot reach the Chroma server at {where} ({text}): start it, or fix CHROMA_HOST / CHROMA_PORT / "
             "CHROMA_SSL."
         ) from exc
+    return client
+
+
+def cloud_client(settings: ChromaSettings) -> ClientAPI:
+    """chromadb's ``CloudClient`` (its public API: the key in Cloud's ``X-Chroma-Token`` header, the tenant and
+    database given or inferred from the key) at Cloud's address or the one ``CHROMA_HOST`` gave, with the timeout
+    and the status hook; one sentence when it fails. Callers open clients through
+    :func:`runbook_lib.chroma.clients.open_client`."""
+    assert settings.api_key is not None
+    where = settings.url or ""
+    try:
+        _preflight(where, settings.timeout_s)
+        client = chromadb.CloudClient(
+            tenant=settings.tenant,
+            database=settings.database,
+            api_key=settings.api_key.get_secret_value(),
+            settings=chromadb.config.Settings(anonymized_telemetry=False),
+            cloud_host=settings.host or CHROMA_CLOUD_HOST,
+            cloud_port=settings.port,
+            enable_ssl=settings.ssl,
+        )
+        apply_timeout(client, settings.timeout_s)
+        classify_statuses(client)
+        read_with_retry(client.heartbeat)
+    except Exception as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        secret = settings.api_key.get_secret_value()
+        text = text.replace(secret, "***") if secret else text
+        if "tenant" in text.lower() or "database" in text.lower():
+            raise ConfigError(
+                f"Chroma Cloud at {where} has no tenant {settings.tenant or '(the key’s)'!r} with database "
+                f"{settings.database or '(the key’s)'!r} for this key ({text}): fix CHROMA_TENANT / CHROMA_DATABASE."
+            ) from None
+        if "401" in text or "403" in text or "auth" in text.lower() or "permission" in text.lower():
+            raise ConfigError(f"Chroma Cloud at {where} refused CHROMA_API_KEY ({text}): check the key.") from None
+        raise ConfigError(
+            f"Cannot reach Chroma Cloud at {where} ({text}): check the network, or fix CHROMA_HOST / CHROMA_PORT / "
+            "CHROMA_SSL (unset them for Chroma Cloud itself)."
+        ) from None
     return client

@@ -57,6 +57,8 @@ class ChromaSource:
         opens in place. Scratch folders left by dead processes are removed first."""
         root = settings.scratch_root()
         scratch.sweep_stale(root, scratch.default_root())
+        if settings.is_cloud:  # pragma: no cover - a programming error: Cloud needs the quota-aware reader
+            raise SourceError("Chroma Cloud is read by runbook_lib.chroma.cloud.CloudSource: open it with open_source.")
         if settings.is_server:
             return cls(open_client(settings), settings)
         origin = copy_from if copy_from is not None else settings.require_persist_dir()
@@ -243,55 +245,43 @@ class ChromaSource:
         result = read_with_retry(self.collection(name).get, include=[])
         return sorted(result["ids"])
 
-    def present_ids(self, name: str, ids: Sequence[str]) -> set[str]:
+    def _get_by_ids(self, name: str, ids: Sequence[str], include: list[str]) -> list[dict[str, Any]]:
+        """``get(ids=..., include=...)`` in chunks under SQLite's variable limit, retried: chromadb's answers, in
+        order (a Cloud source chunks within its quotas and reads its chunks concurrently)."""
         col = self.collection(name)
+        return [
+            read_with_retry(col.get, ids=list(ids[start : start + MAX_IDS_PER_REQUEST]), include=include)
+            for start in range(0, len(ids), MAX_IDS_PER_REQUEST)
+        ]
+
+    def read_summary(self) -> str | None:
+        """How the source was read, for a step's result (None: the usual way, nothing to add)."""
+        return None
+
+    def quotas(self) -> dict[str, Any] | None:
+        """The source's request quotas and what reading it takes (None: a directory or a server has none)."""
+        return None
+
+    def present_ids(self, name: str, ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
-        for start in range(0, len(ids), MAX_IDS_PER_REQUEST):
-            chunk = list(ids[start : start + MAX_IDS_PER_REQUEST])
-            found.update(read_with_retry(col.get, ids=chunk, include=[])["ids"])
+        for part in self._get_by_ids(name, ids, []):
+            found.update(part["ids"])
         return found
 
     def fetch(self, name: str, ids: Sequence[str], *, expected_dim: int | None = None) -> RecordBatch:
         """Records for ``ids`` in the order given. Missing ids or an odd dimension raise."""
-        col = self.collection(name)
-        parts: list[dict[str, Any]] = []
-        for start in range(0, len(ids), MAX_IDS_PER_REQUEST):
-            chunk = list(ids[start : start + MAX_IDS_PER_REQUEST])
-            parts.append(read_with_retry(col.get, ids=chunk, include=INCLUDE_ALL))
-        got_ids: list[str] = [i for p in parts for i in p["ids"]]
-        position = {rid: k for k, rid in enumerate(got_ids)}
-        if len(position) != len(ids) or any(i not in position for i in ids):
-            missing = [i for i in ids if i not in position][:5]
-            raise SourceError(f"ChromaDB returned no record for ids {missing} of collection {name!r}.")
-        order = [position[i] for i in ids]
-        embeddings = _stack_embeddings(name, parts, got_ids, expected_dim)[order]
-
-        def column(key: str) -> list[Any]:
-            values: list[Any] = []
-            for p in parts:
-                col_values = p.get(key)
-                values.extend(col_values if col_values is not None else [None] * len(p["ids"]))
-            return [values[k] for k in order]
-
-        return RecordBatch(
-            ids=list(ids),
-            embeddings=embeddings,
-            documents=column("documents"),
-            metadatas=column("metadatas"),
-            uris=column("uris"),
-        )
+        return assemble(name, ids, self._get_by_ids(name, ids, INCLUDE_ALL), expected_dim)
 
     def metadata_types(self, name: str, ids: Sequence[str], batch_size: int) -> tuple[dict[str, set[str]], int]:
         """(metadata key -> the value types found, records with a document) over ``ids``, reading metadata and
         documents only (no vectors): what the payload index plan needs."""
-        col = self.collection(name)
         key_types: dict[str, set[str]] = {}
         documents = 0
         step = max(1, min(batch_size * 4, MAX_IDS_PER_REQUEST))
         for start in range(0, len(ids), step):
-            part = read_with_retry(col.get, ids=list(ids[start : start + step]), include=["metadatas", "documents"])
-            add_key_types(key_types, part.get("metadatas") or [])
-            documents += sum(d is not None for d in part.get("documents") or [])
+            for part in self._get_by_ids(name, ids[start : start + step], ["metadatas", "documents"]):
+                add_key_types(key_types, part.get("metadatas") or [])
+                documents += sum(d is not None for d in part.get("documents") or [])
         return key_types, documents
 
     def iter_batches(
@@ -320,6 +310,33 @@ class ChromaSource:
             return [list(r) for r in res["ids"]]
         except Exception as exc:  # an index problem here is reported, never fatal
             return f"unavailable: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
+
+
+def assemble(name: str, ids: Sequence[str], parts: list[dict[str, Any]], expected_dim: int | None) -> RecordBatch:
+    """The records for ``ids``, in that order, from chromadb's ``get`` answers ``parts``; a missing id or another
+    dimension raises."""
+    got_ids: list[str] = [i for p in parts for i in p["ids"]]
+    position = {rid: k for k, rid in enumerate(got_ids)}
+    if len(position) != len(ids) or any(i not in position for i in ids):
+        missing = [i for i in ids if i not in position][:5]
+        raise SourceError(f"ChromaDB returned no record for ids {missing} of collection {name!r}.")
+    order = [position[i] for i in ids]
+    embeddings = _stack_embeddings(name, parts, got_ids, expected_dim)[order]
+
+    def column(key: str) -> list[Any]:
+        values: list[Any] = []
+        for p in parts:
+            col_values = p.get(key)
+            values.extend(col_values if col_values is not None else [None] * len(p["ids"]))
+        return [values[k] for k in order]
+
+    return RecordBatch(
+        ids=list(ids),
+        embeddings=embeddings,
+        documents=column("documents"),
+        metadatas=column("metadatas"),
+        uris=column("uris"),
+    )
 
 
 def _stack_embeddings(name: str, parts: list[dict[str, Any]], ids: list[str], expected_dim: int | None) -> np.ndarray:

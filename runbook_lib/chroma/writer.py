@@ -28,11 +28,15 @@ from chromadb.api import ClientAPI
 
 from runbook_lib.chroma import files as chroma_files
 from runbook_lib.chroma.clients import open_client
+from runbook_lib.chroma.server import read_with_retry
 from runbook_lib.config.faults import fault_point
 from runbook_lib.config.settings import ChromaSettings
 from runbook_lib.errors import ConfigError, RunbookError, SyncError
 
 log = logging.getLogger(__name__)
+
+#: Records per request written to (or read back from) a Chroma server: Chroma Cloud takes at most 300 per write.
+MAX_RECORDS_PER_WRITE = 300
 
 
 # --- the directory swap ------------------------------------------------------------------------------
@@ -357,6 +361,11 @@ class ChromaWriter:
     def upsert(
         self, name: str, ids: list[str], embeddings: Any, documents: list[Any], metadatas: list[Any], uris: list[Any]
     ) -> None:
+        if self.staging is None and len(ids) > MAX_RECORDS_PER_WRITE:  # a server (Chroma Cloud's quota): in chunks
+            for s in range(0, len(ids), MAX_RECORDS_PER_WRITE):
+                e = s + MAX_RECORDS_PER_WRITE
+                self.upsert(name, ids[s:e], embeddings[s:e], documents[s:e], metadatas[s:e], uris[s:e])
+            return
         kwargs: dict[str, Any] = {
             "ids": ids,
             "embeddings": embeddings,
@@ -380,7 +389,7 @@ class ChromaWriter:
         # a server is written live: one upsert per batch, with None for every metadata key a record loses (the
         # upsert then removes it); a record whose document or uri is cleared, which an upsert cannot do, is deleted
         # first, so the upsert adds it anew
-        old = col.get(ids=ids, include=["metadatas", "documents", "uris"])
+        old = read_with_retry(col.get, ids=ids, include=["metadatas", "documents", "uris"])
         none = [None] * len(old["ids"])
         new_doc, new_uri = dict(zip(ids, documents, strict=True)), dict(zip(ids, uris, strict=True))
         olds = zip(old["ids"], old["documents"] or none, old["uris"] or none, old["metadatas"] or none, strict=True)
@@ -392,19 +401,30 @@ class ChromaWriter:
             else:
                 before[cid] = meta
         if cleared:
-            col.delete(ids=cleared)
+            read_with_retry(col.delete, ids=cleared)
         kwargs["metadatas"] = [
             {**dict.fromkeys(set(before.get(i) or {}) - set(m or {})), **(m or {})} or None
             for i, m in zip(ids, metadatas, strict=True)
         ]
-        col.upsert(**kwargs)
+        read_with_retry(col.upsert, **kwargs)  # idempotent: a throttled write is retried
 
     def delete(self, name: str, ids: list[str]) -> None:
-        if ids:
-            self.collection(name).delete(ids=ids)
+        step = MAX_RECORDS_PER_WRITE if self.staging is None else max(1, len(ids))
+        for s in range(0, len(ids), step):
+            read_with_retry(self.collection(name).delete, ids=ids[s : s + step])
 
     def read(self, name: str, ids: list[str]) -> dict[str, Any]:
-        return self.collection(name).get(ids=ids, include=["embeddings", "documents", "metadatas", "uris"])
+        include = ["embeddings", "documents", "metadatas", "uris"]
+        if self.staging is not None or len(ids) <= MAX_RECORDS_PER_WRITE:
+            return read_with_retry(self.collection(name).get, ids=ids, include=include)
+        parts = [
+            read_with_retry(self.collection(name).get, ids=ids[s : s + MAX_RECORDS_PER_WRITE], include=include)
+            for s in range(0, len(ids), MAX_RECORDS_PER_WRITE)
+        ]
+        return {
+            key: [v for p in parts for v in (p.get(key) if p.get(key) is not None else [None] * len(p["ids"]))]
+            for key in ["ids", *include]
+        }
 
     def _close_client(self) -> None:
         try:

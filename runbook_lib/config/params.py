@@ -63,7 +63,24 @@ NullDocuments = Literal["refuse", "empty"]
 PayloadIndexes = Annotated[str, BeforeValidator(_payload_indexes)]
 
 
-class DryRunParams(CollectionsParams):
+class SourceReadParams(CollectionsParams):
+    """How a step reads the source: ``read_concurrency`` reads in flight per collection on Chroma Cloud (its quota
+    is 10; other sources ignore it); ``databases``: several databases of the tenant as one source (``all``, or
+    comma-separated names; empty: ``CHROMA_DATABASE`` alone), each collection named ``<database>__<collection>``."""
+
+    read_concurrency: int = Field(4, ge=1, le=10)
+    databases: list[str] = Field(default_factory=list)
+
+    @field_validator("databases", mode="before")
+    @classmethod
+    def _split_databases(cls, v: object) -> list[str]:
+        names = _names(v)
+        if "all" in names and len(names) > 1:
+            raise ValueError("expected all, or comma-separated database names, not both")
+        return names
+
+
+class DryRunParams(SourceReadParams):
     batch_size: int = Field(256, ge=1, le=10_000)
     payload_layout: PayloadLayoutName = "runbook"
     null_documents: NullDocuments = "refuse"
@@ -72,7 +89,7 @@ class DryRunParams(CollectionsParams):
     payload_indexes: PayloadIndexes = "auto"
 
 
-class MigrateParams(CollectionsParams):
+class MigrateParams(SourceReadParams):
     batch_size: int = Field(256, ge=1, le=10_000)
     workers: int = Field(2, ge=1, le=32)
     on_existing: Literal["fail", "resume", "recreate"] = "fail"
@@ -91,7 +108,7 @@ class MigrateParams(CollectionsParams):
         return None if v in (0, "", None) else v
 
 
-class VerifyParams(CollectionsParams):
+class VerifyParams(SourceReadParams):
     """Parameters of ``03_verify.ipynb``."""
 
     vector_check: str = "all"
@@ -195,7 +212,7 @@ class RollbackParams(StepParams):
         return self
 
 
-class SyncParams(CollectionsParams):
+class SyncParams(SourceReadParams):
     """Parameters of the sync step. ``run_id`` is required: it names the migrated run to bring up to date."""
 
     direction: Literal["forward", "reverse"] = "forward"

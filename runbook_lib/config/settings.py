@@ -1,6 +1,6 @@
 """Settings from the environment (SPEC "Configuration"), validated up front with pydantic-settings.
 
-Secrets (``QDRANT_API_KEY``, ``CHROMA_AUTH_TOKEN``) are read here and nowhere else, and are held as
+Secrets (``QDRANT_API_KEY``, ``CHROMA_AUTH_TOKEN``, ``CHROMA_API_KEY``) are read here and nowhere else, and are held as
 ``SecretStr``: they never render in a repr, a log line, a notebook output or :meth:`Settings.public` (what gets
 written to the evidence folder); the one place that sends them calls ``get_secret_value()``.
 """
@@ -22,7 +22,12 @@ from runbook_lib.config.paths import resolve
 from runbook_lib.errors import ConfigError
 
 #: The variables that hold secrets: never shown in an error, scrubbed from every file under outputs/.
-SECRET_VARIABLES = ("QDRANT_API_KEY", "CHROMA_AUTH_TOKEN")
+SECRET_VARIABLES = ("QDRANT_API_KEY", "CHROMA_AUTH_TOKEN", "CHROMA_API_KEY")
+
+#: Chroma Cloud's address (chromadb's ``CloudClient`` defaults); ``CHROMA_HOST``/``CHROMA_PORT``/``CHROMA_SSL`` may
+#: point a Cloud source elsewhere (a proxy, the tests' loopback stand-in of Cloud's quotas).
+CHROMA_CLOUD_HOST = "api.trychroma.com"
+CHROMA_CLOUD_PORT = 443
 
 DEFAULT_CHROMA_PERSIST_DIR = "data/chroma_db"
 #: The target when none of QDRANT_URL, QDRANT_EDGE_PATH, QDRANT_PATH is set: Qdrant Edge (the engine in-process).
@@ -69,6 +74,7 @@ class Environment(BaseSettings):
     CHROMA_DATABASE: str | None = None
     CHROMA_TIMEOUT: Seconds = 60.0
     CHROMA_AUTH_TOKEN: SecretStr | None = None
+    CHROMA_API_KEY: SecretStr | None = None
     QDRANT_URL: str | None = None
     QDRANT_API_KEY: SecretStr | None = None
     QDRANT_EDGE_PATH: str | None = None
@@ -128,7 +134,8 @@ def is_loopback(host: str) -> bool:
 
 
 class ChromaSettings(BaseModel):
-    """Where the ChromaDB source is: a persistent directory, or a Chroma server."""
+    """Where the ChromaDB source is: a persistent directory, a Chroma server, or Chroma Cloud (``api_key`` set;
+    ``host``/``port``/``ssl`` are then Cloud's address, or the one ``CHROMA_HOST`` gave)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -140,18 +147,41 @@ class ChromaSettings(BaseModel):
     database: str | None = None
     timeout_s: float = 60.0
     auth_token: SecretStr | None = None
+    #: Chroma Cloud's API key (``CHROMA_API_KEY``): the source is Chroma Cloud, read within its quotas.
+    api_key: SecretStr | None = None
+    #: Reads in flight per collection on Chroma Cloud (its quota is 10); the steps' ``read_concurrency`` parameter.
+    read_concurrency: int = Field(4, ge=1, le=10)
+    #: Several databases of the tenant as one source (the steps' ``databases`` parameter: names, or ``("all",)``);
+    #: None: the one database ``CHROMA_DATABASE`` names.
+    databases: tuple[str, ...] | None = None
     #: Where scratch copies of a persistent directory go (``RUNBOOK_SCRATCH_DIR``); None: the system temp dir.
     scratch_dir: Path | None = None
 
     @property
     def is_server(self) -> bool:
-        return self.host is not None
+        """A source over HTTP (a Chroma server or Chroma Cloud): no directory, no file backup."""
+        return self.host is not None or self.api_key is not None
+
+    @property
+    def is_cloud(self) -> bool:
+        """Chroma Cloud (``CHROMA_API_KEY``): read within Cloud's quotas (:mod:`runbook_lib.chroma.cloud`)."""
+        return self.api_key is not None
+
+    @property
+    def url(self) -> str | None:
+        """The server's or Cloud's base URL (None for a directory)."""
+        if not self.is_server:
+            return None
+        return f"{'https' if self.ssl else 'http'}://{self.host or CHROMA_CLOUD_HOST}:{self.port}"
 
     def scratch_root(self) -> Path:
         """The folder scratch copies are made in: ``RUNBOOK_SCRATCH_DIR``, else the system temp dir."""
         return self.scratch_dir if self.scratch_dir is not None else Path(tempfile.gettempdir())
 
     def describe(self) -> str:
+        if self.is_cloud:
+            tenant, database = self.tenant or "the key's", self.database or "the key's"
+            return f"Chroma Cloud {self.url} (tenant {tenant}, database {database})"
         if self.is_server:
             scheme = "https" if self.ssl else "http"
             return f"Chroma server {scheme}://{self.host}:{self.port}"
@@ -238,6 +268,8 @@ class Settings(BaseModel):
             "chroma_tenant": self.chroma.tenant,
             "chroma_database": self.chroma.database,
             "chroma_auth_token_set": self.chroma.auth_token is not None,
+            "chroma_cloud": self.chroma.is_cloud,
+            "chroma_api_key_set": self.chroma.api_key is not None,
             "target": self.qdrant.describe(),
             "qdrant_url": self.qdrant.url,
             "qdrant_edge_path": None if self.qdrant.edge_path is None else str(self.qdrant.edge_path),
@@ -250,7 +282,7 @@ class Settings(BaseModel):
 
     def secrets(self) -> list[str]:
         """The secret values in force (to scrub from anything written under outputs/)."""
-        return [s.get_secret_value() for s in (self.chroma.auth_token, self.qdrant.api_key) if s]
+        return [s.get_secret_value() for s in (self.chroma.auth_token, self.chroma.api_key, self.qdrant.api_key) if s]
 
 
 def _validate_qdrant_url(url: str, api_key: bool, allow_insecure: bool) -> str:
@@ -270,6 +302,40 @@ def _validate_qdrant_url(url: str, api_key: bool, allow_insecure: bool) -> str:
             "QDRANT_URL, or set RUNBOOK_ALLOW_INSECURE_API_KEY=true if this network is trusted."
         )
     return url.rstrip("/")
+
+
+def _cloud_address(host: str | None, port: int | None, ssl: bool | None, allow_insecure: bool) -> tuple[int, bool]:
+    """(port, ssl) of a Chroma Cloud source: Cloud's own (443, https) unless ``CHROMA_HOST``/``CHROMA_PORT``/
+    ``CHROMA_SSL`` say otherwise; the key is never sent over plain http to a non-loopback host unless allowed."""
+    if host is None:
+        if port is not None or ssl is not None:
+            raise ConfigError(
+                "CHROMA_PORT or CHROMA_SSL is set for Chroma Cloud (CHROMA_API_KEY) but CHROMA_HOST is not: set "
+                "CHROMA_HOST too to point the Cloud client at another address, or unset them to use Chroma Cloud."
+            )
+        return CHROMA_CLOUD_PORT, True
+    secure = True if ssl is None else ssl
+    if not secure and not is_loopback(host) and not allow_insecure:
+        raise ConfigError(
+            f"Refusing to send CHROMA_API_KEY over plain http:// to {host}: set CHROMA_SSL=true, or set "
+            "RUNBOOK_ALLOW_INSECURE_API_KEY=true if this network is trusted."
+        )
+    return port or (CHROMA_CLOUD_PORT if secure else 8000), secure
+
+
+def apply_params(settings: Settings, params: object) -> Settings:
+    """The settings a step runs with: the step parameters that say how the source is read (``read_concurrency``,
+    ``databases``) go into the Chroma settings, so every reader the step opens reads the same way."""
+    update: dict[str, object] = {}
+    concurrency = getattr(params, "read_concurrency", None)
+    if concurrency is not None and concurrency != settings.chroma.read_concurrency:
+        update["read_concurrency"] = int(concurrency)
+    databases = getattr(params, "databases", None)
+    if databases:
+        update["databases"] = tuple(databases)
+    if not update:
+        return settings
+    return settings.model_copy(update={"chroma": settings.chroma.model_copy(update=update)})
 
 
 def _target_dir(variable: str, value: str) -> Path:
@@ -295,7 +361,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting; raise :class:`ConfigError` naming the first bad variable."""
     e = read_environment(env)
     host = e.CHROMA_HOST
-    if host is None:
+    cloud = e.CHROMA_API_KEY is not None
+    port, ssl = e.CHROMA_PORT or 8000, bool(e.CHROMA_SSL)
+    if cloud:
+        port, ssl = _cloud_address(host, e.CHROMA_PORT, e.CHROMA_SSL, e.RUNBOOK_ALLOW_INSECURE_API_KEY)
+        host = host or CHROMA_CLOUD_HOST
+    elif host is None:
         for dependent in ("CHROMA_PORT", "CHROMA_SSL"):
             if getattr(e, dependent) is not None:
                 raise ConfigError(
@@ -305,12 +376,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     chroma = ChromaSettings(
         persist_dir=resolve(e.CHROMA_PERSIST_DIR),
         host=host,
-        port=e.CHROMA_PORT or 8000,
-        ssl=bool(e.CHROMA_SSL),
+        port=port,
+        ssl=ssl,
         tenant=e.CHROMA_TENANT,
         database=e.CHROMA_DATABASE,
         timeout_s=e.CHROMA_TIMEOUT,
         auth_token=e.CHROMA_AUTH_TOKEN,
+        api_key=e.CHROMA_API_KEY,
         scratch_dir=_scratch_dir(e.RUNBOOK_SCRATCH_DIR),
     )
     api_key = e.QDRANT_API_KEY

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from runbook_lib.config.settings import Settings, load_settings
+from runbook_lib.config.settings import Settings, apply_params, load_settings
 from runbook_lib.config.steps import STEPS, step_spec
 from runbook_lib.errors import ConfigError, RunbookError, VerificationFailed
 from runbook_lib.kernel.display import in_notebook, pyplot, show_figures
@@ -238,7 +238,7 @@ def _begin(step: str, **raw_params: Any) -> Step:
         params = model(**raw_params)
     except ValidationError as exc:
         raise param_error(step, exc) from None
-    settings = load_settings()
+    settings = apply_params(load_settings(), params)  # a step's read_concurrency: how its sources read
     run = Run.open_or_create(settings.outputs, getattr(params, "run_id", "") or None)
     release = run.hold_driving()  # one driver per run, whether it is the runner or a notebook in JupyterLab
     try:

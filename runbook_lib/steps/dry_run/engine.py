@@ -17,6 +17,7 @@ import numpy as np
 
 from runbook_lib.chroma.base import ChromaReader
 from runbook_lib.chroma.connect import open_source
+from runbook_lib.chroma.tenant import NAMING_RULE, QDRANT_CLOUD_MAX_COLLECTIONS
 from runbook_lib.core.layouts import Layout, detect_framework, get_layout, is_llamaindex_record, recommended_layout
 from runbook_lib.core.mapping import id_collisions
 from runbook_lib.core.payload_indexes import add_key_types, missing_keys, plan_payload_indexes
@@ -194,6 +195,14 @@ def dry_run(step: Step) -> DryRunResult:
             plan["unindexed_keys"] = [u.to_dict() for u in unindexed]
             result.plan.append(plan)
             source.release()
+        quotas = source.quotas()
+    if quotas:  # Chroma Cloud: the requests and the reading time each collection takes, in its plan and estimate
+        result.source_quotas = quotas
+        for plan in result.plan:
+            read = quotas["collections"].get(plan["source"], {})
+            plan["source_requests"] = read.get("expected_requests")
+            plan["source_read_s"] = read.get("expected_s")
+            plan["estimated_s"] = round(plan["estimated_s"] + float(read.get("expected_s") or 0.0), 1)
     unknown = missing_keys(p.payload_indexes, {c["collection"]: c["key_types"] for c in result.collections})
     if unknown:
         raise ConfigError(
@@ -203,12 +212,42 @@ def dry_run(step: Step) -> DryRunResult:
     result.total_records = sum(c["count"] for c in result.collections)
     result.estimated_seconds = sum(pl["estimated_s"] for pl in result.plan) + (time.perf_counter() - t0)
     result.existing_targets = _existing_targets(step, [pl["target"] for pl in result.plan])
+    result.naming = _naming(step, result)
     for name in result.existing_targets:
         result.warnings.append(
             f"Qdrant already has {name!r}: migrate stops unless on_existing=resume or recreate (or cutover=alias)."
         )
     result.figures = dry_run_charts(step, result)
     return result
+
+
+def _naming(step: Step, result: DryRunResult) -> dict[str, Any]:
+    """How the plan names the Qdrant collections (several databases: ``<database>__<collection>``) and Qdrant
+    Cloud's cap on collections, checked against the plan (a plan over it is refused by migrate on a server)."""
+    databases = step.settings.chroma.databases
+    planned = len(result.plan)
+    existing = 0
+    if step.settings.qdrant.is_server:
+        try:
+            with open_target(step.settings.qdrant) as target:
+                existing = len(set(target.collection_names()) - {pl["target"] for pl in result.plan})
+        except RunbookError:
+            existing = 0
+    over = step.settings.qdrant.is_server and planned + existing > QDRANT_CLOUD_MAX_COLLECTIONS
+    if over:
+        result.warnings.append(
+            f"The plan makes {planned:,} Qdrant collections beside {existing:,} already there: over Qdrant Cloud's "
+            f"cap of {QDRANT_CLOUD_MAX_COLLECTIONS:,} per cluster, so migrate will refuse; migrate fewer databases "
+            "or collections per cluster."
+        )
+    return {
+        "rule": NAMING_RULE if databases else "<collection> (the Chroma name)",
+        "databases": list(databases) if databases else None,
+        "planned_collections": planned,
+        "existing_collections": existing,
+        "qdrant_cloud_cap": QDRANT_CLOUD_MAX_COLLECTIONS,
+        "within_cap": not over,
+    }
 
 
 def _existing_targets(step: Step, targets: list[str]) -> list[str]:

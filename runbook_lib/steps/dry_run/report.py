@@ -47,3 +47,21 @@ def payload_examples(result: DryRunResult) -> str:
         + json.dumps((pl.get("example_payload") or {}).get("payload"), ensure_ascii=False, default=str)
         for pl in result.plan
     )
+
+
+def source_quotas(result: DryRunResult) -> str:
+    """The source's quotas and the requests and reading time they mean, per collection (Chroma Cloud)."""
+    q = result.source_quotas
+    if not q:
+        return "The source has no request quotas (a ChromaDB directory or a Chroma server)."
+    lines = [
+        f"{q['source']}: at most {q['max_records_per_request']} records per request, "
+        f"{q['max_concurrent_reads_per_collection']} reads in flight per collection (this run: "
+        f"{q['read_concurrency']}); each collection is paged, then paged again until a pass finds nothing new.",
+        f"A step that reads the source: about {q['expected_requests']:,} requests, {q['expected_s']:.1f} s of reading.",
+        f"This dry run: {q['requests']:,} requests ({q['throttled']:,} throttled, {q['retries']:,} retries) in "
+        f"{q['seconds']:.1f} s.",
+    ]
+    for name, c in q["collections"].items():
+        lines.append(f"- {name}: {c['records']:,} records, {c['expected_requests']:,} requests, {c['expected_s']} s")
+    return "\n".join(lines)

@@ -23,6 +23,7 @@ from runbook_lib.chroma.backup import Backup, create_backup, load_backup, verify
 from runbook_lib.chroma.base import ChromaReader
 from runbook_lib.chroma.catalog import Catalog, CatalogUnavailable
 from runbook_lib.chroma.connect import open_source
+from runbook_lib.chroma.tenant import check_collection_cap
 from runbook_lib.config.faults import fault_point
 from runbook_lib.core.layouts import Layout, get_layout
 from runbook_lib.core.payload_indexes import PayloadIndex
@@ -165,7 +166,8 @@ def migrate(step: Step) -> MigrationResult:
                 )
             if backup is None:
                 result.warnings.append(
-                    "The source is a Chroma server: no file backup was taken (back the server up yourself)."
+                    f"The source is {'Chroma Cloud' if chroma.is_cloud else 'a Chroma server'}: no file backup was "
+                    "taken (back it up yourself)."
                 )
             _record_embedding_functions(step, source, planned, checkpoint)
             overall = progress(total=sum(pl.entry.count for pl in planned), desc="all collections", unit="rec")
@@ -190,7 +192,9 @@ def migrate(step: Step) -> MigrationResult:
             overall.close()
             ledger.close()
         finally:
+            result_read = source.read_summary()
             source.close()
+    result.source_read = result_read
     result.seconds = time.perf_counter() - t0
     result.ok = not result.errors
     result.figures = migrate_charts(step, result)
@@ -273,6 +277,10 @@ def _discard_backup(backup: Backup, checkpoint: Checkpoint) -> None:
 
 
 def _preflight(step: Step, source: ChromaReader, target: QdrantStore, checkpoint: Checkpoint) -> list[Planned]:
+    if step.settings.qdrant.is_server:  # Qdrant Cloud's cap on collections, before any id is read
+        names = source.resolve_collections(step.params.collections)
+        existing = set(target.collection_names())
+        check_collection_cap(len(set(names) - existing), len(existing))
     return preflight(source, target, step.params, run_id=step.run.run_id, states=checkpoint.data["collections"])
 
 

@@ -21,6 +21,8 @@ class MigrationResult:
     total_records: int = 0
     seconds: float = 0.0
     figures: list[str] = field(default_factory=list)
+    #: How the source was read, when there is something to say (Chroma Cloud: within its quotas, paged until settled).
+    source_read: str | None = None
 
     @property
     def verdict(self) -> str:
@@ -28,7 +30,7 @@ class MigrationResult:
         if self.ok:
             return (
                 f"Migrated {self.total_records:,} records in {n} collections in {self.seconds:.1f} s; "
-                "every count matches."
+                "every count matches." + (f" {self.source_read}" if self.source_read else "")
             )
         return "Migration FAILED: " + "; ".join(self.errors)
 
@@ -43,5 +45,6 @@ class MigrationResult:
             "collections": self.rows,
             "warnings": self.warnings,
             "errors": self.errors,
+            "source_read": self.source_read,
             "figures": self.figures,
         }

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from runbook_lib.chroma.catalog import Catalog, CatalogUnavailable
+from runbook_lib.chroma.connect import open_source
 from runbook_lib.chroma.source import ChromaSource, RecordBatch
 from runbook_lib.config.settings import ChromaSettings
 
@@ -32,7 +33,7 @@ class SyncSource:
 
     def _open(self) -> ChromaSource:
         if self._source is None:
-            self._source = ChromaSource.open(self.settings, copy_from=self.snapshot)
+            self._source = open_source(self.settings, copy_from=self.snapshot)  # type: ignore[assignment]
         return self._source
 
     def collection_names(self) -> list[str]:

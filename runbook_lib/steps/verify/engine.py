@@ -146,7 +146,13 @@ def _open_source(step: Step, checkpoint: dict[str, Any] | None) -> tuple[ChromaR
             backup,
             f"a scratch copy of the run's checksum-verified backup {backup.path}",
         )
-    where = "the live Chroma server" if chroma.is_server else "a scratch copy of the live directory"
+    where = (
+        "the live Chroma Cloud"
+        if chroma.is_cloud
+        else "the live Chroma server"
+        if chroma.is_server
+        else "a scratch copy of the live directory"
+    )
     return open_source(chroma), None, f"{where} ({chroma.describe()})"
 
 
@@ -251,7 +257,9 @@ def verify(step: Step) -> VerifyResult:
                 result.total_records += rep.records
             overall.close()
     finally:
+        read = source.read_summary()
         source.close()
+    result.source_read += f"; {read}" if read else ""
     result.source_unchanged = _source_unchanged(step, backup, (checkpoint or {}).get("sync"))
     result.vector_histogram = hist.to_dict(p.tolerance)
     result.seconds = time.perf_counter() - t0
