@@ -487,7 +487,14 @@ def print_report(rep: dict[str, Any]) -> None:
     gil = rep.get("gil")
     if gil:
         print("5. the GIL: a Python thread's rate while the engine call runs / its rate alone (1.0 = released)")
-        for name in ("build Point objects", "update (upsert one batch)", "flush", "optimize (HNSW build)"):
+        for name in (
+            "sleep",
+            "python_loop",
+            "build Point objects",
+            "update (upsert one batch)",
+            "flush",
+            "optimize (HNSW build)",
+        ):
             line(f"   {name}", f"{gil[name]:.2f}")
 
 
@@ -532,7 +539,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.skip_gil:
         probe = Path(__file__).with_name("edge_gil_probe.py")
         proc = subprocess.run(
-            [sys.executable, str(probe), "--json"], capture_output=True, text=True, check=True, cwd=str(ROOT)
+            [sys.executable, str(probe), "--json", "--points", "2048", "--rounds", "2"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=str(ROOT),
         )
         report["gil"] = json.loads(proc.stdout.strip().splitlines()[-1])
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp:
