@@ -9,7 +9,8 @@ Per scale, on a copy of the cached sample ChromaDB (``_common.sample_db``), each
 1. ``runbook migrate`` (the CLI: papermill, kernel, HTML) into a fresh ``QDRANT_EDGE_PATH``, against **the simplest
    correct script into Edge**: it copies the source directory, reads each collection by id chunks, maps per the SPEC
    (``point_id``, ``build_payload``), upserts into one shard per collection (dimension, distance and Chroma's HNSW
-   parameters), flushes, creates the payload indexes the runbook plans, builds the HNSW index with ``optimize()``
+   parameters), flushes, creates the payload indexes the runbook plans (each metadata key, typed from its values, and
+   the document's full-text index), builds the HNSW index with ``optimize()``
    and checks every count. Goal: runbook <= 0.8x the script.
 2. **The copy** (``copy_collection`` of every collection, summed, from an in-process migrate with timers around
    the library's functions) against the slower of the **bare Chroma read** (``col.get`` by id chunks, nothing
@@ -116,11 +117,13 @@ def simple_script(live: Path, work: Path, batch_size: int) -> dict[str, Any]:
     import numpy as np
     import qdrant_edge as qe
 
+    from runbook_lib.core.layouts import Layout
     from runbook_lib.core.mapping import build_payload, chroma_space, point_id, qdrant_distance
     from runbook_lib.core.payload_indexes import add_key_types, plan_payload_indexes
     from runbook_lib.steps.migrate.shape import hnsw_params
 
     imported = now()
+    layout = Layout()  # the SPEC layout: its payload indexes are the runbook's (metadata keys + the document text)
     plain = shutil.copytree(live, work / "plain_copy")
     copied = now()
     chroma = chromadb.PersistentClient(path=str(plain))
@@ -165,7 +168,14 @@ def simple_script(live: Path, work: Path, batch_size: int) -> dict[str, Any]:
         assert shard is not None
         shard.flush()
         t0 = now()
-        indexes, _ = plan_payload_indexes(key_types, "auto", collection=name, has_documents=documents > 0)
+        indexes, _ = plan_payload_indexes(
+            key_types,
+            "auto",
+            collection=name,
+            flat=layout.flat,
+            document_path=layout.document_path,
+            has_documents=documents > 0,
+        )
         for index in indexes:
             kind = (
                 qe.TextIndexParams(tokenizer=qe.TokenizerType.Word, lowercase=False)
