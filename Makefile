@@ -54,11 +54,14 @@ lab: $(VENV)/.installed-lab
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (runbook)" >/dev/null
 	$(BIN)/jupyter lab notebooks/
 
+# The benchmarks on the engine (Qdrant Edge): runbook migrate vs the simplest script, the copy vs the bare read and
+# the Edge floor, peak RSS across scales, sync with 1 % changed (benchmarks/README.md). Scale 10 is long on a busy
+# 2-core machine: `make bench BENCH_SCALES=1,2` runs the largest scale it can. Local-mode benchmarks run by hand.
+BENCH_SCALES ?= 1,10
+BENCH_ARGS ?=
+
 bench: $(VENV)/.installed-test
-	$(BIN)/python benchmarks/migrate_bench.py
-	$(BIN)/python benchmarks/verify_bench.py
-	$(BIN)/python benchmarks/sync_bench.py --scales 1
-	$(BIN)/python benchmarks/run_cost_bench.py
+	$(BIN)/python benchmarks/edge_bench.py --scales $(BENCH_SCALES) $(BENCH_ARGS)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from array import array
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from importlib import metadata
@@ -299,7 +300,7 @@ class EdgeTarget:
         try:
             if not len(ids) == len(vectors) == len(payloads):
                 raise ValueError(f"{len(ids)} ids, {len(vectors)} vectors and {len(payloads)} payloads")
-            rows = vectors.astype(np.float32, copy=False) if isinstance(vectors, np.ndarray) else vectors
+            rows = _vector_rows(vectors)
             points = [qe.Point(id=i, vector=v, payload=p) for i, v, p in zip(ids, rows, payloads, strict=True)]
             shard.update(qe.UpdateOperation.upsert_points(points))
         except Exception as exc:
@@ -423,6 +424,15 @@ class EdgeTarget:
             raise TargetError(
                 f"Qdrant Edge could not {what} (collection {name!r} at {self.root}): {_short(exc)}", collection=name
             ) from exc
+
+
+def _vector_rows(vectors: np.ndarray | Sequence[Sequence[float]]) -> Sequence[Any]:
+    """Rows qdrant-edge reads fast: ``array.array('f')`` per row of an array (exact float32; a numpy row is read
+    element by element as numpy scalars, ~6x slower), lists as given."""
+    if not isinstance(vectors, np.ndarray):
+        return vectors
+    rows = np.ascontiguousarray(vectors, dtype=np.float32)
+    return [array("f", row.tobytes()) for row in rows]
 
 
 def _payload_selector(with_payload: bool | Sequence[str]) -> bool | list[str]:

@@ -1,12 +1,15 @@
 """The copy pipeline: a reader thread maps ChromaDB batches to Qdrant points (and the ledger's fingerprints, in the
 same pass) into a bounded queue; the writer side upserts them (``workers`` in flight on a server, one in local
-mode) and reports a contiguous watermark for the checkpoint. Memory is bounded by ``batch_size * (queue +
+mode and on Edge), flushes what it wrote every ``FLUSH_EVERY_S`` and then reports a contiguous watermark for the
+checkpoint. Memory is bounded by ``batch_size * (queue +
 workers)`` records."""
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +68,11 @@ def to_points(index: int, batch: RecordBatch, *, normalise: bool = False, layout
 
 # --- copying one collection ------------------------------------------------------------------------
 _DONE = object()
+#: Written batches are made durable (``flush``) and then recorded (ledger, checkpoint) together, at most this often
+#: (seconds) and always at the end or before a failure is raised: on Qdrant Edge a flush per batch (an fsync each,
+#: holding the GIL) cost more than the upserts. A crash loses at most this much work, which the resume copies again
+#: (upserts are idempotent); the checkpoint never records an unflushed batch.
+FLUSH_EVERY_S = 5.0
 
 
 def copy_collection(
@@ -118,19 +126,34 @@ def copy_collection(
     thread.start()
     done_flags = [False] * len(starts)
     watermark = 0
+    written: list[Points] = []  # upserted, not yet flushed nor recorded
+    last_flush = time.monotonic()
 
     def complete(item: Points) -> None:
-        nonlocal watermark
+        written.append(item)
+        if time.monotonic() - last_flush >= FLUSH_EVERY_S:
+            settle()
+
+    def settle() -> None:
+        """Flush every written batch, then record them: the ledger and the checkpoint never claim an unflushed one."""
+        nonlocal watermark, last_flush
+        if not written:
+            return
         flush()  # durable before the ledger and the checkpoint say it is written
-        if ledger is not None:
-            ledger.put(entry.source, zip(item.chroma_ids, item.fingerprints, strict=True))
-        done_flags[item.index] = True
+        last_flush = time.monotonic()
+        records = 0
+        for item in written:
+            if ledger is not None:
+                ledger.put(entry.source, zip(item.chroma_ids, item.fingerprints, strict=True))
+            done_flags[item.index] = True
+            records += len(item.ids)
+            if on_substituted is not None and item.substituted:
+                on_substituted(item.substituted)
+        written.clear()
         while watermark < len(starts) and done_flags[watermark]:
             watermark += 1
         contiguous = starts[watermark] if watermark < len(starts) else len(ids)
-        if on_substituted is not None and item.substituted:
-            on_substituted(item.substituted)
-        on_progress(contiguous, len(item.ids))
+        on_progress(contiguous, records)
 
     def write(item: Points) -> Points:
         target.upsert(
@@ -162,6 +185,13 @@ def copy_collection(
                         complete(fut.result())
             for fut in in_flight:
                 complete(fut.result())
+            settle()
+        except BaseException:
+            # what was written before the failure is kept (flushed, then recorded); the first failure is the one
+            # reported, and batches left unrecorded are copied again on resume
+            with contextlib.suppress(Exception):
+                settle()
+            raise
         finally:
             stop.set()
             if pool is not None:
