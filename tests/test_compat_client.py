@@ -421,3 +421,24 @@ def test_every_filter_the_app_sends_names_an_indexed_key_on_edge(migrated: dict[
     assert {"metadata.tag", "metadata.i", "metadata.flag", "metadata.tags", "document"} <= sent
     for name, schema in schemas.items():
         assert sent <= schema, f"{name}: filters on {sorted(sent - schema)} have no payload index"
+
+
+def test_query_among_ids_matches_chromadb(both: tuple[Any, Client]) -> None:
+    chroma, compat = both
+    query = np.random.default_rng(9).normal(size=(2, DIM)).astype(np.float32).tolist()
+    among = [f"id-{i:03d}" for i in range(0, N, 3)]  # (an id Chroma lacks: chromadb 1.5.9 raises InternalError)
+    for kwargs in (
+        {"ids": among, "n_results": 5},
+        {"ids": among, "n_results": 4, "where": {"i": {"$gt": 20}}},
+        {"ids": among[:10], "n_results": 3, "where_document": {"$contains": "a"}},
+    ):
+        expected = chroma.get_collection("compat_l2").query(query_embeddings=query, **kwargs)
+        _same(expected, compat.get_collection("compat_l2").query(query_embeddings=query, **kwargs))
+
+
+def test_query_among_ids_over_chroma_is_refused(tmp_path: Path, migrated: dict[str, Any]) -> None:
+    with (
+        Client({**migrated["env"], "VECTOR_DB": "chroma"}) as over_chroma,
+        pytest.raises(ConfigError, match="over Qdrant only"),
+    ):
+        over_chroma.get_collection("compat_l2").query(query_embeddings=[[0.0] * DIM], ids=["id-001"])

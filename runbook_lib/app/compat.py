@@ -15,7 +15,8 @@ collection's configuration, carried by the migration into the run's ``embedding_
 
 What still differs from chromadb: ``get`` orders records by Chroma id, with ``ids`` too (Chroma: by insertion),
 collection
-``metadata`` is not kept, ``query(ids=...)``, ``query_images``/``query_uris`` and ``data`` are refused, and a
+``metadata`` is not kept, ``query(ids=...)`` is answered over Qdrant only, ``query_images``/``query_uris`` and
+``data`` are refused, and a
 collection created here exists in the store from its first write (its dimension is the first embedding's).
 """
 
@@ -303,10 +304,10 @@ class Collection:
     ) -> dict[str, Any]:
         """chromadb's ``QueryResult``: one list per query of ``ids``, ``distances``, ``documents``, ``metadatas``,
         ``uris`` (``embeddings``: one array per query), nearest first."""
-        if query_images is not None or query_uris is not None or ids is not None:
+        if query_images is not None or query_uris is not None:
             raise ConfigError(
-                "query_images, query_uris and ids are not supported by this client: query with query_embeddings "
-                "or query_texts, and narrow with where / where_document."
+                "query_images and query_uris are not supported by this client: query with query_embeddings "
+                "or query_texts, and narrow with where, where_document or ids."
             )
         if (query_embeddings is None) == (query_texts is None):
             raise ValueError("query needs exactly one of query_embeddings or query_texts.")
@@ -323,7 +324,8 @@ class Collection:
             if self._client.pending(self.name):
                 ids_, documents, metadatas, distances, uris = [], [], [], [], []
             else:
-                found = self._db.search(self.name, vector, n_results, where, where_document)
+                among = None if ids is None else ([ids] if isinstance(ids, str) else list(ids))
+                found = self._db.search(self.name, vector, n_results, where, where_document, among)
                 ids_, documents, metadatas = found.ids, found.documents, found.metadatas
                 distances, uris = found.distances, found.uris
             columns["ids"].append(list(ids_))

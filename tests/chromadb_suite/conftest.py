@@ -151,7 +151,6 @@ def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SuiteClie
 
 #: chromadb's tests the drop-in does not run, each with why (node name, or name without the target parameter).
 SKIPPED: dict[str, str] = {
-    "test_query_ids_filter_property": "query(ids=...) is refused by the drop-in (README: what still differs)",
     "test_embeddings_state": (
         "Qdrant keeps a Cosine collection's vectors unit-length, so a cosine collection's embeddings read back "
         "normalised; test_embeddings_state_without_cosine runs chromadb's state machine on the other spaces"
