@@ -14,12 +14,12 @@ are imported (their ``@settings`` copy it then) and during each test (``run_stat
 from __future__ import annotations
 
 import contextlib
+import importlib
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import chromadb.test.conftest  # noqa: F401  (loads chromadb's hypothesis profiles first; ours is loaded after)
 import hypothesis
 import pytest
 from chromadb.config import Settings
@@ -29,6 +29,12 @@ from qdrant_client import QdrantClient
 from runbook_lib.app.compat import Client, Collection
 
 PROFILE = "runbook_chromadb_suite"
+# chromadb's conftest (imported by its test modules) loads its own profile ("fast": 50 examples, verbose) for the
+# whole session when first imported: import it here, then put back the profile that was active, so the rest of the
+# suite keeps its own settings.
+hypothesis.settings.register_profile(f"{PROFILE}_session", hypothesis.settings.default)
+importlib.import_module("chromadb.test.conftest")
+hypothesis.settings.load_profile(f"{PROFILE}_session")
 hypothesis.settings.register_profile(
     PROFILE,
     max_examples=6,
