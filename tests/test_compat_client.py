@@ -24,11 +24,15 @@ from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
 from chromadb.utils.embedding_functions import register_embedding_function
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from qdrant_client import QdrantClient
+from qdrant_client import QdrantClient, models
 
 from runbook_lib.app.compat import Client
 from runbook_lib.app.errors import UnknownCollectionError
+from runbook_lib.config.settings import QdrantSettings
+from runbook_lib.core.document_filters import to_qdrant_prefilter
+from runbook_lib.core.filters import to_qdrant_filter
 from runbook_lib.errors import ConfigError, DimensionMismatchError
+from runbook_lib.qdrant.connect import open_target
 from runbook_lib.steps.migrate.engine import migrate
 
 from conftest import run_step_inprocess
@@ -121,6 +125,15 @@ def both(migrated: dict[str, Any]) -> Iterator[tuple[Any, Client]]:
     chroma.close()
 
 
+#: The (where, where_document) pairs the app code below sends.
+APP_FILTERS: dict[str, tuple[Any, Any]] = {
+    "query_where": ({"tag": {"$in": ["t1", "t2"]}}, None),
+    "query_document": ({"i": {"$gte": 10}}, {"$contains": "Beta"}),
+    "get_where": ({"$and": [{"flag": True}, {"tags": {"$contains": "z"}}]}, None),
+    "get_document": (None, {"$or": [{"$regex": "^gamma"}, {"$not_contains": "a"}]}),
+}
+
+
 def _app_reads(client: Any, name: str) -> dict[str, Any]:
     """What an app written against chromadb reads (the same calls for both clients)."""
     col = client.get_collection(name)
@@ -129,15 +142,13 @@ def _app_reads(client: Any, name: str) -> dict[str, Any]:
     out["query"] = col.query(
         query_embeddings=queries.tolist(), n_results=7, include=["documents", "metadatas", "distances", "uris"]
     )
-    out["query_where"] = col.query(
-        query_embeddings=queries[0].tolist(), n_results=5, where={"tag": {"$in": ["t1", "t2"]}}
-    )
-    out["query_document"] = col.query(
-        query_embeddings=queries[:2], n_results=4, where={"i": {"$gte": 10}}, where_document={"$contains": "Beta"}
-    )
+    where, document = APP_FILTERS["query_where"]
+    out["query_where"] = col.query(query_embeddings=queries[0].tolist(), n_results=5, where=where)
+    where, document = APP_FILTERS["query_document"]
+    out["query_document"] = col.query(query_embeddings=queries[:2], n_results=4, where=where, where_document=document)
     out["get_ids"] = col.get(ids=["id-001", "id-003", "id-012"], include=["documents", "metadatas", "uris"])
-    out["get_where"] = col.get(where={"$and": [{"flag": True}, {"tags": {"$contains": "z"}}]})
-    out["get_document"] = col.get(where_document={"$or": [{"$regex": "^gamma"}, {"$not_contains": "a"}]})
+    out["get_where"] = col.get(where=APP_FILTERS["get_where"][0])
+    out["get_document"] = col.get(where_document=APP_FILTERS["get_document"][1])
     out["get_embeddings"] = col.get(ids=["id-004"], include=["embeddings"])
     return out
 
@@ -358,3 +369,76 @@ def test_filtering_property_subset(
     assert set(got["ids"]) == set(expected["ids"])
     by_id = dict(zip(expected["ids"], zip(expected["documents"], expected["metadatas"], strict=True), strict=True))
     assert [by_id[i] for i in got["ids"]] == list(zip(got["documents"], got["metadatas"], strict=True))
+
+
+# --- strict mode, checked here: every filter these tests send names only keys the migration indexed ------------
+def _filter_keys(condition: Any) -> set[str]:
+    """The payload keys a Qdrant filter condition names (what a strict-mode server requires an index for)."""
+    if condition is None:
+        return set()
+    if isinstance(condition, models.Filter):
+        parts = [*(condition.must or []), *(condition.should or []), *(condition.must_not or [])]
+        if isinstance(condition.min_should, models.MinShould):
+            parts += condition.min_should.conditions
+        return set().union(*(_filter_keys(p) for p in parts)) if parts else set()
+    if isinstance(condition, list):
+        return set().union(*(_filter_keys(p) for p in condition)) if condition else set()
+    if isinstance(condition, models.FieldCondition):  # "k[]" (each element of an array) is served by k's index
+        return {condition.key.removesuffix("[]")}
+    if isinstance(condition, models.IsEmptyCondition):
+        return {condition.is_empty.key}
+    if isinstance(condition, models.IsNullCondition):
+        return {condition.is_null.key}
+    if isinstance(condition, models.NestedCondition):
+        return {condition.nested.key}
+    assert isinstance(condition, models.HasIdCondition), condition  # point ids need no payload index
+    return set()
+
+
+def _sent_keys(where: Any, where_document: Any) -> set[str]:
+    keys = _filter_keys(to_qdrant_filter(where)) if where else set()
+    return keys | (_filter_keys(to_qdrant_prefilter(where_document, "document")) if where_document else set())
+
+
+def test_every_filter_the_app_sends_names_an_indexed_key_on_edge(migrated: dict[str, Any]) -> None:
+    """A strict-mode server refuses a filter on a key without an index: every where / where_document these tests
+    send (the app code's, and the property test's strategies) names only keys the migration indexed, checked
+    against the Edge shard's payload_schema (local mode reports no indexes)."""
+    if migrated["kind"] != "edge":
+        pytest.skip("payload_schema is the engine's: Qdrant Edge (qdrant-client's local mode ignores indexes)")
+    with open_target(QdrantSettings(edge_path=Path(migrated["env"]["QDRANT_EDGE_PATH"]))) as target:
+        schemas = {name: set(target.payload_indexes(name)) for name in NAMES}
+    sent: set[str] = set()
+    for where, where_document in APP_FILTERS.values():
+        sent |= _sent_keys(where, where_document)
+
+    @settings(max_examples=40, deadline=None, database=None)
+    @given(where=st.one_of(_where, st.builds(lambda a, b: {"$or": [a, b]}, _where, _where)), wd=_where_document)
+    def strategies_send(where: Any, wd: Any) -> None:
+        sent.update(_sent_keys(where, wd))
+
+    strategies_send()
+    assert {"metadata.tag", "metadata.i", "metadata.flag", "metadata.tags", "document"} <= sent
+    for name, schema in schemas.items():
+        assert sent <= schema, f"{name}: filters on {sorted(sent - schema)} have no payload index"
+
+
+def test_query_among_ids_matches_chromadb(both: tuple[Any, Client]) -> None:
+    chroma, compat = both
+    query = np.random.default_rng(9).normal(size=(2, DIM)).astype(np.float32).tolist()
+    among = [f"id-{i:03d}" for i in range(0, N, 3)]  # (an id Chroma lacks: chromadb 1.5.9 raises InternalError)
+    for kwargs in (
+        {"ids": among, "n_results": 5},
+        {"ids": among, "n_results": 4, "where": {"i": {"$gt": 20}}},
+        {"ids": among[:10], "n_results": 3, "where_document": {"$contains": "a"}},
+    ):
+        expected = chroma.get_collection("compat_l2").query(query_embeddings=query, **kwargs)
+        _same(expected, compat.get_collection("compat_l2").query(query_embeddings=query, **kwargs))
+
+
+def test_query_among_ids_over_chroma_is_refused(tmp_path: Path, migrated: dict[str, Any]) -> None:
+    with (
+        Client({**migrated["env"], "VECTOR_DB": "chroma"}) as over_chroma,
+        pytest.raises(ConfigError, match="over Qdrant only"),
+    ):
+        over_chroma.get_collection("compat_l2").query(query_embeddings=[[0.0] * DIM], ids=["id-001"])

@@ -181,8 +181,12 @@ def test_case_and_end_of_text_follow_chroma(stores: Stores) -> None:
         {"$contains": "hello"},
         {"$regex": "line2$"},
         {"$regex": "line2\n$"},
+        {"$regex": "(?i)hello"},  # Rust's inline case-insensitivity, to the end of the group, across alternatives
+        {"$regex": "(?i)h(?-i)ello"},
+        {"$regex": "x|(?i:HEL)lo|(?i)WOR"},
     ):
         assert _predicate(stores, where_document) == _chroma(stores, where_document), where_document
+        assert _qdrant(stores, where_document) == _chroma(stores, where_document), where_document
     assert _chroma(stores, {"$regex": "line2$"}) == set()  # Rust's $ is the end of the text, not before a final \n
 
 
@@ -194,7 +198,7 @@ def test_case_and_end_of_text_follow_chroma(stores: Stores) -> None:
         ("(a)\\1", "backreference"),
         ("a*+", "repeats a repetition"),
         ("a\\Z", "\\Z"),
-        ("(?i)hello", "inline flag"),
+        ("(?x)hello", "inline flag"),
         ("(?m)^a", "inline flag"),
         ("\\d+", "\\d"),
         ("\\bword", "\\b"),

@@ -186,9 +186,11 @@ class VectorDBClient(WriteMethods):
         limit: int = 10,
         where: Mapping[str, Any] | None = None,
         where_document: Mapping[str, Any] | None = None,
+        ids: Sequence[str] | None = None,
     ) -> SearchResult:
         """The ``limit`` records of ``collection`` nearest to ``vector`` that match ``where`` and ``where_document``
-        (Chroma answers it natively; for Qdrant the records it matches exactly are found first, then searched).
+        (Chroma answers it natively; for Qdrant the records it matches exactly are found first, then searched),
+        among ``ids`` when given (Qdrant only: chromadb's ``query(ids=...)``).
 
         Raises :class:`UnknownCollectionError` for a collection the backend does not have,
         :class:`QueryDimensionMismatchError` (a :class:`DimensionMismatchError`) for a vector of the
@@ -204,10 +206,18 @@ class VectorDBClient(WriteMethods):
         if where_document:
             validate_where_document(where_document)
         if isinstance(self._store, QdrantBackend):
+            among = None if ids is None else list(dict.fromkeys(ids))
             if where_document:
-                matching = self.get(collection, where=where, include=(), where_document=where_document).ids
-                qdrant_filter = with_ids(qdrant_filter, matching)  # none matching: still checks the dimension
+                found = self.get(collection, ids=among or None, where=where, include=(), where_document=where_document)
+                qdrant_filter = with_ids(qdrant_filter, found.ids if among != [] else [])  # none: dimension checked
+            elif among is not None:
+                qdrant_filter = with_ids(qdrant_filter, among)
             return self._store.search(collection, query, limit, qdrant_filter)
+        if ids is not None:
+            raise ConfigError(
+                "Searching among given ids is answered over Qdrant only: with VECTOR_DB=chroma, query Chroma's own "
+                "client with ids=, or narrow the search with where."
+            )
         return self._store.search(
             collection, query, limit, dict(where) if where else None, dict(where_document) if where_document else None
         )

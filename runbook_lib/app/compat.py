@@ -13,9 +13,10 @@ collection's configuration, carried by the migration into the run's ``embedding_
 (``VECTOR_DB_EMBEDDING_FUNCTIONS`` names that file) and rebuilt with chromadb's own registry
 (``chromadb.utils.embedding_functions``). Without either, a call that needs one is refused in one sentence.
 
-What still differs from chromadb: ``get`` orders records by id, or as the ids were asked (Chroma: by insertion),
+What still differs from chromadb: ``get`` orders records by Chroma id, with ``ids`` too (Chroma: by insertion),
 collection
-``metadata`` is not kept, ``query(ids=...)``, ``query_images``/``query_uris`` and ``data`` are refused, and a
+``metadata`` is not kept, ``query(ids=...)`` is answered over Qdrant only, ``query_images``/``query_uris`` and
+``data`` are refused, and a
 collection created here exists in the store from its first write (its dimension is the first embedding's).
 """
 
@@ -65,6 +66,9 @@ def recorded_embedding_functions(env: Mapping[str, str]) -> dict[str, dict[str, 
 class Client:
     """chromadb's client API over :class:`VectorDBClient` (``env`` defaults to ``os.environ``)."""
 
+    #: What this client's collections are (a subclass may make them a subclass of :class:`Collection`).
+    collection_type: type[Collection]
+
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         env = os.environ if env is None else env
         self.vector_db = VectorDBClient(env)
@@ -84,7 +88,7 @@ class Client:
     def list_collections(self, limit: int | None = None, offset: int | None = None) -> list[Collection]:
         names = sorted(set(self.vector_db.collection_names()) | set(self._pending))
         names = names[offset or 0 :] if limit is None else names[offset or 0 : (offset or 0) + limit]
-        return [Collection(self, name, None) for name in names]
+        return [self.collection_type(self, name, None) for name in names]
 
     def count_collections(self) -> int:
         return len(set(self.vector_db.collection_names()) | set(self._pending))
@@ -94,7 +98,7 @@ class Client:
         _no_data_loader(data_loader)
         if name not in self._pending and name not in self.vector_db.collection_names():
             raise UnknownCollectionError(name, self.vector_db.describe())
-        return Collection(self, name, embedding_function)
+        return self.collection_type(self, name, embedding_function)
 
     def create_collection(
         self,
@@ -109,10 +113,10 @@ class Client:
         _no_data_loader(data_loader)
         if name in self._pending or name in self.vector_db.collection_names():
             if get_or_create:
-                return Collection(self, name, embedding_function)
+                return self.collection_type(self, name, embedding_function)
             raise ConfigError(f"Collection {name!r} already exists: use get_collection or get_or_create_collection.")
         self._pending[name] = _space(configuration, metadata)
-        return Collection(self, name, embedding_function)
+        return self.collection_type(self, name, embedding_function)
 
     def get_or_create_collection(
         self,
@@ -201,6 +205,7 @@ class Collection:
         uris: Any = None,
     ) -> None:
         _no_images(images)
+        _unique(ids)
         vectors = self._embeddings(embeddings, documents)
         self._before_write(vectors)
         self._db.add(self.name, ids, vectors, _list(documents), _list(metadatas), _list(uris))
@@ -215,6 +220,7 @@ class Collection:
         uris: Any = None,
     ) -> None:
         _no_images(images)
+        _unique(ids)
         vectors = self._embeddings(embeddings, documents)
         self._before_write(vectors)
         self._db.upsert(self.name, ids, vectors, _list(documents), _list(metadatas), _list(uris))
@@ -231,6 +237,7 @@ class Collection:
         """Chroma's update; new documents without embeddings are embedded with the collection's embedding function
         (refused without one, as Chroma does)."""
         _no_images(images)
+        _unique(ids)
         if self._client.pending(self.name):
             return  # nothing to update yet
         vectors = self._embeddings(embeddings, documents)
@@ -241,10 +248,15 @@ class Collection:
         ids: str | Sequence[str] | None = None,
         where: Mapping[str, Any] | None = None,
         where_document: Mapping[str, Any] | None = None,
-    ) -> None:
+    ) -> dict[str, int]:
+        """chromadb's delete: the records matching every argument given; ``{"deleted": how many}``."""
+        if ids is None and not where and not where_document:
+            raise ValueError("delete needs ids, where or where_document: pass at least one of them.")
         if self._client.pending(self.name):
-            return
+            return {"deleted": 0}
+        before = self._db.count(self.name)
         self._db.delete(self.name, ids, where, where_document)
+        return {"deleted": max(0, before - self._db.count(self.name))}
 
     def _before_write(self, vectors: Any) -> None:
         if vectors is not None and len(vectors):
@@ -267,8 +279,11 @@ class Collection:
         ``included`` (a field not included is None)."""
         fields = _include(include, INCLUDABLE, "get")
         if self._client.pending(self.name):
-            return _get_result(GetResult([], None, [], [], [], list(fields)), fields)
+            empty = np.zeros((0, 0), dtype=np.float32) if "embeddings" in fields else None
+            return _get_result(GetResult([], empty, [], [], [], list(fields)), fields)
         read = tuple(dict.fromkeys((*fields, "uris"))) if "metadatas" in fields else fields
+        if ids is not None and not isinstance(ids, str):  # one order for every get, as Chroma has (its: insertion)
+            ids = sorted(dict.fromkeys(ids))
         found = self._db.get(self.name, ids, where, limit, offset, read, where_document)
         return _get_result(found, fields)
 
@@ -289,10 +304,10 @@ class Collection:
     ) -> dict[str, Any]:
         """chromadb's ``QueryResult``: one list per query of ``ids``, ``distances``, ``documents``, ``metadatas``,
         ``uris`` (``embeddings``: one array per query), nearest first."""
-        if query_images is not None or query_uris is not None or ids is not None:
+        if query_images is not None or query_uris is not None:
             raise ConfigError(
-                "query_images, query_uris and ids are not supported by this client: query with query_embeddings "
-                "or query_texts, and narrow with where / where_document."
+                "query_images and query_uris are not supported by this client: query with query_embeddings "
+                "or query_texts, and narrow with where, where_document or ids."
             )
         if (query_embeddings is None) == (query_texts is None):
             raise ValueError("query needs exactly one of query_embeddings or query_texts.")
@@ -309,7 +324,8 @@ class Collection:
             if self._client.pending(self.name):
                 ids_, documents, metadatas, distances, uris = [], [], [], [], []
             else:
-                found = self._db.search(self.name, vector, n_results, where, where_document)
+                among = None if ids is None else ([ids] if isinstance(ids, str) else list(ids))
+                found = self._db.search(self.name, vector, n_results, where, where_document, among)
                 ids_, documents, metadatas = found.ids, found.documents, found.metadatas
                 distances, uris = found.distances, found.uris
             columns["ids"].append(list(ids_))
@@ -329,6 +345,9 @@ class Collection:
         found = self._db.get(self.name, ids, include=("embeddings",))
         assert found.embeddings is not None
         return found.embeddings
+
+
+Client.collection_type = Collection
 
 
 # --- argument and result shapes ------------------------------------------------------------------------
@@ -388,6 +407,19 @@ def _space(configuration: Mapping[str, Any] | None, metadata: Mapping[str, Any] 
     if space not in _SPACES:
         raise ConfigError(f"Unknown distance space {space!r}: use one of {', '.join(_SPACES)}.")
     return str(space)
+
+
+def _unique(ids: str | Sequence[str]) -> None:
+    """chromadb's ``DuplicateIDError`` (a ``ValueError`` too) for an id given twice in one call."""
+    if isinstance(ids, str):
+        return
+    seen: set[Any] = set()
+    for rid in ids:
+        if rid in seen:
+            from runbook_lib.chroma.errors import DuplicateIDError
+
+            raise DuplicateIDError(f"ids must be unique within one call; {rid!r} appears more than once.")
+        seen.add(rid)
 
 
 def _no_images(images: Any) -> None:

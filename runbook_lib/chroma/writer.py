@@ -31,6 +31,7 @@ from runbook_lib.chroma.clients import open_client
 from runbook_lib.chroma.server import read_with_retry
 from runbook_lib.config.faults import fault_point
 from runbook_lib.config.settings import ChromaSettings
+from runbook_lib.core.chroma_floats import metadata_chroma_stores_as
 from runbook_lib.errors import ConfigError, RunbookError, SyncError
 
 log = logging.getLogger(__name__)
@@ -366,6 +367,8 @@ class ChromaWriter:
                 e = s + MAX_RECORDS_PER_WRITE
                 self.upsert(name, ids[s:e], embeddings[s:e], documents[s:e], metadatas[s:e], uris[s:e])
             return
+        # floats as Chroma must be given them to store exactly these values (it moves ~3% of them 1 ulp otherwise)
+        metadatas = [metadata_chroma_stores_as(m) for m in metadatas]
         kwargs: dict[str, Any] = {
             "ids": ids,
             "embeddings": embeddings,

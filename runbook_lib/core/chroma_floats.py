@@ -34,6 +34,8 @@ from typing import Any
 
 #: serde_json's table of exact powers of ten (Rust float literals are correctly rounded, as Python's are).
 _POW10: tuple[float, ...] = tuple(float(f"1e{i}") for i in range(309))
+#: How many ulps either side :func:`chroma_preimage` looks.
+_PREIMAGE_ULPS = 4
 _REPR = re.compile(r"(-?)(\d+)(?:\.(\d+))?(?:e([+-]\d+))?")
 
 
@@ -63,12 +65,18 @@ def chroma_float(value: float) -> float:
 
 
 def chroma_preimage(value: float) -> float:
-    """A float Chroma stores as exactly ``value`` (``chroma_float(result) == value``): ``value`` itself or a 1-ulp
-    neighbour, which exists for every value Chroma returned (it stored it from a value at most 1 ulp away). For a
+    """A float Chroma stores as exactly ``value`` (``chroma_float(result) == value``): ``value`` itself or the
+    nearest neighbour that does, which exists for every value Chroma returned (it stored it from a value a few ulps
+    away at most: 1 ulp, or 2 where serde_json divides by a power of ten above 1e22, which is itself rounded). For a
     value Chroma cannot store exactly, ``value`` itself."""
-    for candidate in (value, math.nextafter(value, math.inf), math.nextafter(value, -math.inf)):
-        if chroma_float(candidate) == value:
-            return candidate
+    if not math.isfinite(value) or chroma_float(value) == value:
+        return value
+    up = down = value
+    for _ in range(_PREIMAGE_ULPS):
+        up, down = math.nextafter(up, math.inf), math.nextafter(down, -math.inf)
+        for candidate in (up, down):
+            if chroma_float(candidate) == value:
+                return candidate
     return value
 
 
@@ -102,3 +110,10 @@ def _preimage_value(value: Any) -> Any:
     if isinstance(value, list):
         return [chroma_preimage(v) if isinstance(v, float) else v for v in value]
     return value
+
+
+def metadata_chroma_reads_back(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """What Chroma holds after ``metadata`` is written the way a copy into Chroma writes it
+    (:func:`metadata_chroma_stores_as`): ``metadata`` itself for every value Chroma can store exactly, else the
+    float Chroma makes of the written one. The rule a read-back of such a copy is checked against."""
+    return chroma_metadata(metadata_chroma_stores_as(metadata))

@@ -166,6 +166,7 @@ class _RegexTranslator:
         self.pattern = pattern
         self.pos = 0
         self.required: list[str] = []
+        self.ignore_case = False  # Rust's (?i): on from the flag to the end of the enclosing group
 
     # --- entry and errors ---
     def translate(self) -> str:
@@ -221,6 +222,11 @@ class _RegexTranslator:
     def _atom(self) -> tuple[str, bool, str | None]:
         """(translated atom, whether it may be repeated, the character it matches when it is a literal)."""
         char = self.pattern[self.pos]
+        flag = re.match(r"\(\?(-?)i\)", self.pattern[self.pos :])
+        if flag:  # (?i) / (?-i): case-insensitive (or not) until the end of the enclosing group
+            self.pos += flag.end()
+            self.ignore_case = not flag[1]
+            return "", False, None
         if char == "(":
             return self._group(), True, None
         if char == "[":
@@ -239,11 +245,19 @@ class _RegexTranslator:
         if char == "\\":
             return self._escape()
         self.pos += 1
+        return self._literal(char)
+
+    def _literal(self, char: str) -> tuple[str, bool, str | None]:
+        """A literal atom: a required character, or under (?i) Python's scoped case-insensitive match of it (both
+        engines fold by Unicode simple case folding), which no case-sensitive prefilter may require."""
+        if self.ignore_case:
+            return f"(?i:{re.escape(char)})", True, None
         return re.escape(char), True, char
 
     def _group(self) -> str:
         self.pos += 1  # "("
         prefix = "("
+        outer = self.ignore_case
         if self._peek() == "?":
             rest = self.pattern[self.pos :]
             named = re.match(r"\?P?<([A-Za-z_][A-Za-z0-9_]*)>", rest)
@@ -255,16 +269,24 @@ class _RegexTranslator:
                 prefix = "(?:"
             elif rest.startswith(("?=", "?!", "?<=", "?<!")):
                 self._refuse("uses look-around, which Chroma's Rust regex does not support")
+            elif rest.startswith(("?i:", "?-i:")):
+                self.ignore_case = rest.startswith("?i:")
+                self.pos += 3 if self.ignore_case else 4
+                prefix = "(?:"
             elif rest.startswith(("?s:", "?-s:")):
                 flag = "?s:" if rest.startswith("?s:") else "?-s:"
                 self.pos += len(flag)
                 prefix = f"({flag}"
             else:
-                self._refuse("uses an inline flag or group syntax other than (?:...), (?P<name>...) and (?s:...)")
+                self._refuse(
+                    "uses an inline flag or group syntax other than (?:...), (?P<name>...), (?i), (?-i), (?i:...) "
+                    "and (?s:...)"
+                )
         body, _ = self._alternation()
         if self._peek() != ")":
             self._refuse("has an unclosed group")
         self.pos += 1
+        self.ignore_case = outer
         return f"{prefix}{body})"
 
     def _quantifier(self) -> str:
@@ -306,8 +328,7 @@ class _RegexTranslator:
         if self._peek(1) == "z":
             self.pos += 2
             return r"\Z", False, None
-        char = self._escaped_char()
-        return re.escape(char), True, char
+        return self._literal(self._escaped_char())
 
     def _escaped_char(self) -> str:
         """The character a backslash escape stands for (outside or inside a class)."""
@@ -377,7 +398,8 @@ class _RegexTranslator:
                 items.append(f"{re.escape(low)}-{re.escape(high)}")
             else:
                 items.append(re.escape(low))
-        return "[" + ("^" if negated else "") + "".join(items) + "]"
+        translated = "[" + ("^" if negated else "") + "".join(items) + "]"
+        return f"(?i:{translated})" if self.ignore_case else translated
 
     def _class_char(self) -> str:
         char = self.pattern[self.pos]

@@ -17,6 +17,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from qdrant_client import models
+
 from runbook_lib.core.filters import payload_path
 from runbook_lib.errors import ConfigError
 
@@ -169,3 +171,67 @@ def missing_keys(choice: str, key_types_by_collection: Mapping[str, Mapping[str,
         return []
     present = {k for types in key_types_by_collection.values() for k in types} | {DOCUMENT_KEY}
     return sorted(wanted - present)
+
+
+# --- strict mode: what a server would refuse ---------------------------------------------------------------------
+def filterable_paths(
+    key_types: Mapping[str, Any], *, flat: bool, document_path: str | None, has_documents: bool
+) -> dict[str, str]:
+    """What the app can filter on in one collection -> its payload path: every metadata key (``where``) a payload
+    path can address, and the document (``where_document``) where the layout keeps it as a plain string."""
+    out: dict[str, str] = {}
+    for key in sorted(key_types):
+        try:
+            out[f"metadata key {key!r}"] = payload_path(key, flat=flat)
+        except ConfigError:
+            continue  # no Qdrant filter can name it, indexed or not
+    if has_documents and document_path is not None:
+        out["where_document"] = document_path
+    return out
+
+
+def strict_mode_refusals(
+    strict: models.StrictModeConfig | models.StrictModeConfigOutput | None,
+    *,
+    collection: str,
+    filterable: Mapping[str, str],
+    indexed: Iterable[str],
+) -> list[str]:
+    """One sentence per filter the app could send to ``collection`` that its strict mode would refuse: a key
+    without a payload index (planned or existing: ``indexed`` holds their payload paths) while strict mode refuses
+    unindexed filtering on reads (``unindexed_filtering_retrieve``: query, get) or writes
+    (``unindexed_filtering_update``: delete by ``where``), and the limits a call can exceed. Empty when strict mode
+    is off or the target has none (None)."""
+    if strict is None or not strict.enabled:
+        return []
+    flags = [
+        (flag, calls)
+        for flag, calls in (
+            ("unindexed_filtering_retrieve", "query and get"),
+            ("unindexed_filtering_update", "delete with where"),
+        )
+        if getattr(strict, flag) is False  # None: Qdrant's default, unindexed filtering allowed
+    ]
+    out: list[str] = []
+    have = set(indexed)
+    if flags:
+        refused = " and ".join(calls for _, calls in flags)
+        names = " and ".join(flag for flag, _ in flags)
+        for what, path in filterable.items():
+            if path not in have:
+                out.append(
+                    f"{collection!r}: {refused} filtering on {what} (payload path {path!r}) would be refused, "
+                    f"since strict mode has {names} false and the path has no payload index: index it "
+                    "(-p payload_indexes) or allow unindexed filtering on the collection."
+                )
+    if strict.max_query_limit is not None:
+        out.append(
+            f"{collection!r}: strict mode refuses a query or get for more than {strict.max_query_limit} records "
+            "(n_results, limit): keep the app's n_results and limit at or below it."
+        )
+    if strict.filter_max_conditions is not None:
+        out.append(
+            f"{collection!r}: strict mode refuses a filter with more than {strict.filter_max_conditions} "
+            "conditions: a where with that many clauses or $in values fails there."
+        )
+    return out

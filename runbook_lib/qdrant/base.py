@@ -132,6 +132,11 @@ class QdrantStore(Protocol):
         """field -> index type as the target reports it; None where the target does not report indexes."""
         ...
 
+    def strict_mode(self, name: str) -> models.StrictModeConfigOutput | None:
+        """The collection's strict-mode settings as the target reports them; None where the target has no strict
+        mode (Qdrant Edge, local mode: only a server refuses calls by it)."""
+        ...
+
     # --- points --------------------------------------------------------------------------------
     def count(self, name: str, query_filter: models.Filter | None = None) -> int:
         """The exact number of points (matching the filter)."""

@@ -280,6 +280,10 @@ class EdgeTarget:
         schema = self._edge(name, "read the payload indexes", self._shard(name).info).payload_schema
         return {runbook_path(field): _SCHEMA_NAMES[info.data_type] for field, info in schema.items()}
 
+    def strict_mode(self, name: str) -> models.StrictModeConfigOutput | None:
+        """None: Qdrant Edge has no strict mode (nothing is refused for want of an index)."""
+        return None
+
     # --- points --------------------------------------------------------------------------------
     def count(self, name: str, query_filter: models.Filter | None = None) -> int:
         request = qe.CountRequest(exact=True, filter=to_edge_filter(query_filter))

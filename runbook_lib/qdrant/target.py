@@ -285,6 +285,11 @@ class QdrantTarget:
         schema = info.payload_schema or {}
         return {runbook_path(field): _enum_value(index.data_type) for field, index in schema.items()}
 
+    def strict_mode(self, name: str) -> models.StrictModeConfigOutput | None:
+        """``get_collection(name).config.strict_mode_config``: a server's settings (local mode keeps none: None)."""
+        info = self._call(f"read the strict mode of {name!r}", self.client.get_collection, collection_name=name)
+        return getattr(info.config, "strict_mode_config", None)
+
     # --- points --------------------------------------------------------------------------------
     def count(self, name: str, query_filter: models.Filter | None = None) -> int:
         found = self._call(

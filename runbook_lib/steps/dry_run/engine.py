@@ -20,7 +20,13 @@ from runbook_lib.chroma.connect import open_source
 from runbook_lib.chroma.tenant import NAMING_RULE, QDRANT_CLOUD_MAX_COLLECTIONS
 from runbook_lib.core.layouts import Layout, detect_framework, get_layout, is_llamaindex_record, recommended_layout
 from runbook_lib.core.mapping import id_collisions
-from runbook_lib.core.payload_indexes import add_key_types, missing_keys, plan_payload_indexes
+from runbook_lib.core.payload_indexes import (
+    add_key_types,
+    filterable_paths,
+    missing_keys,
+    plan_payload_indexes,
+    strict_mode_refusals,
+)
 from runbook_lib.core.plan import plan_collection
 from runbook_lib.errors import ConfigError, DimensionMismatchError, RunbookError
 from runbook_lib.kernel.display import progress
@@ -217,6 +223,9 @@ def dry_run(step: Step) -> DryRunResult:
         result.warnings.append(
             f"Qdrant already has {name!r}: migrate stops unless on_existing=resume or recreate (or cutover=alias)."
         )
+    result.strict_mode = strict_mode_report(step, result, layout.flat, layout.document_path)
+    for sentences in result.strict_mode.values():
+        result.warnings.extend(sentences)
     result.figures = dry_run_charts(step, result)
     return result
 
@@ -248,6 +257,35 @@ def _naming(step: Step, result: DryRunResult) -> dict[str, Any]:
         "qdrant_cloud_cap": QDRANT_CLOUD_MAX_COLLECTIONS,
         "within_cap": not over,
     }
+
+
+def strict_mode_report(step: Step, result: DryRunResult, flat: bool, document_path: str | None) -> dict[str, list[str]]:
+    """Existing target collection -> what its strict mode would refuse of the filters the app could send (only a
+    server has strict mode: Edge and local mode report none, so nothing is said for them)."""
+    if not result.existing_targets:
+        return {}
+    inventory_by_name = {c["collection"]: c for c in result.collections}
+    report: dict[str, list[str]] = {}
+    with open_target(step.settings.qdrant) as target:
+        for plan in result.plan:
+            name = plan["target"]
+            if name not in result.existing_targets:
+                continue
+            strict = target.strict_mode(name)
+            if strict is None or not strict.enabled:
+                continue
+            inv = inventory_by_name.get(plan["source"], {})
+            filterable = filterable_paths(
+                inv.get("key_types") or {},
+                flat=flat,
+                document_path=document_path,
+                has_documents=(inv.get("documents") or 0) > 0,
+            )
+            indexed = {ix["path"] for ix in plan.get("payload_indexes") or []} | set(target.payload_indexes(name) or {})
+            sentences = strict_mode_refusals(strict, collection=name, filterable=filterable, indexed=indexed)
+            if sentences:
+                report[name] = sentences
+    return report
 
 
 def _existing_targets(step: Step, targets: list[str]) -> list[str]:

@@ -23,6 +23,8 @@ class DryRunResult:
     #: collection -> pairs of distinct Chroma ids that would share a Qdrant point (migrate refuses them)
     id_collisions: dict[str, list[list[str]]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    #: existing target collection -> what its strict mode would refuse of the filters the app could send
+    strict_mode: dict[str, list[str]] = field(default_factory=dict)
     total_records: int = 0
     estimated_seconds: float = 0.0
     figures: list[str] = field(default_factory=list)
@@ -76,6 +78,7 @@ class DryRunResult:
             "existing_targets": self.existing_targets,
             "id_collisions": self.id_collisions,
             "warnings": self.warnings,
+            "strict_mode": self.strict_mode,
             "figures": self.figures,
             "source_quotas": self.source_quotas,
             "naming": self.naming,

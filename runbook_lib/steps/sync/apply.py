@@ -14,6 +14,7 @@ import numpy as np
 from runbook_lib.chroma.source import RecordBatch
 from runbook_lib.chroma.writer import ChromaWriter
 from runbook_lib.config.faults import fault_point
+from runbook_lib.core.chroma_floats import metadata_chroma_reads_back
 from runbook_lib.core.fingerprint import Fingerprint, fingerprints, payload_digest
 from runbook_lib.core.mapping import point_id
 from runbook_lib.core.points import build_points
@@ -167,7 +168,7 @@ def _check_read_back(
     wrong = [
         cid
         for cid, d, m, u in zip(ids, documents, metadatas, uris, strict=True)
-        if payload_digest(d, m, u)
+        if payload_digest(d, metadata_chroma_reads_back(m), u)  # the floats as Chroma stores what the writer gave it
         != payload_digest(back["documents"][position[cid]], back["metadatas"][position[cid]], back_uris[position[cid]])
     ]
     # within 1e-6 (the SPEC's vector tolerance): chromadb may hand a cosine collection's vector back re-normalised,
