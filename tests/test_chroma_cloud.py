@@ -16,7 +16,6 @@ from typing import Any
 import chromadb
 import numpy as np
 import pytest
-from qdrant_client import QdrantClient, models
 
 from runbook_fixtures.cloud_quota_proxy import CloudQuotaProxy
 from runbook_lib.config.settings import SECRET_VARIABLES, load_settings
@@ -27,7 +26,7 @@ from runbook_lib.steps.migrate.engine import migrate
 from runbook_lib.steps.sync.engine import sync
 from runbook_lib.steps.verify.engine import verify
 
-from conftest import fill_server, read_qdrant, run_step_inprocess
+from conftest import fill_server, open_qdrant, read_qdrant, run_step_inprocess
 
 API_KEY = "ck-cloud-SECRET-4f1e9a7b2c"
 SERVER_TOKEN = "srv-token-0d9c8b7a"
@@ -272,17 +271,13 @@ def test_migrate_verify_and_sync_are_exact_through_cloud_quotas(
     assert assert_qdrant_equals_server(cloud_env, names) == BIG + 340
 
     # the app writes into Qdrant: reverse sync writes them into Cloud, at most 300 records per request
-    q = QdrantClient(path=str(cloud_env["qdrant"]))
-    points = [
-        models.PointStruct(
-            id=point_id(f"q-{i}"),
-            vector=[float(i % 7) + 1.0] * 6,
-            payload=build_payload(f"q-{i}", f"q {i}", {"k": i}, None),
+    with open_qdrant(cloud_env["qdrant"]) as q:
+        q.upsert(
+            "srv_l2",
+            [point_id(f"q-{i}") for i in range(450)],
+            [[float(i % 7) + 1.0] * 6 for i in range(450)],
+            [build_payload(f"q-{i}", f"q {i}", {"k": i}, None) for i in range(450)],
         )
-        for i in range(450)
-    ]
-    q.upsert("srv_l2", points)
-    q.close()
     _, reverse = run_step_inprocess("sync", sync, run_id=run_id, direction="reverse", confirm=True, batch_size=1000)
     assert reverse.totals()["applied"] == 450, reverse.collections
     assert cloud_env["server"].get_collection("srv_l2").count() == 90 + 450
@@ -380,10 +375,9 @@ def test_several_databases_in_one_run(cloud_env: dict[str, Any], chroma_server: 
     assert forward.totals()["applied"] == 1, forward.collections
     assert read_qdrant(cloud_env["qdrant"], f"{second}__srv_l2")["points"][point_id("x-1")][1]["document"] == "new"
     assert cloud_env["proxy"].stats.rejected == 0
-    q = QdrantClient(path=str(cloud_env["qdrant"]))
-    payload = build_payload("q-9", "from qdrant", {"k": 9}, None)
-    q.upsert(f"{second}__srv_l2", [models.PointStruct(id=point_id("q-9"), vector=[1.0] * 6, payload=payload)])
-    q.close()
+    with open_qdrant(cloud_env["qdrant"]) as q:
+        payload = build_payload("q-9", "from qdrant", {"k": 9}, None)
+        q.upsert(f"{second}__srv_l2", [point_id("q-9")], [[1.0] * 6], [payload])
     with pytest.raises(ConfigError, match="one database at a time"):  # written back one database per run
         run_step_inprocess("sync", sync, run_id=run_id, databases=databases, direction="reverse", confirm=True)
 

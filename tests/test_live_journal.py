@@ -8,28 +8,24 @@ from pathlib import Path
 from typing import Any
 
 import chromadb
-from qdrant_client import QdrantClient, models
 from test_rollback_live import chroma_get, migrate_ok
 
 from runbook_lib.app.journal import JOURNAL_FILE_NAME, Journal
 from runbook_lib.core.mapping import point_id
 from runbook_lib.steps.sync.engine import sync
 
-from conftest import _close, assert_exact_copy, run_step_inprocess
+from conftest import _close, assert_exact_copy, open_qdrant, run_step_inprocess
 
 
 def _qdrant_update(path: Path, cid: str, **changes: Any) -> None:
-    q = QdrantClient(path=str(path))
-    try:
+    with open_qdrant(path) as q:
         old = q.retrieve("alpha_docs", [point_id(cid)], with_payload=True, with_vectors=True)[0]
         payload = dict(old.payload or {})
         if "metadata" in changes:
             payload["metadata"] = {**(payload.get("metadata") or {}), **changes["metadata"]}
         if "document" in changes:
             payload["document"] = changes["document"]
-        q.upsert("alpha_docs", [models.PointStruct(id=old.id, vector=old.vector, payload=payload)])
-    finally:
-        q.close()
+        q.upsert("alpha_docs", [str(old.id)], [old.vector], [payload])
 
 
 def test_a_missed_partial_update_is_no_conflict(small_source: dict[str, Any], runbook_env: dict[str, Path]) -> None:

@@ -8,14 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qdrant_client import QdrantClient, models
 from test_rollback_live import migrate_ok
 
 from runbook_lib.core.fingerprint import CLOSE, SAME, compare_sketches, sketches
 from runbook_lib.core.mapping import normalise_rows, point_id
 from runbook_lib.steps.sync.engine import sync
 
-from conftest import run_step_inprocess
+from conftest import open_qdrant, run_step_inprocess
 
 
 def _unit(rows: int, dim: int, seed: int) -> np.ndarray:
@@ -42,16 +41,13 @@ def test_a_small_vector_edit_in_qdrant_is_seen_by_the_sync(
     small_source: dict[str, Any], runbook_env: dict[str, Path]
 ) -> None:
     rid = migrate_ok()
-    q = QdrantClient(path=str(runbook_env["qdrant"]))
-    try:
+    with open_qdrant(runbook_env["qdrant"]) as q:
         old = q.retrieve("alpha_docs", [point_id("a-0007")], with_payload=True, with_vectors=True)[0]
         vec = np.asarray(old.vector, dtype=np.float32)
         vec[3] += 5e-6  # verify would report it (> 1e-6); the old sketch moved by ~1e-6, inside its 1e-5
-        q.upsert("alpha_docs", [models.PointStruct(id=old.id, vector=vec.tolist(), payload=old.payload)])
-        stored = np.asarray(q.retrieve("alpha_docs", [old.id], with_vectors=True)[0].vector)
+        q.upsert("alpha_docs", [str(old.id)], [vec], [old.payload])
+        stored = np.asarray(q.retrieve("alpha_docs", [str(old.id)], with_vectors=True)[0].vector)
         assert np.abs(stored - np.asarray(old.vector)).max() > 1e-6
-    finally:
-        q.close()
     _, plan = run_step_inprocess("sync", sync, run_id=rid, direction="reverse")
     alpha = next(c for c in plan.collections if c["collection"] == "alpha_docs")
     assert alpha["qdrant_changes"]["changed"] == 1 and alpha["conflicts"] == 0, alpha

@@ -128,7 +128,7 @@ def test_killed_run_resumes_to_an_exact_copy(runbook_env: dict[str, Path]) -> No
     _big_source(runbook_env["chroma"])
     env = {**os.environ}
     proc = subprocess.Popen(
-        [str(BIN / "runbook"), "migrate", "-p", "batch_size", "50"],
+        [str(BIN / "runbook"), "migrate", "-p", "batch_size", "50", "-p", "flush_every_s", "0"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

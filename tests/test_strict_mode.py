@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
 from qdrant_client import models
 
 from runbook_lib.config.settings import QdrantSettings
@@ -21,7 +20,7 @@ from runbook_lib.qdrant.connect import open_target
 from runbook_lib.steps.dry_run.engine import dry_run
 from runbook_lib.steps.migrate.engine import migrate
 
-from conftest import run_step_inprocess
+from conftest import on_both_targets, run_step_inprocess
 
 KEY_TYPES = {"tag": ["str"], "i": ["int"], "mixed": ["int", "str"], 'a"b': ["str"]}
 
@@ -90,17 +89,12 @@ def test_limits_a_call_can_exceed_are_named() -> None:
     assert len(said) == 2 and "more than 50 records" in said[0] and "more than 8 conditions" in said[1]
 
 
-@pytest.mark.parametrize("kind", ["edge", "local"])
+@on_both_targets
 def test_targets_without_strict_mode_report_none_and_the_dry_run_says_nothing(
-    kind: str, small_source: dict[str, Any], runbook_env: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+    qdrant_kind: str, small_source: dict[str, Any], runbook_env: dict[str, Path]
 ) -> None:
-    if kind == "edge":
-        monkeypatch.delenv("QDRANT_PATH")
-        monkeypatch.setenv("QDRANT_EDGE_PATH", str(runbook_env["qdrant"]))
-        runbook_env["qdrant"].mkdir(parents=True, exist_ok=True)
-        settings = QdrantSettings(edge_path=runbook_env["qdrant"])
-    else:
-        settings = QdrantSettings(path=runbook_env["qdrant"])
+    q = runbook_env["qdrant"]
+    settings = QdrantSettings(edge_path=q) if qdrant_kind == "edge" else QdrantSettings(path=q)
     _, migrated = run_step_inprocess("migrate", migrate)
     assert migrated.ok
     with open_target(settings) as target:

@@ -122,13 +122,6 @@ class TenantSource:
         for source in self.sources.values():
             source.close()
 
-    @property
-    def client(self) -> Any:
-        raise ConfigError(
-            "A reverse sync or a rollback writes into one database at a time, and this run reads several "
-            "(`databases`): set CHROMA_DATABASE and migrate that database in its own run to write back into it."
-        )
-
     # --- names ---------------------------------------------------------------------------------------------------
     def _map(self) -> dict[str, tuple[str, str]]:
         if self._names is None:
@@ -267,3 +260,13 @@ class TenantSource:
     def query_ids(self, name: str, queries: np.ndarray, k: int) -> list[list[str]] | str:
         source, collection = self._where(name)
         return source.query_ids(collection, queries, k)
+
+
+def refuse_write_back(settings: ChromaSettings) -> None:
+    """A reverse sync or a rollback writes into one database: refused, before anything is read or written, when the
+    step reads several (``databases``)."""
+    if settings.databases:
+        raise ConfigError(
+            "A reverse sync or a rollback writes into one database at a time, and this run reads several "
+            "(`databases`): set CHROMA_DATABASE and migrate that database in its own run to write back into it."
+        )

@@ -189,6 +189,17 @@ def recover_swap(live: Path) -> str | None:
     return message
 
 
+def unused_sibling(live: Path, kind: str) -> Path:
+    """``<live>.<kind>-<UTC stamp>`` beside ``live``, with ``-2``, ``-3``... when a copy of the same second is
+    already there (a killed step's leftover is never reused or overwritten)."""
+    base = f"{live.name}.{kind}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+    candidate, n = live.with_name(base), 1
+    while candidate.exists():
+        n += 1
+        candidate = live.with_name(f"{base}-{n}")
+    return candidate
+
+
 def honour_swap(settings: ChromaSettings) -> str | None:
     """:func:`recover_swap` for the settings' persistent directory (a Chroma server has none)."""
     return None if settings.is_server else recover_swap(settings.persist_dir)
@@ -329,8 +340,7 @@ class ChromaWriter:
             return cls(settings, open_client(settings), None, None)
         live = settings.require_persist_dir()
         refuse_if_open(live, count_uninspectable=count_uninspectable)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        staging = live.with_name(f"{live.name}.sync-staging-{stamp}")
+        staging = unused_sibling(live, "sync-staging")
         before = chroma_files.stat_tree(live)
         if planned_from is not None:
             _refuse_changed(live, planned_from, before, "since this step's plan read it")
@@ -460,8 +470,7 @@ class ChromaWriter:
         except ConfigError:
             self.discard()
             raise
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        previous = self.live.with_name(f"{self.live.name}.pre-sync-{stamp}")
+        previous = unused_sibling(self.live, "pre-sync")
         try:
             replace_directory(self.live, self.staging, previous)
         except OSError as exc:

@@ -92,6 +92,8 @@ class DryRunParams(SourceReadParams):
 class MigrateParams(SourceReadParams):
     batch_size: int = Field(256, ge=1, le=10_000)
     workers: int = Field(2, ge=1, le=32)
+    #: written batches are flushed and recorded in the checkpoint at most this often (0: after every batch)
+    flush_every_s: float = Field(5.0, ge=0, le=600)
     on_existing: Literal["fail", "resume", "recreate"] = "fail"
     cutover: Literal["plain", "alias"] = "plain"
     shard_number: int | None = Field(None, ge=1)

@@ -350,6 +350,7 @@ def _migrate_one(
                 start=start,
                 batch_size=p.batch_size,
                 workers=p.workers,
+                flush_every_s=p.flush_every_s,
                 on_progress=on_progress,
                 ledger=ledger,
                 layout=layout,

@@ -85,6 +85,7 @@ def copy_collection(
     batch_size: int,
     workers: int,
     on_progress: Any,
+    flush_every_s: float = FLUSH_EVERY_S,
     ledger: Ledger | None = None,
     layout: Layout | None = None,
     on_substituted: Any = None,
@@ -131,7 +132,7 @@ def copy_collection(
 
     def complete(item: Points) -> None:
         written.append(item)
-        if time.monotonic() - last_flush >= FLUSH_EVERY_S:
+        if time.monotonic() - last_flush >= flush_every_s:
             settle()
 
     def settle() -> None:

@@ -28,6 +28,7 @@ from typing import Any
 from runbook_lib.app.dual import journal_path_from_env
 from runbook_lib.app.journal import Journal, JournalEntry
 from runbook_lib.chroma import files as chroma_files
+from runbook_lib.chroma.tenant import refuse_write_back
 from runbook_lib.chroma.writer import ChromaWriter, refuse_mount_point, uninspectable_note
 from runbook_lib.config.faults import fault_point
 from runbook_lib.core.layouts import get_layout
@@ -237,6 +238,8 @@ def sync(step: Step) -> SyncResult:
 def run_sync(step: Step, p: SyncOptions) -> SyncResult:
     """Plan, and (when allowed) apply, a sync of ``step``'s run; used by the sync and rollback steps."""
     t0 = time.perf_counter()
+    if p.direction == "reverse":
+        refuse_write_back(step.settings.chroma)  # into one database only, before either store is opened
     checkpoint = Checkpoint(step.run.state_dir / CHECKPOINT)
     todo = _collections(step, checkpoint, p.collections)
     run_id = step.run.run_id
