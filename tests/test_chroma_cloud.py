@@ -23,6 +23,7 @@ from runbook_lib.core.mapping import build_payload, normalise_rows, point_id
 from runbook_lib.errors import ConfigError
 from runbook_lib.steps.dry_run.engine import dry_run
 from runbook_lib.steps.migrate.engine import migrate
+from runbook_lib.steps.rollback.engine import rollback
 from runbook_lib.steps.sync.engine import sync
 from runbook_lib.steps.verify.engine import verify
 
@@ -380,6 +381,11 @@ def test_several_databases_in_one_run(cloud_env: dict[str, Any], chroma_server: 
         q.upsert(f"{second}__srv_l2", [point_id("q-9")], [[1.0] * 6], [payload])
     with pytest.raises(ConfigError, match="one database at a time"):  # written back one database per run
         run_step_inprocess("sync", sync, run_id=run_id, databases=databases, direction="reverse", confirm=True)
+    # the run says it read several databases: without `databases` a reverse sync or a rollback is refused too
+    with pytest.raises(ConfigError, match="one database at a time"):
+        run_step_inprocess("sync", sync, run_id=run_id, direction="reverse", confirm=True)
+    with pytest.raises(ConfigError, match="database"):
+        run_step_inprocess("rollback", rollback, run_id=run_id, confirm=True)
 
 
 def test_catch_up_passes_follow_writes_made_while_paging(

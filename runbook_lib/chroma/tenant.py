@@ -262,10 +262,10 @@ class TenantSource:
         return source.query_ids(collection, queries, k)
 
 
-def refuse_write_back(settings: ChromaSettings) -> None:
+def refuse_write_back(settings: ChromaSettings, recorded_source: Mapping[str, Any] | None = None) -> None:
     """A reverse sync or a rollback writes into one database: refused, before anything is read or written, when the
-    step reads several (``databases``)."""
-    if settings.databases:
+    step reads several (``databases``) or the run migrated several (its recorded source)."""
+    if settings.databases or (recorded_source or {}).get("databases"):
         raise ConfigError(
             "A reverse sync or a rollback writes into one database at a time, and this run reads several "
             "(`databases`): set CHROMA_DATABASE and migrate that database in its own run to write back into it."

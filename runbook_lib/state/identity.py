@@ -35,7 +35,12 @@ WITNESSES = 256
 
 def source_store(chroma: ChromaSettings) -> dict[str, Any]:
     """Where the source is, as the run records it (no secret)."""
-    where = {"tenant": chroma.tenant or "default_tenant", "database": chroma.database or "default_database"}
+    where: dict[str, Any] = {
+        "tenant": chroma.tenant or "default_tenant",
+        "database": chroma.database or "default_database",
+    }
+    if chroma.databases:  # several databases of the tenant as one source (the steps' ``databases``)
+        where["databases"] = list(chroma.databases)
     if chroma.is_server:
         scheme = "https" if chroma.ssl else "http"
         return {"kind": "server", "location": f"{scheme}://{chroma.host}:{chroma.port}", **where}
@@ -60,6 +65,8 @@ def _say(store: dict[str, Any]) -> str:
     extra = ""
     if store.get("tenant") not in (None, "default_tenant") or store.get("database") not in (None, "default_database"):
         extra = f" (tenant {store.get('tenant')}, database {store.get('database')})"
+    if store.get("databases"):
+        extra += f" (databases {', '.join(store['databases'])})"
     return f"{store['kind']} {store['location']}{extra}"
 
 

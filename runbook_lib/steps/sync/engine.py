@@ -238,9 +238,9 @@ def sync(step: Step) -> SyncResult:
 def run_sync(step: Step, p: SyncOptions) -> SyncResult:
     """Plan, and (when allowed) apply, a sync of ``step``'s run; used by the sync and rollback steps."""
     t0 = time.perf_counter()
-    if p.direction == "reverse":
-        refuse_write_back(step.settings.chroma)  # into one database only, before either store is opened
     checkpoint = Checkpoint(step.run.state_dir / CHECKPOINT)
+    if p.direction == "reverse":  # into one database only (also a rollback's bring-back), before a store is opened
+        refuse_write_back(step.settings.chroma, (checkpoint.data.get("stores") or {}).get("source"))
     todo = _collections(step, checkpoint, p.collections)
     run_id = step.run.run_id
     store_note = check_stores(run_id, checkpoint.data, step.settings)  # before either store is opened
