@@ -111,3 +111,14 @@ def test_a_failed_step_files_its_exit_code(runbook_env: dict[str, Path], monkeyp
         begin("monitor", run_id=step.run.run_id, concurrency="0")
     filed = step.run.read_result("monitor")
     assert filed is not None and filed["exit_code"] == 2 and "concurrency" in filed["error"]
+
+
+def test_every_step_declares_a_result_type_that_resolves() -> None:
+    """The step table names each step's result as ``module:Class``: each resolves to a class with the result's
+    shape (``ok``, ``verdict``, ``to_dict``), without ``config/`` importing ``steps/`` until asked."""
+    from runbook_lib.config.steps import STEP_TABLE
+
+    for spec in STEP_TABLE:
+        result_type = spec.result_type()
+        assert result_type.__name__ == spec.result.partition(":")[2], spec
+        assert callable(getattr(result_type, "to_dict", None)) and hasattr(result_type, "verdict"), spec
